@@ -1,0 +1,126 @@
+"""AW-convolution: attention shaped like the conv kernel, modulating it per sample.
+
+Zhu, Hofstee, Lee, Al-Ars, "An Attention Module for Convolutional Neural Networks", ICANN 2021,
+arXiv 2108.08205::
+
+    A0 = AvgPool(X)                        (B, C_in, k, k)   pooled to the kernel's spatial size
+    A  = gate(fc2(relu(fc1(A0))))          (B, M, C_in, k, k) fc1: C_in -> C_in/r, fc2: C_in/r -> M*C_in (1x1)
+    W' = K * A + K                         per-sample kernel; filter group m (C_out/M filters) uses map m
+    O  = conv(X, W')
+
+Two exact formulations of the per-sample conv:
+
+- ``"grouped"``: W' materialised as (B*C_out, C_in/groups, k, k) and applied by one grouped conv over
+  the batch folded into channels (groups = B * groups). Supports ``groups > 1``.
+- ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches
+  (B, M, C_in*k*k, L) instead and apply the shared kernel with one batched GEMM. ``groups == 1`` only.
+
+``impl="auto"`` picks ``"grouped"``: it was the faster one in ``scripts/bench_layers.py`` (see
+docs/layers.md) and the only one that handles grouped/depthwise convs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AW_IMPLS = ("auto", "grouped", "unfold")
+AW_GATES = ("sigmoid", "none")
+
+
+def _map_index(out_channels: int, in_channels: int, groups: int, num_maps: int) -> torch.Tensor:
+    """(C_out, C_in/groups) indices into the flattened (M * C_in) maps: filter o, local input channel c
+    reads map o // (C_out/M) at input channel (o // (C_out/groups)) * (C_in/groups) + c."""
+    out_idx = torch.arange(out_channels)[:, None]
+    local = torch.arange(in_channels // groups)[None, :]
+    channel = out_idx // (out_channels // groups) * (in_channels // groups) + local
+    return out_idx // (out_channels // num_maps) * in_channels + channel
+
+
+class AWConv2d(nn.Module):
+    """k x k conv whose kernel is modulated per sample by a kernel-shaped attention map (AW-conv).
+
+    Shapes: (B, C_in, H, W) -> (B, C_out, H_out, W_out), padding ``kernel_size // 2``, no bias
+    (the same output size as the ``nn.Conv2d`` it replaces).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, groups: as ``nn.Conv2d``. The kernel K lives in
+            ``self.conv`` (an ``nn.Conv2d``) so a backbone's conv init and pretrained conv weights apply.
+        reduction: r, the generator's hidden width is ``max(1, in_channels // r)``. Default 16 (as SE).
+        num_maps: M, the number of attention maps; must divide ``out_channels``. Default 4.
+        gate: ``"sigmoid"`` (A in (0, 1), so W' = K * (1 + A) scales each weight by 1..2) or ``"none"``
+            (A unbounded; zero generator output gives exactly K). Default ``"sigmoid"``.
+        impl: ``"grouped"``, ``"unfold"`` or ``"auto"`` (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        reduction: int = 16,
+        num_maps: int = 4,
+        gate: str = "sigmoid",
+        groups: int = 1,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if out_channels % num_maps:
+            raise ValueError(f"AWConv2d: num_maps={num_maps} must divide out_channels={out_channels}")
+        if gate not in AW_GATES:
+            raise ValueError(f"AWConv2d: gate must be one of {AW_GATES}, got {gate!r}")
+        if impl not in AW_IMPLS:
+            raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {impl!r}")
+        if impl == "unfold" and groups != 1:
+            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
+        )
+        hidden = max(1, in_channels // reduction)
+        self.fc1 = nn.Conv2d(in_channels, hidden, kernel_size=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, num_maps * in_channels, kernel_size=1)
+        self.num_maps = num_maps
+        self.gate = gate
+        self.impl = "grouped" if impl == "auto" else impl
+        self.register_buffer(
+            "map_index", _map_index(out_channels, in_channels, groups, num_maps), persistent=False
+        )
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """A: (B, C_in, H, W) -> (B, M * C_in, k, k)."""
+        pooled = F.adaptive_avg_pool2d(x, self.conv.kernel_size)
+        logits = self.fc2(self.act(self.fc1(pooled)))
+        return logits.sigmoid() if self.gate == "sigmoid" else logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attn = self.attention(x)
+        if self.impl == "unfold":
+            return self._forward_unfold(x, attn)
+        return self._forward_grouped(x, attn)
+
+    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
+        weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
+        out = F.conv2d(
+            x.reshape(1, -1, height, width),
+            weight.flatten(0, 1),
+            stride=self.conv.stride,
+            padding=self.conv.padding,
+            groups=batch * self.conv.groups,
+        )
+        return out.view(batch, -1, *out.shape[-2:])
+
+    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
+        out_h = (height + 2 * padding[0] - k[0]) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - k[1]) // stride[1] + 1
+        cols = F.unfold(x, k, padding=padding, stride=stride)  # (B, C_in*k*k, L), rows ordered (c, i, j)
+        scale = (1 + attn).view(batch, self.num_maps, -1, 1)  # (B, M, C_in*k*k, 1)
+        kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+        out = kernel @ (cols.unsqueeze(1) * scale)  # (B, M, C_out/M, L)
+        return out.view(batch, -1, out_h, out_w)

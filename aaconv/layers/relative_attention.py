@@ -1,0 +1,194 @@
+"""Multi-head 2-D self-attention with learned relative position logits (the attention half of AA).
+
+Bello et al., "Attention Augmented Convolutional Networks", ICCV 2019, arXiv 1904.09925, section 3.
+For queries/keys at positions i = (y_i, x_i), j = (y_j, x_j) on an H x W map, with q pre-scaled by
+dk_h^-1/2::
+
+    logits[i, j] = q_i . k_j + q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i]
+    out_i = sum_j softmax_j(logits[i, :]) v_j
+
+Two exact implementations share the same parameters:
+
+- ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
+  computes the relative terms with the appendix's ``rel_to_abs`` trick.
+- ``attention_fused``: the same logits as a plain dot product of augmented vectors,
+  ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]`` with ``aW_i[x] = q_i . rW[x - x_i]`` and
+  ``aH_i[y] = q_i . rH[y - y_i]``, fed to ``F.scaled_dot_product_attention`` so no HW x HW tensor
+  exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels need
+  equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
+  HW x HW). ``query_chunk`` splits the queries for kernels with a head-dim limit.
+
+Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
+covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
+H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_IMPLS = ("auto", "fused", "reference")
+
+
+def rel_to_abs(x: torch.Tensor) -> torch.Tensor:
+    """(..., L, 2L-1) logits indexed by relative offset -> (..., L, L) with out[i, j] = x[i, j - i + L - 1].
+
+    The appendix's pad / flatten / reshape trick.
+    """
+    length = x.shape[-2]
+    flat = F.pad(x, (0, 1)).flatten(-2)  # (..., L * 2L)
+    flat = F.pad(flat, (0, length - 1))
+    return flat.unflatten(-1, (length + 1, 2 * length - 1))[..., :length, length - 1 :]
+
+
+def relative_logits_reference(
+    q: torch.Tensor, rel_w: torch.Tensor, rel_h: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """q: (B, N, HW, d); rel_w: (2W-1, d); rel_h: (2H-1, d) -> (B, N, HW, HW) relative logits."""
+    q = q.unflatten(2, (height, width))  # (B, N, H, W, d)
+    along_w = rel_to_abs(q @ rel_w.T)  # (B, N, H, W, W): [y_i, x_i, x_j]
+    along_h = rel_to_abs(q.transpose(2, 3) @ rel_h.T).transpose(2, 3)  # (B, N, H, W, H): [y_i, x_i, y_j]
+    shape = (*q.shape[:4], height, width)
+    logits = along_w.unsqueeze(-2).expand(shape) + along_h.unsqueeze(-1).expand(shape)
+    return logits.flatten(4).flatten(2, 3)
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_w: torch.Tensor | None,
+    rel_h: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The paper's attention. q, k: (B, N, HW, dk_h), q pre-scaled; v: (B, N, HW, dv_h) -> (B, N, HW, dv_h)."""
+    logits = q @ k.transpose(-1, -2)
+    if rel_w is not None and rel_h is not None:
+        logits = logits + relative_logits_reference(q, rel_w, rel_h, height, width)
+    return logits.softmax(-1) @ v
+
+
+def _offset_table(table: torch.Tensor, length: int) -> torch.Tensor:
+    """(2L-1, d) table -> (L, L, d) with out[a, b] = table[b - a + L - 1]."""
+    pos = torch.arange(length, device=table.device)
+    return table[pos[None, :] - pos[:, None] + length - 1]
+
+
+def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
+    return F.pad(x, (0, size - x.shape[-1]))
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int | None) -> torch.Tensor:
+    if query_chunk is None or q.shape[-2] <= query_chunk:
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    chunks = [F.scaled_dot_product_attention(qc, k, v, scale=1.0) for qc in q.split(query_chunk, dim=-2)]
+    return torch.cat(chunks, dim=-2)
+
+
+def attention_fused(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_w: torch.Tensor | None,
+    rel_h: torch.Tensor | None,
+    height: int,
+    width: int,
+    query_chunk: int | None = None,
+) -> torch.Tensor:
+    """Same result as ``attention_reference`` without any (HW, HW) tensor (see the module docstring)."""
+    if rel_w is not None and rel_h is not None:
+        grid = q.unflatten(2, (height, width))  # (B, N, H, W, d)
+        a_w = torch.einsum("bnyxd,xud->bnyxu", grid, _offset_table(rel_w, width))
+        a_h = torch.einsum("bnyxd,yud->bnyxu", grid, _offset_table(rel_h, height))
+        q = torch.cat([q, a_w.flatten(2, 3), a_h.flatten(2, 3)], dim=-1)
+        eye_w = torch.eye(width, dtype=k.dtype, device=k.device).repeat(height, 1)  # onehot(x_j)
+        eye_h = torch.eye(height, dtype=k.dtype, device=k.device).repeat_interleave(width, 0)  # onehot(y_j)
+        onehot = torch.cat([eye_w, eye_h], dim=-1).expand(*k.shape[:2], -1, -1)
+        k = torch.cat([k, onehot], dim=-1)
+    value_dim = v.shape[-1]
+    head_dim = -(-max(q.shape[-1], value_dim) // 8) * 8  # equal dims, multiple of 8: efficient kernels
+    out = _sdpa(_pad_last(q, head_dim), _pad_last(k, head_dim), _pad_last(v, head_dim), query_chunk)
+    return out[..., :value_dim]
+
+
+class RelativeAttention2d(nn.Module):
+    """Multi-head self-attention over an H x W map from a precomputed qkv projection.
+
+    Shapes: qkv (B, 2*dk + dv, H, W) -> (B, dv, H, W). Heads are contiguous channel groups of q, k, v;
+    the output concatenates heads on channels (head n -> channels n*dv_h .. (n+1)*dv_h - 1).
+
+    Args:
+        dk, dv: total key and value depth, multiples of ``num_heads``.
+        num_heads: N_h.
+        relative: learn relative width/height logits (``rel_width``, ``rel_height``, shared across heads,
+            init N(0, dk_h^-1/2): the appendix passes dk_h^-1/2 as the *mean* by a TF1 argument-order
+            quirk, we read it as the std). ``False``: no position encoding (permutation-equivariant).
+        max_size: largest H and W the relative tables cover (the policy in the module docstring).
+        impl: ``"reference"``, ``"fused"`` or ``"auto"`` (= fused).
+        query_chunk: process queries in chunks of this many positions on the fused path.
+    """
+
+    def __init__(
+        self,
+        dk: int,
+        dv: int,
+        num_heads: int = 8,
+        *,
+        relative: bool = True,
+        max_size: int = 256,
+        impl: str = "auto",
+        query_chunk: int | None = None,
+    ) -> None:
+        super().__init__()
+        if dk % num_heads or dv % num_heads or dk <= 0 or dv <= 0:
+            raise ValueError(f"dk={dk} and dv={dv} must be positive multiples of num_heads={num_heads}")
+        self.dk, self.dv, self.num_heads = dk, dv, num_heads
+        self.max_size = max_size
+        self.query_chunk = query_chunk
+        self.impl = impl
+        head_dim = dk // num_heads
+        self.scale = head_dim**-0.5
+        if relative:
+            self.rel_width = nn.Parameter(torch.randn(2 * max_size - 1, head_dim) * self.scale)
+            self.rel_height = nn.Parameter(torch.randn(2 * max_size - 1, head_dim) * self.scale)
+        else:
+            self.register_parameter("rel_width", None)
+            self.register_parameter("rel_height", None)
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        if value not in ATTENTION_IMPLS:
+            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {value!r}")
+        self._impl = "fused" if value == "auto" else value
+
+    def _tables(self, height: int, width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.rel_width is None or self.rel_height is None:
+            return None, None
+        if max(height, width) > self.max_size:
+            raise ValueError(
+                f"feature map {height}x{width} exceeds the relative tables' max_size={self.max_size}; "
+                "raise the AA option max_size"
+            )
+        center = self.max_size - 1
+        return (
+            self.rel_width[center - width + 1 : center + width],
+            self.rel_height[center - height + 1 : center + height],
+        )
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = qkv.shape
+        q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
+        q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
+        q = q * self.scale
+        rel_w, rel_h = self._tables(height, width)
+        if self.impl == "reference":
+            out = attention_reference(q, k, v, rel_w, rel_h, height, width)
+        else:
+            out = attention_fused(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
+        return out.transpose(-1, -2).reshape(batch, self.dv, height, width)

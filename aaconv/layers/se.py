@@ -1,0 +1,47 @@
+"""Squeeze-and-Excitation channel attention, the AA paper's comparison baseline.
+
+Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507. Layout and rounding follow timm's
+``SEModule`` (``fc1``/``fc2`` 1x1 convs with bias), so an SE-ResNet-50 built with ``reduction=16``
+has timm's ``seresnet50`` parameter count (28,088,024) and state-dict key names.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def reduced_channels(channels: int, reduction: float, divisor: int = 8) -> int:
+    """``channels / reduction`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``).
+
+    Same rounding as timm's ``make_divisible(channels / reduction, divisor, round_limit=0)``;
+    ``divisor=1`` gives plain rounding to the nearest integer.
+    """
+    value = channels / reduction
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(fc2(relu(fc1(mean_hw(x))))) with fc1: C -> C/r, fc2: C/r -> C.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W).
+
+    Args:
+        channels: C.
+        reduction: r; the hidden width is ``reduced_channels(C, r, divisor)``.
+        divisor: the hidden width is a multiple of this (timm's default 8).
+        rd_channels: explicit hidden width, overriding ``reduction``/``divisor``
+            (MnasNet-A1 sizes its SE from the block's input width).
+    """
+
+    def __init__(
+        self, channels: int, reduction: float = 16, *, divisor: int = 8, rd_channels: int | None = None
+    ) -> None:
+        super().__init__()
+        hidden = rd_channels or reduced_channels(channels, reduction, divisor)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * scale.sigmoid()
