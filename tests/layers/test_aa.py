@@ -1,0 +1,257 @@
+"""AAConv2d and its relative attention against brute force written from the formula (papers.md section 1)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.layers.relative_attention import (
+    RelativeAttention2d,
+    attention_fused,
+    attention_reference,
+    relative_logits_reference,
+)
+
+f64 = torch.float64
+
+
+def brute_relative_logits(q, rel_w, rel_h, height, width):
+    """logits[b, n, i, j] = q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i], one (i, j) at a time."""
+    out = torch.zeros(*q.shape[:2], height * width, height * width, dtype=q.dtype)
+    for i in range(height * width):
+        yi, xi = divmod(i, width)
+        for j in range(height * width):
+            yj, xj = divmod(j, width)
+            rel = rel_w[xj - xi + width - 1] + rel_h[yj - yi + height - 1]
+            out[:, :, i, j] = (q[:, :, i] * rel).sum(-1)
+    return out
+
+
+def brute_attention(q, k, v, rel_w, rel_h, height, width):
+    logits = q @ k.transpose(-1, -2)
+    if rel_w is not None:
+        logits = logits + brute_relative_logits(q, rel_w, rel_h, height, width)
+    return torch.softmax(logits, -1) @ v
+
+
+def brute_aaconv(layer, x):
+    """AA-conv from the paper's description, head by head, independent of the layer's reshapes."""
+    attn = layer.attention
+    feats = layer.qkv(layer.pool(x))
+    _, _, height, width = feats.shape
+    dkh, dvh = attn.dk // attn.num_heads, attn.dv // attn.num_heads
+    rel_w = rel_h = None
+    if attn.rel_width is not None:
+        c = attn.max_size - 1
+        rel_w, rel_h = attn.rel_width[c - width + 1 : c + width], attn.rel_height[c - height + 1 : c + height]
+    heads = []
+    for n in range(attn.num_heads):
+        q = feats[:, n * dkh : (n + 1) * dkh].flatten(2).transpose(1, 2)[:, None] * dkh**-0.5
+        k = feats[:, attn.dk + n * dkh : attn.dk + (n + 1) * dkh].flatten(2).transpose(1, 2)[:, None]
+        v = feats[:, 2 * attn.dk + n * dvh : 2 * attn.dk + (n + 1) * dvh].flatten(2).transpose(1, 2)[:, None]
+        out = brute_attention(q, k, v, rel_w, rel_h, height, width)[:, 0]  # (B, HW, dvh)
+        heads.append(out.transpose(1, 2).reshape(x.shape[0], dvh, height, width))
+    attn_out = layer.proj(torch.cat(heads, 1))
+    return attn_out if layer.conv is None else torch.cat([layer.conv(x), attn_out], 1)
+
+
+@pytest.mark.parametrize("height,width", [(3, 5), (4, 4), (5, 2)])
+def test_relative_logits_match_brute_force(height, width):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, height * width, 4, dtype=f64, generator=g)
+    rel_w = torch.randn(2 * width - 1, 4, dtype=f64, generator=g)
+    rel_h = torch.randn(2 * height - 1, 4, dtype=f64, generator=g)
+    expected = brute_relative_logits(q, rel_w, rel_h, height, width)
+    torch.testing.assert_close(relative_logits_reference(q, rel_w, rel_h, height, width), expected)
+
+
+@pytest.mark.parametrize("relative", [True, False])
+@pytest.mark.parametrize("height,width", [(3, 5), (4, 4)])
+def test_attention_paths_match_brute_force(relative, height, width):
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(2, 2, height * width, 3, dtype=f64, generator=g) for _ in range(2))
+    v = torch.randn(2, 2, height * width, 5, dtype=f64, generator=g)
+    rel_w = torch.randn(2 * width - 1, 3, dtype=f64, generator=g) if relative else None
+    rel_h = torch.randn(2 * height - 1, 3, dtype=f64, generator=g) if relative else None
+    expected = brute_attention(q, k, v, rel_w, rel_h, height, width)
+    torch.testing.assert_close(attention_reference(q, k, v, rel_w, rel_h, height, width), expected)
+    torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width), expected)
+    torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width, query_chunk=4), expected)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("stride,stride_mode", [(1, "avgpool"), (2, "avgpool"), (2, "qkv")])
+def test_layer_matches_brute_force(impl, stride, stride_mode):
+    torch.manual_seed(2)
+    layer = AAConv2d(6, 12, 3, stride, dk=8, dv=4, num_heads=2, impl=impl, stride_mode=stride_mode, max_size=8)
+    layer = layer.double()
+    x = torch.randn(2, 6, 5, 7, dtype=f64)
+    out = layer(x)
+    reference_conv = nn.Conv2d(6, 12, 3, stride, padding=1, bias=False).double()
+    assert out.shape == reference_conv(x).shape
+    torch.testing.assert_close(out, brute_aaconv(layer, x))
+
+
+def _param_grads(layer, x, seed=3):
+    out = layer(x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
+    grads = torch.autograd.grad((out * weights).sum(), [x, *layer.parameters()])
+    return out, grads
+
+
+@pytest.mark.parametrize(
+    "size,stride,heads,relative",
+    [((4, 5), 1, 1, True), ((6, 6), 2, 2, True), ((7, 3), 1, 4, True), ((5, 6), 2, 4, False)],
+)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+def test_reference_and_fused_agree_forward_backward(size, stride, heads, relative, dtype, tol):
+    torch.manual_seed(4)
+    layer = AAConv2d(8, 16, 3, stride, dk=4 * heads, dv=2 * heads, num_heads=heads, relative=relative)
+    layer = layer.to(dtype)
+    x = torch.randn(2, 8, *size, dtype=dtype, requires_grad=True)
+    results = {}
+    for impl in ("reference", "fused"):
+        layer.impl = impl
+        results[impl] = _param_grads(layer, x)
+    out_ref, grads_ref = results["reference"]
+    out_fused, grads_fused = results["fused"]
+    torch.testing.assert_close(out_fused, out_ref, rtol=tol, atol=tol)
+    for g_fused, g_ref in zip(grads_fused, grads_ref):
+        torch.testing.assert_close(g_fused, g_ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
+def test_low_precision_paths_agree_with_float64(dtype, tol):
+    torch.manual_seed(5)
+    layer = AAConv2d(8, 16, 3, dk=8, dv=8, num_heads=2).double()
+    x = torch.randn(2, 8, 6, 5, dtype=f64, requires_grad=True)
+    layer.impl = "reference"
+    out64, grads64 = _param_grads(layer, x)
+    low = AAConv2d(8, 16, 3, dk=8, dv=8, num_heads=2)
+    low.load_state_dict(layer.state_dict())
+    low = low.to(dtype)
+    x_low = x.detach().to(dtype).requires_grad_()
+    for impl in ("reference", "fused"):
+        low.impl = impl
+        out, grads = _param_grads(low, x_low)
+        scale = out64.abs().max()
+        assert (out.double() - out64).abs().max() <= tol * scale
+        for g, g64 in zip(grads, grads64):
+            assert (g.double() - g64).abs().max() <= tol * max(g64.abs().max(), 1e-3)
+
+
+def _masked_background_qkv(content, height, width, top, left, dk):
+    """qkv map: ``content`` pasted at (top, left) on a constant background whose keys get zero weight.
+
+    Every query has q[0] = 1 and background keys k[0] = -1e4, so exp(logit) underflows to exactly 0 for
+    them and only the content positions (same relative offsets after a shift) take part.
+    """
+    qkv = torch.full((content.shape[0], content.shape[1], height, width), 0.3, dtype=content.dtype)
+    qkv[:, dk, :, :] = -1e4
+    qkv[:, :, top : top + content.shape[2], left : left + content.shape[3]] = content
+    return qkv
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_relative_attention_is_translation_equivariant(impl):
+    torch.manual_seed(6)
+    attn = RelativeAttention2d(dk=4, dv=4, num_heads=1, relative=True, max_size=10, impl=impl).double()
+    content = torch.randn(1, 12, 3, 4, dtype=f64)
+    qkv = _masked_background_qkv(content, 8, 9, top=2, left=2, dk=4)
+    qkv[:, 0] = 1.0  # q[0] = 1 at every position, content included
+    out = attn(qkv)
+    for dy, dx in [(1, 2), (-2, -1), (2, -2)]:
+        shifted_out = attn(torch.roll(qkv, (dy, dx), dims=(2, 3)))
+        torch.testing.assert_close(shifted_out[:, :, 2 + dy : 5 + dy, 2 + dx : 6 + dx], out[:, :, 2:5, 2:6])
+    with torch.no_grad():  # the relative terms do shape the output being compared
+        attn.rel_width.zero_()
+    assert not torch.allclose(attn(qkv), out)
+
+
+def test_aaconv_without_position_encoding_is_permutation_equivariant():
+    torch.manual_seed(7)
+    layer = AAConv2d(6, 10, 1, dk=8, dv=6, num_heads=2, relative=False).double()
+    x = torch.randn(2, 6, 4, 5, dtype=f64)
+    perm = torch.randperm(20)
+    permuted = x.flatten(2)[:, :, perm].view_as(x)
+    expected = layer(x).flatten(2)[:, :, perm].view(2, 10, 4, 5)
+    torch.testing.assert_close(layer(permuted), expected)
+
+
+def test_relative_encoding_breaks_permutation_equivariance():
+    torch.manual_seed(7)
+    layer = AAConv2d(6, 10, 1, dk=8, dv=6, num_heads=2, relative=True).double()
+    x = torch.randn(2, 6, 4, 5, dtype=f64)
+    perm = torch.randperm(20)
+    permuted = x.flatten(2)[:, :, perm].view_as(x)
+    expected = layer(x).flatten(2)[:, :, perm].view(2, 10, 4, 5)
+    assert not torch.allclose(layer(permuted), expected)
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_gradients_reach_every_parameter(impl):
+    torch.manual_seed(8)
+    layer = AAConv2d(6, 12, 3, 2, dk=8, dv=4, num_heads=2, impl=impl, max_size=6)
+    _, grads = _param_grads(layer, torch.randn(2, 6, 7, 6, requires_grad=True))
+    names = [n for n, _ in layer.named_parameters()]
+    assert {"attention.rel_width", "attention.rel_height"} <= set(names)
+    for name, grad in zip(names, grads[1:]):
+        assert grad is not None and grad.abs().sum() > 0, name
+    # a map of H x W trains exactly the 2W-1 / 2H-1 central rows (4x3 after the stride)
+    rows_w = (dict(zip(names, grads[1:]))["attention.rel_width"].abs().sum(1) > 0).nonzero().flatten()
+    assert rows_w.tolist() == list(range(5 - 2, 5 + 3))
+
+
+def test_parameter_count_matches_formula():
+    cin, cout, k, dk, dv, heads, max_size = 16, 32, 3, 16, 8, 4, 20
+    layer = AAConv2d(cin, cout, k, dk=dk, dv=dv, num_heads=heads, max_size=max_size)
+    expected = (
+        (cout - dv) * cin * k * k  # conv branch, no bias
+        + cin * (2 * dk + dv) + (2 * dk + dv)  # qkv 1x1 with bias
+        + dv * dv + dv  # output projection with bias
+        + 2 * (2 * max_size - 1) * (dk // heads)  # rW, rH shared across heads
+    )
+    assert sum(p.numel() for p in layer.parameters()) == expected
+    plain = AAConv2d(cin, cout, k, dk=dk, dv=dv, num_heads=heads, relative=False)
+    assert sum(p.numel() for p in plain.parameters()) == expected - 2 * (2 * max_size - 1) * (dk // heads)
+
+
+def test_relative_table_init_std():
+    torch.manual_seed(9)
+    attn = RelativeAttention2d(dk=8 * 16, dv=8, num_heads=8, max_size=256)
+    assert attn.rel_width.std().item() == pytest.approx(16**-0.5, rel=0.05)
+    assert attn.rel_width.mean().abs().item() < 0.01
+
+
+def test_variable_sizes_and_max_size_error():
+    layer = AAConv2d(4, 16, 3, dk=8, dv=8, num_heads=2, max_size=9)
+    for size in [(3, 9), (9, 2), (5, 5)]:
+        assert layer(torch.randn(1, 4, *size)).shape == (1, 16, *size)
+    with pytest.raises(ValueError, match="max_size"):
+        layer(torch.randn(1, 4, 4, 10))
+
+
+def test_fully_attentional_layer_has_no_conv_branch():
+    layer = AAConv2d(8, 16, 3, 2, dk=16, dv=16, num_heads=8)
+    assert layer.conv is None
+    assert layer(torch.randn(2, 8, 7, 8)).shape == (2, 16, 4, 4)
+
+
+def test_conv_builder_and_groups():
+    layer = AAConv2d(8, 16, 3, dk=8, dv=8, num_heads=2, conv_builder=lambda *a: AWConv2d(*a[:4], groups=a[4]))
+    assert isinstance(layer.conv, AWConv2d)
+    assert layer(torch.randn(2, 8, 5, 5)).shape == (2, 16, 5, 5)
+    grouped = AAConv2d(8, 16, 3, dk=8, dv=8, num_heads=2, groups=2)
+    assert grouped.conv.groups == 2
+    with pytest.raises(ValueError, match="depthwise"):
+        AAConv2d(16, 16, 3, dk=8, dv=8, num_heads=2, groups=16)
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(10)
+    layer = AAConv2d(4, 8, 3, dk=8, dv=4, num_heads=2)
+    x = torch.randn(2, 4, 5, 6)
+    compiled = torch.compile(layer, backend="inductor")
+    torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,112 @@
+"""AWConv2d against per-sample brute force written from papers.md section 2 and a plain nn.Conv2d."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aaconv.layers import AWConv2d
+
+f64 = torch.float64
+
+
+def brute_aw(layer, x):
+    """Sample by sample: A from the formula, W' = K * A + K, one ordinary conv per sample."""
+    conv = layer.conv
+    k = conv.kernel_size[0]
+    cout, cin_g = conv.weight.shape[:2]
+    cin, maps, groups = x.shape[1], layer.num_maps, conv.groups
+    outs = []
+    for xb in x:
+        h, w = xb.shape[1:]
+        pooled = xb.view(cin, k, h // k, k, w // k).mean((2, 4))  # AvgPool to k x k (H, W multiples of k)
+        hidden = torch.relu(torch.einsum("oc,cij->oij", layer.fc1.weight[:, :, 0, 0], pooled) + layer.fc1.bias[:, None, None])
+        attn = torch.einsum("oc,cij->oij", layer.fc2.weight[:, :, 0, 0], hidden) + layer.fc2.bias[:, None, None]
+        attn = attn.sigmoid() if layer.gate == "sigmoid" else attn
+        attn = attn.view(maps, cin, k, k)
+        kernel = torch.empty_like(conv.weight)
+        for o in range(cout):
+            channels = slice(o // (cout // groups) * cin_g, (o // (cout // groups) + 1) * cin_g)
+            a = attn[o // (cout // maps), channels]
+            kernel[o] = conv.weight[o] * a + conv.weight[o]
+        outs.append(F.conv2d(xb[None], kernel, stride=conv.stride, padding=k // 2, groups=groups))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("stride,maps,gate", [(1, 1, "sigmoid"), (2, 4, "none"), (1, 8, "sigmoid")])
+def test_matches_per_sample_brute_force(impl, stride, maps, gate):
+    torch.manual_seed(0)
+    layer = AWConv2d(6, 8, 3, stride, reduction=2, num_maps=maps, gate=gate, impl=impl).double()
+    x = torch.randn(3, 6, 6, 9, dtype=f64)
+    torch.testing.assert_close(layer(x), brute_aw(layer, x))
+
+
+@pytest.mark.parametrize("groups", [2, 6])
+def test_grouped_and_depthwise_match_brute_force(groups):
+    torch.manual_seed(1)
+    layer = AWConv2d(6, 6 * (2 if groups == 2 else 1), 3, reduction=2, num_maps=2, groups=groups).double()
+    x = torch.randn(2, 6, 6, 6, dtype=f64)
+    torch.testing.assert_close(layer(x), brute_aw(layer, x))
+
+
+@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+def test_samples_are_independent(impl):
+    torch.manual_seed(2)
+    layer = AWConv2d(4, 8, 3, reduction=2, num_maps=2, impl=impl).double()
+    x = torch.randn(2, 4, 5, 7, dtype=f64)
+    together = layer(x)
+    torch.testing.assert_close(together, torch.cat([layer(x[:1]), layer(x[1:])]))
+    assert not torch.allclose(together[0], together[1])
+
+
+@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("gate,factor", [("none", 1.0), ("sigmoid", 1.5)])
+def test_zeroed_generator_is_plain_conv(impl, gate, factor):
+    torch.manual_seed(3)
+    layer = AWConv2d(4, 8, 3, 2, reduction=2, num_maps=4, gate=gate, impl=impl).double()
+    nn.init.zeros_(layer.fc2.weight)
+    nn.init.zeros_(layer.fc2.bias)
+    plain = nn.Conv2d(4, 8, 3, 2, padding=1, bias=False).double()
+    with torch.no_grad():
+        plain.weight.copy_(layer.conv.weight * factor)  # A = 0 -> K; sigmoid(0) = 0.5 -> 1.5 K
+    x = torch.randn(2, 4, 7, 6, dtype=f64)
+    torch.testing.assert_close(layer(x), plain(x))
+
+
+def test_formulations_agree_forward_and_backward():
+    torch.manual_seed(4)
+    layer = AWConv2d(6, 8, 3, 2, reduction=3, num_maps=2).double()
+    x = torch.randn(2, 6, 7, 5, dtype=f64, requires_grad=True)
+    results = []
+    for impl in ("grouped", "unfold"):
+        layer.impl = impl
+        out = layer(x)
+        results.append((out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
+        assert b.abs().sum() > 0
+
+
+def test_parameter_count_matches_formula():
+    cin, cout, k, r, maps = 32, 64, 3, 16, 4
+    layer = AWConv2d(cin, cout, k, reduction=r, num_maps=maps)
+    hidden = cin // r
+    expected = cout * cin * k * k + (cin * hidden + hidden) + (hidden * maps * cin + maps * cin)
+    assert sum(p.numel() for p in layer.parameters()) == expected
+
+
+def test_invalid_options():
+    with pytest.raises(ValueError, match="num_maps"):
+        AWConv2d(4, 6, 3, num_maps=4)
+    with pytest.raises(ValueError, match="groups=1"):
+        AWConv2d(4, 4, 3, groups=4, impl="unfold")
+    with pytest.raises(ValueError, match="gate"):
+        AWConv2d(4, 4, 3, gate="tanh")
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(5)
+    layer = AWConv2d(4, 8, 3, reduction=2, num_maps=2)
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(torch.compile(layer)(x), layer(x), rtol=1e-4, atol=1e-5)
