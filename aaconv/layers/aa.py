@@ -25,7 +25,8 @@ from .relative_attention import RelativeAttention2d
 STRIDE_MODES = ("avgpool", "qkv")
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """torchvision-style ``conv3x3``: padding ``kernel_size // 2``, no bias."""
     return nn.Conv2d(
         in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
     )
@@ -89,7 +90,8 @@ class AAConv2d(nn.Module):
                 f"out_channels - dv = {conv_channels} must both be divisible by groups "
                 "(depthwise convs cannot be attention-augmented; augment a groups=1 conv)"
             )
-        self.conv = (conv_builder or _conv)(in_channels, conv_channels, kernel_size, stride, groups) if conv_channels else None
+        build_conv = conv_builder or plain_conv
+        self.conv = build_conv(in_channels, conv_channels, kernel_size, stride, groups) if conv_channels else None
         pool_stride = stride > 1 and stride_mode == "avgpool"
         self.pool = (
             nn.AvgPool2d(2 * (stride // 2) + 1, stride, stride // 2, count_include_pad=False)

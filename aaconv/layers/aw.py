@@ -71,10 +71,6 @@ class AWConv2d(nn.Module):
             raise ValueError(f"AWConv2d: num_maps={num_maps} must divide out_channels={out_channels}")
         if gate not in AW_GATES:
             raise ValueError(f"AWConv2d: gate must be one of {AW_GATES}, got {gate!r}")
-        if impl not in AW_IMPLS:
-            raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {impl!r}")
-        if impl == "unfold" and groups != 1:
-            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
         )
@@ -84,10 +80,22 @@ class AWConv2d(nn.Module):
         self.fc2 = nn.Conv2d(hidden, num_maps * in_channels, kernel_size=1)
         self.num_maps = num_maps
         self.gate = gate
-        self.impl = "grouped" if impl == "auto" else impl
+        self.impl = impl
         self.register_buffer(
             "map_index", _map_index(out_channels, in_channels, groups, num_maps), persistent=False
         )
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        if value not in AW_IMPLS:
+            raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {value!r}")
+        if value == "unfold" and self.conv.groups != 1:
+            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
+        self._impl = "grouped" if value == "auto" else value
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """A: (B, C_in, H, W) -> (B, M * C_in, k, k)."""

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 from torch import nn
 
-from .aa import AAConv2d
+from .aa import AAConv2d, plain_conv
 from .aw import AWConv2d
 from .se import SqueezeExcite
 
@@ -74,12 +74,6 @@ def attention_depths(out_channels: int, kappa: float, upsilon: float, num_heads:
     return dk, dv
 
 
-def _plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
-    )
-
-
 def _aw_conv(
     in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1, **options: Any
 ) -> AWConv2d:
@@ -124,7 +118,7 @@ def create_attention(
     """
     parts = set(normalize_variant(variant).split("+"))
     aw_conv: ConvBuilder = partial(_aw_conv, **dict(aw or {}))
-    conv: ConvBuilder = _plain_conv
+    conv: ConvBuilder = plain_conv
     if "aa" in parts:
         conv = partial(_aa_conv, **{**AA_DEFAULTS, **dict(aa or {})}, branch=aw_conv if "aw" in parts else None)
     elif "aw" in parts:

@@ -255,3 +255,22 @@ def test_torch_compile_matches_eager():
     x = torch.randn(2, 4, 5, 6)
     compiled = torch.compile(layer, backend="inductor")
     torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+def _saved_tensor_numels(layer, x):
+    numels = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: numels.append(t.numel()) or t, lambda t: t):
+        layer(x).sum().backward()
+    return numels
+
+
+def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
+    """The fused path must stay on an SDPA kernel that saves O(HW) tensors (DESIGN.md: with unequal
+    q/k and v head dims SDPA silently falls back to the math path, which saves the HW x HW weights)."""
+    layer = AAConv2d(8, 16, 3, dk=16, dv=8, num_heads=1)
+    x = torch.randn(1, 8, 12, 10, requires_grad=True)
+    positions = 12 * 10
+    layer.impl = "reference"
+    assert max(_saved_tensor_numels(layer, x)) >= positions**2  # the check can see such a tensor
+    layer.impl = "fused"
+    assert max(_saved_tensor_numels(layer, x)) < positions**2
