@@ -134,16 +134,21 @@ def main() -> None:
 
     kinds = ("aa-reference", "aa-fused", "aw-grouped", "aw-unfold", "conv")
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} threads"
-    print(f"# {device_name}, torch {torch.__version__}; batch {args.batch}, {args.channels}->{args.channels} ch, 3x3, "
-          f"AA: {args.heads} heads, dk={args.dk}, dv={args.dv}; forward+backward, ms (best repeat) / peak MiB")
+    print(
+        f"# {device_name}, torch {torch.__version__}; batch {args.batch}, {args.channels}->{args.channels} ch, "
+        f"3x3, AA: {args.heads} heads, dk={args.dk}, dv={args.dv}; forward+backward, ms (best repeat) / peak MiB"
+    )
     print("| map | " + " | ".join(kinds) + " | AA mem ratio ref/fused | AA speed-up |")
     print("|---" * (len(kinds) + 3) + "|")
     for text in args.sizes:
         size = tuple(int(v) for v in text.split("x"))
         results = {}
         for kind in kinds:
-            case = {"kind": kind, "size": size, "batch": args.batch, "channels": args.channels, "heads": args.heads,
-                    "dk": args.dk, "dv": args.dv, "device": args.device, "repeats": repeats_for(size), "threads": args.threads}
+            case = {
+                "kind": kind, "size": size, "batch": args.batch, "channels": args.channels, "heads": args.heads,
+                "dk": args.dk, "dv": args.dv, "device": args.device, "repeats": repeats_for(size),
+                "threads": args.threads,
+            }
             results[kind] = measure(case)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]
         ref, fused = results["aa-reference"], results["aa-fused"]

@@ -167,7 +167,10 @@ class RelativeAttention2d(nn.Module):
             raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {value!r}")
         self._impl = "fused" if value == "auto" else value
 
-    def _tables(self, height: int, width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _tables(
+        self, height: int, width: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The central (2W-1, dk_h) and (2H-1, dk_h) rows, in the activations' dtype (autocast)."""
         if self.rel_width is None or self.rel_height is None:
             return None, None
         if max(height, width) > self.max_size:
@@ -177,8 +180,8 @@ class RelativeAttention2d(nn.Module):
             )
         center = self.max_size - 1
         return (
-            self.rel_width[center - width + 1 : center + width],
-            self.rel_height[center - height + 1 : center + height],
+            self.rel_width[center - width + 1 : center + width].to(dtype),
+            self.rel_height[center - height + 1 : center + height].to(dtype),
         )
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
@@ -186,7 +189,7 @@ class RelativeAttention2d(nn.Module):
         q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
         q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
         q = q * self.scale
-        rel_w, rel_h = self._tables(height, width)
+        rel_w, rel_h = self._tables(height, width, q.dtype)
         if self.impl == "reference":
             out = attention_reference(q, k, v, rel_w, rel_h, height, width)
         else:

@@ -274,3 +274,17 @@ def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
     assert max(_saved_tensor_numels(layer, x)) >= positions**2  # the check can see such a tensor
     layer.impl = "fused"
     assert max(_saved_tensor_numels(layer, x)) < positions**2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fused_matches_reference_on_cuda(dtype):
+    torch.manual_seed(11)
+    layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4).cuda().to(dtype)
+    x = torch.randn(2, 16, 9, 13, device="cuda", dtype=dtype)
+    layer.impl = "reference"
+    expected = layer(x).float()
+    layer.impl = "fused"
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(layer(x).float(), expected, rtol=tol, atol=tol)

@@ -9,6 +9,11 @@ from aaconv.layers import AWConv2d
 f64 = torch.float64
 
 
+def pointwise(conv, x):
+    """A 1x1 conv with bias on a (C, k, k) map, as a matrix product."""
+    return torch.einsum("oc,cij->oij", conv.weight[:, :, 0, 0], x) + conv.bias[:, None, None]
+
+
 def brute_aw(layer, x):
     """Sample by sample: A from the formula, W' = K * A + K, one ordinary conv per sample."""
     conv = layer.conv
@@ -19,8 +24,8 @@ def brute_aw(layer, x):
     for xb in x:
         h, w = xb.shape[1:]
         pooled = xb.view(cin, k, h // k, k, w // k).mean((2, 4))  # AvgPool to k x k (H, W multiples of k)
-        hidden = torch.relu(torch.einsum("oc,cij->oij", layer.fc1.weight[:, :, 0, 0], pooled) + layer.fc1.bias[:, None, None])
-        attn = torch.einsum("oc,cij->oij", layer.fc2.weight[:, :, 0, 0], hidden) + layer.fc2.bias[:, None, None]
+        hidden = torch.relu(pointwise(layer.fc1, pooled))
+        attn = pointwise(layer.fc2, hidden)
         attn = attn.sigmoid() if layer.gate == "sigmoid" else attn
         attn = attn.view(maps, cin, k, k)
         kernel = torch.empty_like(conv.weight)

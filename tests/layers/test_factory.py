@@ -7,7 +7,9 @@ from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite, create_at
 from aaconv.layers.factory import attention_depths, normalize_variant
 
 
-@pytest.mark.parametrize("spelling,canonical", [("se+aw", "aw+se"), ("AA + SE", "aa+se"), ("aa+aw", "aw+aa"), ("none", "none")])
+@pytest.mark.parametrize(
+    "spelling,canonical", [("se+aw", "aw+se"), ("AA + SE", "aa+se"), ("aa+aw", "aw+aa"), ("none", "none")]
+)
 def test_parts_in_any_order(spelling, canonical):
     assert normalize_variant(spelling) == canonical
 
@@ -23,7 +25,8 @@ def test_unknown_variants_list_the_valid_ones(bad):
 def test_plain_conv_is_torchvision_conv3x3(variant):
     conv = create_attention(variant).conv(64, 128, 3, 2)
     assert type(conv) is nn.Conv2d
-    assert (conv.kernel_size, conv.stride, conv.padding, conv.groups, conv.bias) == ((3, 3), (2, 2), (1, 1), 1, None)
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.groups) == ((3, 3), (2, 2), (1, 1), 1)
+    assert conv.bias is None
     assert list(conv.state_dict()) == ["weight"]
 
 

@@ -19,7 +19,10 @@ def test_matches_formula():
     torch.testing.assert_close(se(x), x * gate[:, :, None, None])
 
 
-@pytest.mark.parametrize("channels,reduction,divisor,expected", [(256, 16, 8, 16), (64, 16, 8, 8), (96, 16, 8, 8), (200, 16, 8, 16), (40, 4, 1, 10)])
+@pytest.mark.parametrize(
+    "channels,reduction,divisor,expected",
+    [(256, 16, 8, 16), (64, 16, 8, 8), (96, 16, 8, 8), (200, 16, 8, 16), (40, 4, 1, 10)],
+)
 def test_reduced_channels_rounding(channels, reduction, divisor, expected):
     assert reduced_channels(channels, reduction, divisor) == expected
 
