@@ -12,12 +12,17 @@ Stride (the paper has none): ``stride_mode="avgpool"`` (default) average-pools t
 the qkv projection, so every input pixel reaches the attention; ``stride_mode="qkv"`` strides the 1x1 qkv
 conv instead (cheaper, drops 3/4 of the pixels at s=2). Both give the conv branch's output size
 floor((H-1)/s)+1 for odd kernels.
+
+Position encodings (the paper's ablation compares none, 2-D sine, CoordConv and relative): ``relative``
+learned relative logits (default), ``sine=True`` adds a fixed 2-D sinusoidal embedding to the attention
+branch's input (Image Transformer style), both off: none.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .relative_attention import RelativeAttention2d
@@ -34,6 +39,30 @@ def plain_conv(
     )
 
 
+def sine_embedding_2d(
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """(channels, H, W) fixed embedding: the first half of the channels encodes y, the second half x,
+    each as [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i / half); odd leftovers are 0."""
+    half = channels // 2
+    freqs = 10000 ** (-torch.arange(0, half // 2, device=device, dtype=torch.float64) * 2 / max(half, 1))
+
+    def encode(length: int) -> torch.Tensor:  # (half, length)
+        angles = torch.arange(length, device=device, dtype=torch.float64)[None, :] * freqs[:, None]
+        pairs = torch.stack([angles.sin(), angles.cos()], dim=1).flatten(0, 1)
+        return F.pad(pairs, (0, 0, 0, half - pairs.shape[0]))
+
+    out = torch.zeros(channels, height, width, device=device, dtype=torch.float64)
+    out[:half] = encode(height)[:, :, None]
+    out[half : 2 * half] = encode(width)[:, None, :]
+    return out.to(dtype)
+
+
 class AAConv2d(nn.Module):
     """k x k conv with ``out_channels - dv`` filters concatenated with ``dv`` channels of 2-D self-attention.
 
@@ -47,7 +76,8 @@ class AAConv2d(nn.Module):
         dk, dv: absolute key and value depths, multiples of ``num_heads``; ``dv == out_channels`` is the
             fully attentional layer (no conv branch).
         num_heads: N_h (paper: 8).
-        relative: learned relative position logits (paper) or, ``False``, no position encoding.
+        relative: learned relative position logits (paper); ``False`` with ``sine=False``: no encoding.
+        sine: add ``sine_embedding_2d`` to the (pooled) input of the qkv projection.
         impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"fused"`` (exact rewrite
             on ``scaled_dot_product_attention``, no HW x HW tensor) or ``"auto"`` (= fused). Both use the
             same parameters; switch with ``layer.impl = ...``.
@@ -71,6 +101,7 @@ class AAConv2d(nn.Module):
         dv: int,
         num_heads: int = 8,
         relative: bool = True,
+        sine: bool = False,
         impl: str = "auto",
         stride_mode: str = "avgpool",
         max_size: int = 256,
@@ -106,6 +137,7 @@ class AAConv2d(nn.Module):
             dk, dv, num_heads, relative=relative, max_size=max_size, impl=impl, query_chunk=query_chunk
         )
         self.proj = nn.Conv2d(dv, dv, kernel_size=1)
+        self.sine = sine
 
     @property
     def impl(self) -> str:
@@ -116,7 +148,12 @@ class AAConv2d(nn.Module):
         self.attention.impl = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn = self.proj(self.attention(self.qkv(self.pool(x))))
+        inputs = self.pool(x)
+        if self.sine:
+            inputs = inputs + sine_embedding_2d(
+                inputs.shape[1], *inputs.shape[2:], device=inputs.device, dtype=inputs.dtype
+            )
+        attn = self.proj(self.attention(self.qkv(inputs)))
         if self.conv is None:
             return attn
         return torch.cat([self.conv(x), attn], dim=1)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.layers.aa import sine_embedding_2d
 from aaconv.layers.relative_attention import (
     RelativeAttention2d,
     attention_fused,
@@ -288,3 +289,30 @@ def test_fused_matches_reference_on_cuda(dtype):
     layer.impl = "fused"
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(layer(x).float(), expected, rtol=tol, atol=tol)
+
+
+def test_sine_embedding_matches_formula():
+    channels, height, width = 10, 3, 4  # half = 5: two (sin, cos) pairs per axis and one zero channel
+    emb = sine_embedding_2d(channels, height, width, dtype=f64)
+    for c in range(channels):
+        axis, i = divmod(c, 5)
+        for y in range(height):
+            for x in range(width):
+                pos = (y, x)[axis]
+                if i == 4:
+                    expected = 0.0
+                else:
+                    angle = pos / 10000 ** (2 * (i // 2) / 5)
+                    expected = math.sin(angle) if i % 2 == 0 else math.cos(angle)
+                assert emb[c, y, x].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_sine_encoding_adds_position_to_the_attention_input():
+    torch.manual_seed(12)
+    layer = AAConv2d(6, 10, 1, dk=8, dv=6, num_heads=2, relative=False, sine=True).double()
+    x = torch.randn(2, 6, 4, 5, dtype=f64)
+    manual = layer.proj(layer.attention(layer.qkv(x + sine_embedding_2d(6, 4, 5, dtype=f64))))
+    torch.testing.assert_close(layer(x)[:, 4:], manual)
+    perm = torch.randperm(20)
+    permuted = x.flatten(2)[:, :, perm].view_as(x)
+    assert not torch.allclose(layer(permuted), layer(x).flatten(2)[:, :, perm].view(2, 10, 4, 5))
