@@ -1,0 +1,60 @@
+"""ImageNet-style classification data: an ImageFolder tree with one sub-folder per class.
+
+    <root>/<split>/<class name>/<image>     e.g. /data/imagenet/train/n01440764/n01440764_10026.JPEG
+
+Real ImageNet and the built-in shapes set are read by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets import ImageFolder
+
+from aaconv.errors import DataError
+
+LAYOUT_HINT = "expected <root>/{split}/<class>/<image>, e.g. <root>/train/n01440764/x.JPEG (one folder per class)"
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Opens an image as RGB, turning a decode failure into an error that names the file."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot decode image {path} ({e}); delete or re-download that file") from e
+
+
+def check_split_dir(root: str | Path, split: str) -> Path:
+    """Returns root/split after checking it holds class folders with images, else raises DataError."""
+    root = Path(root).expanduser()
+    hint = LAYOUT_HINT.format(split=split)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; set data.root to the dataset folder ({hint})")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir())[:5]
+        raise DataError(f"data root {root} has no '{split}' folder (found {found}); {hint}")
+    if not any(p.is_dir() for p in split_dir.iterdir()):
+        raise DataError(f"{split_dir} has no class folders; {hint}")
+    return split_dir
+
+
+def build_imagefolder(
+    root: str | Path, split: str, transform: Callable | None, num_classes: int | None = None
+) -> ImageFolder:
+    """An ImageFolder over root/split whose class count is checked against `num_classes`."""
+    split_dir = check_split_dir(root, split)
+    try:
+        dataset = ImageFolder(str(split_dir), transform=transform, loader=load_rgb)
+    except FileNotFoundError as e:
+        raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
+    if num_classes is not None and len(dataset.classes) != num_classes:
+        raise DataError(
+            f"{split_dir} has {len(dataset.classes)} class folders but data.num_classes={num_classes}; "
+            f"set data.num_classes={len(dataset.classes)} or fix the folder"
+        )
+    return dataset
+

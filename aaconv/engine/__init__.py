@@ -1,0 +1,1 @@
+"""Training engine: the loop, evaluation, checkpoints, optimisers and schedules, run-time setup."""

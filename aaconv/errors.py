@@ -1,0 +1,40 @@
+"""User-facing errors: raised for bad input, printed by the entry points as one line, never a traceback."""
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from omegaconf.errors import MissingMandatoryValue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AAConvError(Exception):
+    """A problem with the user's data, config or files; the message names the problem and the fix."""
+
+
+class DataError(AAConvError):
+    """Missing, malformed or corrupt data."""
+
+
+class CheckpointError(AAConvError):
+    """A checkpoint that is missing, unreadable, or from another model."""
+
+
+def exit_on_user_error(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turns a user error (bad data, checkpoint or a required config value left unset) into one log line
+    and exit status 2 instead of a traceback; programming errors still raise."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (AAConvError, MissingMandatoryValue) as e:
+            logging.getLogger("aaconv").error("error: %s", e)
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

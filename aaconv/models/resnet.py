@@ -1,0 +1,163 @@
+"""ResNet (He et al., 2016) whose blocks take their spatial conv and post-block attention from a builder.
+
+With `attention="none"` the network is torchvision's ResNet exactly: same modules, same state-dict
+keys, same parameter count, so torchvision's weights load and give identical outputs. Attention
+variants (aaconv.layers.create_attention) replace the 3x3 convs of the blocks in `attention_stages`
+(AA-conv, AW-conv; Bello et al. 2019 augment layer2..layer4) and add a post-block module (SE) to
+every block, after its last BN and before the residual addition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from aaconv.layers import AttentionBuilders, create_attention
+
+PostBuilder = Callable[[int], nn.Module] | None
+
+
+def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34); both are built by `conv`."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int, conv: Callable[..., nn.Module], post: PostBuilder):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = conv(in_channels, width, 3, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv(width, out_channels, 3, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.se = post(out_channels) if post is not None else None
+        self.downsample = _downsample(in_channels, out_channels, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride here, as torchvision's ResNet v1.5) -> 1x1; the 3x3 is built by `conv`."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int, conv: Callable[..., nn.Module], post: PostBuilder):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv(width, width, 3, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.se = post(out_channels) if post is not None else None
+        self.downsample = _downsample(in_channels, out_channels, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.se is not None:
+            out = self.se(out)
+        return self.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    """ResNet for (B, 3, H, W) images -> (B, num_classes) logits; torchvision's module names.
+
+    Args:
+        block: BasicBlock or Bottleneck.
+        layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+        attention: builders from aaconv.layers.create_attention.
+        attention_stages: stages (1..4, torchvision's layer1..layer4) whose blocks use `attention.conv`.
+        num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
+        zero_init_residual: zero the last BN of each block, as torchvision's option.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        attention: AttentionBuilders,
+        attention_stages: Sequence[int] = (2, 3, 4),
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+    ):
+        super().__init__()
+        unknown = set(attention_stages) - {1, 2, 3, 4}
+        if unknown:
+            raise ValueError(f"attention_stages must be among 1..4 (layer1..layer4), got {sorted(unknown)}")
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        plain_conv = create_attention("none").conv
+        in_channels = 64
+        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+            conv = attention.conv if stage in attention_stages else plain_conv
+            blocks = []
+            for index in range(depth):
+                stride = 2 if stage > 1 and index == 0 else 1
+                blocks.append(block(in_channels, width, stride, conv, attention.post))
+                in_channels = width * block.expansion
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.num_features = in_channels
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, C, H/32, W/32) feature map of layer4."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+_DEPTHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
+RESNETS = tuple(_DEPTHS)
+
+
+def build_resnet(name: str, attention: AttentionBuilders | None = None, **kwargs) -> ResNet:
+    """ResNet-18/34/50/101/152 by name; `attention=None` is the plain torchvision network."""
+    block, layers = _DEPTHS[name]
+    return ResNet(block, layers, attention if attention is not None else create_attention("none"), **kwargs)

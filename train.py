@@ -1,0 +1,20 @@
+"""Train a model: python train.py [group=option ...] [key=value ...]  (see configs/train.yaml)."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from aaconv.engine.trainer import Trainer
+from aaconv.errors import exit_on_user_error
+
+
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    """Returns the task's primary metric, for Hydra sweepers that optimise it."""
+    trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
+    return trainer.fit()[trainer.task.primary_metric]
+
+
+if __name__ == "__main__":
+    main()
