@@ -5,13 +5,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from aaconv.engine.trainer import Trainer
-from aaconv.errors import exit_on_user_error
+from aaconv.errors import exit_on_user_error, require_values
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
+    require_values(cfg)
     trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
     return trainer.fit()[trainer.task.primary_metric]
 

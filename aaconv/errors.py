@@ -1,11 +1,11 @@
 """User-facing errors: raised for bad input, printed by the entry points as one line, never a traceback."""
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 P = ParamSpec("P")
@@ -24,6 +24,18 @@ class CheckpointError(AAConvError):
     """A checkpoint that is missing, unreadable, or from another model."""
 
 
+class ConfigError(AAConvError):
+    """A config value that is required but unset, or that cannot work."""
+
+
+def require_values(cfg: DictConfig) -> None:
+    """Raises ConfigError naming every mandatory (`???`) value the user has not set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        settings = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"required config value(s) not set: {', '.join(missing)}; add {settings} to the command")
+
+
 def exit_on_user_error(fn: Callable[P, R]) -> Callable[P, R]:
     """Turns a user error (bad data, checkpoint or a required config value left unset) into one log line
     and exit status 2 instead of a traceback; programming errors still raise."""
@@ -33,7 +45,6 @@ def exit_on_user_error(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (AAConvError, MissingMandatoryValue) as e:
-            logging.getLogger("aaconv").error("error: %s", e)
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
 
