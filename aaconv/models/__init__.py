@@ -1,4 +1,4 @@
-"""Model factory: a backbone name and an attention variant in, an nn.Module out."""
+"""Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors."""
 
 from __future__ import annotations
 
@@ -7,21 +7,28 @@ from typing import Any
 
 from torch import nn
 
-from aaconv.layers import AttentionBuilders, create_attention
+from aaconv.models.mnasnet import MNASNETS, build_mnasnet
 from aaconv.models.resnet import RESNETS, build_resnet
 
-MODELS: tuple[str, ...] = RESNETS
-
-
-def resolve_attention(attention: str | Mapping[str, Any]) -> AttentionBuilders:
-    """A variant name ("aa+se") or a mapping {variant, aa, aw, se} (the `attention` config group)."""
-    if isinstance(attention, str):
-        return create_attention(attention)
-    return create_attention(**attention)
+MODELS: tuple[str, ...] = RESNETS + MNASNETS
 
 
 def create_model(name: str, attention: str | Mapping[str, Any] = "none", num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """Builds classifier `name` (one of MODELS) with `attention`; kwargs go to the backbone."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    return build_resnet(name, resolve_attention(attention), num_classes=num_classes, **kwargs)
+    """Builds classifier `name` (one of MODELS) with `attention` (a variant name such as "aa+se" or the
+    `attention` config mapping {variant, aa, aw, se}); kwargs go to the backbone (ResNet / MnasNet)."""
+    if name in RESNETS:
+        return build_resnet(name, attention, num_classes=num_classes, **kwargs)
+    if name in MNASNETS:
+        return build_mnasnet(name, attention, num_classes=num_classes, **kwargs)
+    raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+
+
+def create_detector(head: str, backbone: str | Mapping[str, Any], attention: str | Mapping[str, Any] = "none",
+                    num_classes: int = 91, **kwargs: Any) -> nn.Module:
+    """RetinaNet / Faster R-CNN with an FPN over `backbone`; see aaconv.models.detection.build_detector."""
+    from aaconv.models.detection import build_detector
+
+    return build_detector(head, backbone, attention, num_classes=num_classes, **kwargs)
+
+
+__all__ = ["MODELS", "create_model", "create_detector"]

@@ -5,16 +5,21 @@ keys, same parameter count, so torchvision's weights load and give identical out
 variants (aaconv.layers.create_attention) replace the 3x3 convs of the blocks in `attention_stages`
 (AA-conv, AW-conv; Bello et al. 2019 augment layer2..layer4) and add a post-block module (SE) to
 every block, after its last BN and before the residual addition.
+
+BasicBlock (ResNet-18/34) augments both of its 3x3 convs: with kappa = 0.2, upsilon = 0.1 that takes
+AA-ResNet-34 from 21.80M to 20.98M parameters, closer to the paper's 21.8M -> 20.7M than augmenting
+only the second conv (21.35M); see docs/models.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from aaconv.layers import AttentionBuilders, create_attention
+from aaconv.models.attention import attention_spec, feature_size, stage_builders
 
 PostBuilder = Callable[[int], nn.Module] | None
 
@@ -86,20 +91,29 @@ class ResNet(nn.Module):
     Args:
         block: BasicBlock or Bottleneck.
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        attention: builders from aaconv.layers.create_attention.
-        attention_stages: stages (1..4, torchvision's layer1..layer4) whose blocks use `attention.conv`.
+        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
+        attention_stages: stages (1..4, torchvision's layer1..layer4) whose blocks get the attention
+            (AA/AW conv and SE); the others are plain torchvision blocks.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         zero_init_residual: zero the last BN of each block, as torchvision's option.
+        input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
+            (None: AAConv2d's default max_size). See aaconv.models.attention.
+        features_only: no pooling or classifier (a detection backbone; forward returns layer4's map).
     """
+
+    stage_ids: tuple[int, ...] = (1, 2, 3, 4)
+    stage_strides: tuple[int, ...] = (4, 8, 16, 32)
 
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],
         layers: Sequence[int],
-        attention: AttentionBuilders,
+        attention: str | Mapping[str, Any] = "none",
         attention_stages: Sequence[int] = (2, 3, 4),
         num_classes: int = 1000,
         zero_init_residual: bool = False,
+        input_size: int | None = 224,
+        features_only: bool = False,
     ):
         super().__init__()
         unknown = set(attention_stages) - {1, 2, 3, 4}
@@ -109,19 +123,24 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        plain_conv = create_attention("none").conv
+        spec = attention_spec(attention)
         in_channels = 64
+        self.stage_channels: list[int] = []
         for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-            conv = attention.conv if stage in attention_stages else plain_conv
+            size = feature_size(input_size, self.stage_strides[stage - 1])
+            builders = stage_builders(spec if stage in attention_stages else attention_spec("none"), size)
             blocks = []
             for index in range(depth):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(block(in_channels, width, stride, conv, attention.post))
+                blocks.append(block(in_channels, width, stride, builders.conv, builders.post))
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+            self.stage_channels.append(in_channels)
         self.num_features = in_channels
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.features_only = features_only
+        if not features_only:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -143,7 +162,23 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
+        """(B, 3, H, W) -> outputs of `stages` (1..4: layer1..layer4, stride 4..32), for FPN."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outputs = []
+        for stage in range(1, max(stages) + 1):
+            x = getattr(self, f"layer{stage}")(x)
+            if stage in stages:
+                outputs.append(x)
+        return outputs
+
+    def trainable_units(self) -> list[nn.Module]:
+        """[stem, layer1, ..., layer4]: what a detector's `trainable_layers` counts from the end."""
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.features_only:
+            return self.forward_features(x)
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
@@ -157,7 +192,7 @@ _DEPTHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] 
 RESNETS = tuple(_DEPTHS)
 
 
-def build_resnet(name: str, attention: AttentionBuilders | None = None, **kwargs) -> ResNet:
-    """ResNet-18/34/50/101/152 by name; `attention=None` is the plain torchvision network."""
+def build_resnet(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> ResNet:
+    """ResNet-18/34/50/101/152 by name; `attention="none"` is the plain torchvision network."""
     block, layers = _DEPTHS[name]
-    return ResNet(block, layers, attention if attention is not None else create_attention("none"), **kwargs)
+    return ResNet(block, layers, attention, **kwargs)

@@ -1,0 +1,154 @@
+"""RetinaNet (Lin et al. 2017) and Faster R-CNN (Ren et al. 2015) over our backbones, through torchvision.
+
+torchvision's detection models take a backbone with `out_channels` returning an OrderedDict of feature
+maps. `FPNBackbone` is that: our ResNet / MnasNet (attention included) returns the stages named in
+`returned_stages`, a `FeaturePyramidNetwork` turns them into `out_channels`-wide maps, and RetinaNet adds
+P6, P7 from P5 (torchvision's v1 builder: `LastLevelP6P7(256, 256)`), Faster R-CNN a max-pooled level.
+With `attention="none"`, a ResNet-50 and 91 classes, the parameter counts equal torchvision's
+`retinanet_resnet50_fpn` (34,068,119) and `fasterrcnn_resnet50_fpn` (41,808,406).
+
+Variable input sizes: the model's transform resizes to `min_size` (shorter side) / `max_size` (longer
+side) and pads to a multiple of 32, so the backbone is built with `input_size = max_size` rounded up
+to 32 and AA's relative tables of each stage cover that extent (aaconv.models.attention).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+
+from aaconv.models import create_model
+from aaconv.models.pretrained import load_pretrained
+
+log = logging.getLogger("aaconv")
+
+HEADS = ("retinanet", "faster_rcnn")
+# Feature strides each head's FPN reads (torchvision: RetinaNet C3-C5, Faster R-CNN C2-C5).
+HEAD_STRIDES = {"retinanet": (8, 16, 32), "faster_rcnn": (4, 8, 16, 32)}
+
+
+def default_stages(body: nn.Module, strides: Sequence[int]) -> list[int]:
+    """For each wanted stride, the id of the last backbone stage with that stride
+    (ResNet: 8, 16, 32 -> 2, 3, 4; MnasNet: 8, 16, 32 -> 2, 4, 6)."""
+    by_stride = dict(zip(body.stage_strides, body.stage_ids))  # later stages overwrite earlier ones
+    return [by_stride[stride] for stride in strides]
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replaces every BatchNorm2d in `module` by a FrozenBatchNorm2d holding the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+def freeze_units(backbone: nn.Module, trainable_layers: int) -> None:
+    """Keeps the last `trainable_layers` of backbone.trainable_units() trainable, freezes the rest
+    (torchvision's `trainable_backbone_layers`: ResNet units are stem, layer1..layer4)."""
+    units = backbone.trainable_units()
+    if not 0 <= trainable_layers <= len(units):
+        raise ValueError(f"trainable_layers must be in 0..{len(units)}, got {trainable_layers}")
+    for unit in units[: len(units) - trainable_layers]:
+        unit.requires_grad_(False)
+
+
+class FPNBackbone(nn.Module):
+    """(B, 3, H, W) -> OrderedDict of `out_channels`-wide FPN maps ("0", "1", ..., then "pool" / "p6", "p7").
+
+    Args:
+        body: a backbone with `forward_stages(x, stages)`, `stage_ids` and `stage_channels`.
+        stages: the body stages fed to the FPN, from high to low resolution.
+        extra: torchvision's extra FPN block (LastLevelP6P7 / LastLevelMaxPool).
+    """
+
+    def __init__(self, body: nn.Module, stages: Sequence[int], out_channels: int, extra: nn.Module):
+        super().__init__()
+        self.body = body
+        self.stages = list(stages)
+        channels = [body.stage_channels[body.stage_ids.index(i)] for i in self.stages]
+        self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=extra)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        features = self.body.forward_stages(x, self.stages)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+
+
+def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, Any], *, max_size: int,
+                   weights: str | None = None, frozen_bn: bool = True, trainable_layers: int = 3) -> nn.Module:
+    """The classification backbone without its classifier, initialised from `weights` (or from scratch).
+
+    Args:
+        backbone: {name, ...backbone keywords} (the `backbone` config group).
+        weights: an aaconv ImageNet checkpoint (the classifier's keys; its `fc` / `classifier` is dropped),
+            a torchvision / timm state-dict file, or "torchvision:<name>" / "timm:<name>"; None: from scratch.
+        frozen_bn: replace BN by FrozenBatchNorm2d (torchvision's default with pretrained weights).
+        trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
+    """
+    options = {k: v for k, v in backbone.items() if k != "name"}
+    options.pop("zero_init_residual", None)
+    size = math.ceil(max_size / 32) * 32
+    body = create_model(backbone["name"], attention, num_classes=0, input_size=size, features_only=True, **options)
+    if weights:
+        report = load_pretrained(body, weights)
+        log.info("backbone weights %s: %s", weights, report.summary())
+    if frozen_bn:
+        freeze_batchnorm(body)
+    freeze_units(body, trainable_layers)
+    return body
+
+
+def build_detector(
+    head: str,
+    backbone: str | Mapping[str, Any],
+    attention: str | Mapping[str, Any] = "none",
+    num_classes: int = 91,
+    *,
+    min_size: int | Sequence[int] = 800,
+    max_size: int = 1333,
+    weights: str | None = None,
+    frozen_bn: bool = True,
+    trainable_layers: int = 3,
+    returned_stages: Sequence[int] | None = None,
+    fpn_channels: int = 256,
+    **head_kwargs: Any,
+) -> nn.Module:
+    """RetinaNet or Faster R-CNN (torchvision's) over an FPN on our backbone.
+
+    Args:
+        head: "retinanet" or "faster_rcnn".
+        backbone: a model name or the `backbone` config group {name, attention_stages, width_mult, ...}.
+        attention: variant name or `attention` config group.
+        num_classes: torchvision's convention, largest category id + 1 (COCO: 91; 0 is background).
+        min_size, max_size: the model's resize (shorter side; cap on the longer side); a tuple of
+            min sizes trains multi-scale.
+        weights, frozen_bn, trainable_layers: backbone initialisation (see build_backbone).
+        returned_stages: backbone stages for the FPN (ResNet 1..4, MnasNet 0..6); None: strides 8-32
+            (RetinaNet) or 4-32 (Faster R-CNN).
+        head_kwargs: passed to torchvision's RetinaNet / FasterRCNN (score_thresh, detections_per_img, ...).
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown detection head {head!r}; available: {', '.join(HEADS)}")
+    spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
+    body = build_backbone(spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn,
+                          trainable_layers=trainable_layers)
+    stages = list(returned_stages) if returned_stages is not None else default_stages(body, HEAD_STRIDES[head])
+    extra = LastLevelP6P7(fpn_channels, fpn_channels) if head == "retinanet" else LastLevelMaxPool()
+    fpn = FPNBackbone(body, stages, fpn_channels, extra)
+    detector = RetinaNet if head == "retinanet" else FasterRCNN
+    return detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)

@@ -1,0 +1,148 @@
+"""Load torchvision / timm / aaconv weights into a backbone, attention variants included.
+
+Attention layers keep the replaced conv as a sub-module named `conv` (AAConv2d's conv branch, AWConv2d's
+kernel), so `layer2.0.conv2.weight` of torchvision becomes `layer2.0.conv2.conv.weight`. A key is loaded
+  - as is, when the name and shape match;
+  - "adapted", when the name matches after dropping `.conv.` levels or the shapes differ only in size:
+    the overlapping leading block is copied (AA's conv branch keeps the first C_out - dv pretrained
+    filters; a projection that also reads AA channels keeps the pretrained weights for the others),
+    the rest keeps its initialisation;
+and everything else is reported. `load_pretrained(..., strict=True)` (an aaconv checkpoint of the same
+model) fails with the lists of missing / unexpected keys instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from aaconv.engine.checkpoint import load_model_state
+from aaconv.errors import CheckpointError
+
+StateDict = dict[str, Tensor]
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did, key by key (model keys, except `unexpected`)."""
+
+    loaded: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def head(keys: list[str]) -> str:
+            return f"{len(keys)}" + (f" (e.g. {', '.join(keys[:3])})" if keys else "")
+
+        return (f"loaded {head(self.loaded)}; adapted {head(self.adapted)}; not in the weights {head(self.missing)}; "
+                f"unused {head(self.unexpected)}")
+
+
+def convert_torchvision_mnasnet(state: StateDict) -> StateDict:
+    """torchvision `mnasnet*` keys (layers.<i>...) -> aaconv / timm MnasNet keys (conv_stem, blocks...)."""
+    top = {"0": "conv_stem", "1": "bn1", "3": "blocks.0.0.conv_dw", "4": "blocks.0.0.bn1",
+           "6": "blocks.0.0.conv_pw", "7": "blocks.0.0.bn2", "14": "conv_head", "15": "bn2"}
+    inner = {"0": "conv_pw", "1": "bn1", "3": "conv_dw", "4": "bn2", "6": "conv_pwl", "7": "bn3"}
+    out = {}
+    for key, value in state.items():
+        if m := re.fullmatch(r"layers\.(\d+)\.(\d+)\.layers\.(\d+)\.(.+)", key):
+            key = f"blocks.{int(m[1]) - 7}.{m[2]}.{inner[m[3]]}.{m[4]}"
+        elif m := re.fullmatch(r"layers\.(\d+)\.(.+)", key):
+            key = f"{top[m[1]]}.{m[2]}"
+        elif key.startswith("classifier.1."):
+            key = "classifier." + key.removeprefix("classifier.1.")
+        out[key] = value
+    return out
+
+
+def convert_timm(state: StateDict) -> StateDict:
+    """timm keys -> aaconv keys (timm's EfficientNet SE is conv_reduce / conv_expand, ours fc1 / fc2)."""
+    return {k.replace(".se.conv_reduce.", ".se.fc1.").replace(".se.conv_expand.", ".se.fc2."): v for k, v in state.items()}
+
+
+def _normalise(state: StateDict) -> StateDict:
+    if any(k.startswith("layers.") for k in state):
+        state = convert_torchvision_mnasnet(state)
+    return convert_timm(state)
+
+
+def read_weights(source: str | os.PathLike) -> StateDict:
+    """A state dict from a file (torchvision / timm state dict, or an aaconv checkpoint's `model`), or by
+    name: "torchvision:<model>" / "timm:<model>" (downloaded, needs the network)."""
+    text = str(source)
+    if text.startswith("torchvision:"):
+        import torchvision
+
+        return torchvision.models.get_model(text.split(":", 1)[1], weights="DEFAULT").state_dict()
+    if text.startswith("timm:"):
+        import timm
+
+        return timm.create_model(text.split(":", 1)[1], pretrained=True).state_dict()
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
+                              "or torchvision:<name> / timm:<name>")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign / pickled files
+        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from e
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict (expected name -> tensor)")
+    return state
+
+
+def _source_key(key: str, source: StateDict) -> str | None:
+    while key not in source and ".conv." in key:
+        key = key.replace(".conv.", ".", 1)
+    return key if key in source else None
+
+
+def _overlap_copy(target: Tensor, value: Tensor) -> bool:
+    if target.dim() != value.dim():
+        return False
+    region = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, value.shape))
+    target[region] = value[region].to(target.dtype)
+    return True
+
+
+@torch.no_grad()
+def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, strict: bool = False,
+                    prefix: str = "") -> LoadReport:
+    """Loads `source` (see read_weights, or a state dict) into `model` wherever shapes match.
+
+    Args:
+        strict: every key must match in name and shape (CheckpointError listing the differences).
+        prefix: drop this prefix from the source keys first (e.g. "backbone.body.").
+    """
+    state = source if isinstance(source, dict) else read_weights(source)
+    state = _normalise({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+    if strict:
+        load_model_state(model, state, str(source) if not isinstance(source, dict) else "state dict")
+        return LoadReport(loaded=sorted(state))
+    report, used = LoadReport(), set()
+    own = model.state_dict()
+    for key, target in own.items():
+        found = _source_key(key, state)
+        if found is None:
+            report.missing.append(key)
+            continue
+        value = state[found]
+        if found == key and value.shape == target.shape:
+            target.copy_(value)
+            report.loaded.append(key)
+        elif _overlap_copy(target, value):
+            report.adapted.append(key)
+        else:
+            report.missing.append(key)
+            continue
+        used.add(found)
+    report.unexpected = sorted(set(state) - used)
+    model.load_state_dict(own)
+    return report
