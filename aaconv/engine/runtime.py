@@ -1,25 +1,61 @@
-"""Run-time setup: device choice and seeding."""
+"""Run-time setup: device choice, seeding, deterministic mode, and the random states a checkpoint carries."""
 
 from __future__ import annotations
 
+import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """"auto" takes CUDA when present, else the CPU; anything else is passed to torch.device."""
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     return device
 
 
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy and torch (all devices)."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (errors on ops that have none), no cuDNN autotuning; else cuDNN benchmark on."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states as tensors and lists (loadable with weights_only=True)."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": [py_version, list(py_internal), py_gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what `rng_state` captured."""
+    py_version, py_internal, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,10 +1,18 @@
-"""The training loop: builds the task's model and data, trains, evaluates and checkpoints every epoch."""
+"""The training loop: builds the task's model and data, trains (distributed, mixed precision, accumulated,
+clipped, EMA), evaluates, checkpoints and resumes, and stops cleanly on preemption signals.
+
+A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_steps` updates and on preemption),
+best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved) and
+results.json (at the end). Rerunning the same command in the same directory continues from last.pt.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +20,20 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from aaconv.engine.checkpoint import save_checkpoint
-from aaconv.engine.metrics_log import MetricsLog
-from aaconv.engine.runtime import seed_everything, select_device
+from aaconv.engine import distributed as dist
+from aaconv.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from aaconv.engine.loaders import build_eval_loader, build_train_loader
+from aaconv.engine.loggers import build_logger
+from aaconv.engine.precision import NonFiniteGuard, Precision
+from aaconv.engine.runtime import rng_state, seed_everything, select_device, set_deterministic, set_rng_state
+from aaconv.engine.signals import PreemptionHandler
+from aaconv.errors import AAConvError, CheckpointError
 from aaconv.tasks import build_task
 
 log = logging.getLogger("aaconv")
@@ -34,101 +50,307 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def build_loader(dataset: torch.utils.data.Dataset, task: Any, data: DictConfig, train: bool, seed: int) -> DataLoader:
-    """Shuffled, drop-last loader for training; ordered, complete loader for evaluation."""
-    workers = int(data.workers)
-    return DataLoader(
-        dataset,
-        batch_size=int(data.batch_size),
-        shuffle=train,
-        drop_last=train,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        collate_fn=task.collate_fn,
-        generator=torch.Generator().manual_seed(seed) if train else None,
-    )
+    """Evaluation loader over this process's shard (`train=False`; kept for eval.py), or a training loader."""
+    common = dict(batch_size=int(data.batch_size), data=data, collate_fn=task.collate_fn,
+                  rank=dist.rank(), world_size=dist.world_size())
+    if train:
+        return build_train_loader(dataset, seed=seed, **common)[0]
+    return build_eval_loader(dataset, **common)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on `device`, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a for a in args)
 
 
 class Trainer:
-    """Trains `cfg.task` for `cfg.trainer.epochs`, writing into `run_dir`:
+    """Trains `cfg.task` for `cfg.trainer.epochs` epochs, writing into `run_dir` (see the module docstring).
 
-    last.pt (each epoch), metrics.jsonl (one line per epoch), results.json (at the end).
+    Distributed when started by torchrun or Slurm (one process per GPU): each process loads
+    `data.batch_size` images per step; only rank 0 logs and writes files.
     """
 
     def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = select_device(cfg.trainer.device)
-        seed_everything(cfg.seed)
+        t = cfg.trainer
+        self.env = dist.init_distributed(t.dist_backend)
+        self.is_main = self.env.rank == 0
+        if not self.is_main:
+            log.setLevel(logging.WARNING)
+        self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = select_device(t.device, self.env.local_rank)
+        set_deterministic(bool(t.deterministic))
+        seed_everything(cfg.seed)  # the same initial weights on every rank
+
         self.task = build_task(cfg)
-        self.model = self.task.build_model().to(self.device)
+        model = self.task.build_model()
+        if t.sync_bn and self.env.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+            model.register_forward_pre_hook(_channels_last_inputs)
+        self.model = model  # plain module: state dicts and checkpoints carry no DDP/compile prefixes
+
         train_set, val_set = self.task.build_datasets()
-        self.train_loader = build_loader(train_set, self.task, cfg.data, train=True, seed=cfg.seed)
-        self.val_loader = build_loader(val_set, self.task, cfg.data, train=False, seed=cfg.seed)
-        self.epochs = int(cfg.trainer.epochs)
-        global_batch = int(cfg.data.batch_size)
-        self.optimizer = instantiate(cfg.optim, self.model, global_batch)
-        self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs, steps_per_epoch=len(self.train_loader))
-        self.metrics_log = MetricsLog(self.run_dir)
-        self.global_step = 0
-        self.epoch = 0
+        group_ids_fn = getattr(self.task, "group_ids", None)
+        self.accum_steps = int(t.accum_steps)
+        batch_size = int(cfg.data.batch_size)
+        self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
+            train_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn, rank=self.env.rank,
+            world_size=self.env.world_size, seed=int(cfg.seed),
+            group_ids=group_ids_fn(train_set) if group_ids_fn is not None else None,
+        )
+        self.val_loader = build_eval_loader(val_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn,
+                                            rank=self.env.rank, world_size=self.env.world_size)
+        self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
+        if self.steps_per_epoch == 0:
+            raise AAConvError(f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}")
+        self.epochs = int(t.epochs)
+        self.global_batch = batch_size * self.env.world_size * self.accum_steps
+        self.optimizer = instantiate(cfg.optim, self.model, self.global_batch)
+        self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+        self.precision = Precision(t.precision, self.device)
+        self.guard = NonFiniteGuard(int(t.max_bad_steps))
+        self.ema = (
+            ModelEmaV3(self.model, decay=float(t.ema.decay), use_warmup=bool(t.ema.warmup)) if t.ema.enabled else None
+        )
+
+        forward_model: nn.Module = torch.compile(self.model) if t.compile else self.model  # compiled before DDP
+        self.eval_model = forward_model
+        self.train_model: nn.Module = forward_model
+        if self.env.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(forward_model, device_ids=device_ids)
+
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
+        self.global_step = 0  # optimizer updates
+        self.best_metric: float | None = None
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        self.logger = build_logger(cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
+        if not self.resume(t.resume):
+            seed_everything(int(cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
+        self.preemption = PreemptionHandler(list(t.preempt_signals), requeue=bool(t.requeue))
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Everything a resume needs; every process must call it (the RNG states are gathered from all ranks)."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
             "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
+            "best_metric": self.best_metric,
+            "nonfinite_skipped": self.guard.skipped,
+            "world_size": self.env.world_size,
+            "rng": dist.all_gather_objects(rng_state()),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
+
+    def save(self, *names: str) -> None:
+        """Writes the state to each of `names` in the run directory (rank 0; all ranks must call)."""
+        state = self.state_dict()
+        if self.is_main:
+            for name in names:
+                save_checkpoint(state, self.run_dir / name)
+        dist.barrier()
+
+    def resume(self, resume: str | None) -> bool:
+        """trainer.resume: "auto" continues from <run_dir>/last.pt when there is one; a path continues
+        from that checkpoint; null / "never" starts afresh. Returns whether it resumed."""
+        if resume in (None, "never"):
+            return False
+        path = self.run_dir / "last.pt" if resume == "auto" else Path(str(resume))
+        if resume == "auto" and not path.is_file():
+            return False
+        state = load_checkpoint(path, map_location=self.device)
+        load_model_state(self.model, state["model"], source=f"checkpoint {path}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"{path} has no EMA weights but trainer.ema.enabled=true")
+            self.ema.module.load_state_dict(state["ema"])
+        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        self.best_metric, self.guard.skipped = state["best_metric"], state["nonfinite_skipped"]
+        if state["world_size"] == self.env.world_size:
+            set_rng_state(state["rng"][self.env.rank])
+        else:
+            log.warning("resuming %d processes from %d: random streams differ from an uninterrupted run",
+                        self.env.world_size, state["world_size"])
+            seed_everything(int(self.cfg.seed) + self.env.rank + self.global_step)
+        log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step)
+        return True
+
+    # ---- training ----------------------------------------------------------------------------------------
+
+    def _stop_requested(self) -> int:
+        """The preemption signal any rank received (0: none), agreed on by all ranks."""
+        signum = torch.tensor([self.preemption.signum or 0], dtype=torch.int64, device=self.device)
+        return int(dist.all_reduce_max(signum).item())
+
+    def _handle_preemption(self) -> None:
+        signum = self._stop_requested()
+        if signum:
+            self.save("last.pt")
+            log.warning("checkpoint written to %s at epoch %d, batch %d", self.run_dir / "last.pt", self.epoch, self.batch_in_epoch)
+            self.preemption.finish(signum, self.is_main)
 
     def train_one_epoch(self) -> dict[str, float]:
-        self.model.train()
-        loss_sum, images, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not self.cfg.logger.progress_bar)
+        """Trains the rest of epoch `self.epoch` (all of it unless resumed mid-epoch)."""
+        t = self.cfg.trainer
+        self.train_model.train()
+        self.train_sampler.set_epoch(self.epoch)
+        self.batch_skipper.skip = self.batch_in_epoch
+        batches_per_epoch = self.steps_per_epoch * self.accum_steps  # the tail that fills no update is dropped
+        log_every = int(self.cfg.logger.log_every_steps)
+        loss_sum, images, window_bad, start = 0.0, 0, False, time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                   disable=not (self.cfg.logger.progress_bar and self.is_main), initial=self.batch_in_epoch,
+                   total=batches_per_epoch)
         for batch in bar:
-            loss, batch_images = self.task.training_loss(self.model, batch, self.device)
+            if self.batch_in_epoch >= batches_per_epoch:
+                break
+            update = (self.batch_in_epoch + 1) % self.accum_steps == 0
+            sync = update or not isinstance(self.train_model, DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with self.precision.autocast():
+                    loss, batch_images = self.task.training_loss(self.train_model, batch, self.device)
+                if self.guard.bad(loss):
+                    window_bad = True
+                    log.warning("non-finite loss at epoch %d batch %d: step skipped", self.epoch, self.batch_in_epoch)
+                else:
+                    self.precision.scaler.scale(loss / self.accum_steps).backward()
+                    loss_sum += loss.item() * batch_images
+                    images += batch_images
+            self.batch_in_epoch += 1
+            if not update:
+                continue
+            if not window_bad:
+                self.optimizer_step(t)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            window_bad = False
             self.global_step += 1
             self.scheduler.step_update(self.global_step)
-            loss_sum += loss.item() * batch_images
-            images += batch_images
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if self.global_step % log_every == 0:
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.logger.log_step({"train/loss": loss.item(), "train/lr": lr}, self.global_step)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+            if t.checkpoint_every_steps and self.global_step % int(t.checkpoint_every_steps) == 0:
+                self.save("last.pt")
+            self._handle_preemption()
         seconds = time.perf_counter() - start
-        return {"train_loss": loss_sum / images, "train_images_per_s": images / seconds, "epoch_time_s": seconds}
+        sums = dist.all_reduce_sum(torch.tensor([loss_sum, images], dtype=torch.float64, device=self.device)).tolist()
+        return {
+            "train_loss": sums[0] / max(sums[1], 1),
+            "train_images_per_s": sums[1] / seconds,
+            "epoch_time_s": seconds,
+            "nonfinite_skipped": self.guard.skipped,
+        }
+
+    def optimizer_step(self, t: DictConfig) -> None:
+        """Unscale (fp16), clip, step, update the scaler and the EMA."""
+        scaler = self.precision.scaler
+        if t.clip_grad_norm:
+            scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(t.clip_grad_norm))
+        scaler.step(self.optimizer)
+        scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics on the whole validation set (each image once across ranks), and the EMA's
+        as `ema_<metric>` when EMA is on. Random states are put back afterwards: evaluating (or not, or the
+        EMA too) never changes the training run's random streams."""
+        state = rng_state()
+        with self.precision.autocast():
+            metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device)
+            if self.ema is not None:
+                ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device)
+                metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+        set_rng_state(state)
+        return metrics
 
     def fit(self) -> dict[str, Any]:
-        """Trains every epoch, evaluating and checkpointing after each; returns (and writes) results.json."""
-        log.info("model %s (%s attention): %.2fM parameters on %s", self.cfg.backbone.name,
-                 self.cfg.attention.variant, count_parameters(self.model) / 1e6, self.device)
+        """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
+        try:
+            results = self._fit()
+        except BaseException:
+            self.close(graceful=False)  # no barrier: the other ranks may never reach it
+            raise
+        self.close()
+        return results
+
+    def _fit(self) -> dict[str, Any]:
+        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g",
+                 self.cfg.backbone.name, self.cfg.attention.variant, count_parameters(self.model) / 1e6, self.device,
+                 self.env.world_size, self.precision.name, self.global_batch, self.optimizer.param_groups[0]["lr"])
         train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
+        maximize = getattr(self.task, "primary_metric_mode", "max") == "max"
         start = time.perf_counter()
-        for epoch in range(self.epoch, self.epochs):
-            self.epoch = epoch
+        while self.epoch < self.epochs:
             train_stats = self.train_one_epoch()
-            metrics = self.task.evaluate(self.model, self.val_loader, self.device)
+            metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
-            self.metrics_log.write({"epoch": epoch + 1, "step": self.global_step, "lr": lr, **train_stats, **metrics})
-            self.epoch = epoch + 1
-            save_checkpoint(self.state_dict(), self.run_dir / "last.pt")
+            record = {"epoch": self.epoch + 1, "step": self.global_step, "lr": lr, **train_stats, **metrics,
+                      "peak_memory_mb": peak_memory_mb(self.device)}
+            self.logger.log_epoch(record, self.global_step)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            value = metrics[self.task.primary_metric]
+            improved = self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric)
+            if improved:
+                self.best_metric = value
+            self.save("last.pt", *(["best.pt"] if improved else []))
+            self._handle_preemption()
+        if not metrics:  # resumed a finished run: report its final weights
+            metrics = self.evaluate()
         results = {
             **metrics,
             **run_facts(self.cfg, self.model),
             "epochs": self.epochs,
             "train_images_per_s": train_stats.get("train_images_per_s"),
             "train_time_s": time.perf_counter() - start,
+            "nonfinite_skipped": self.guard.skipped,
+            "peak_memory_mb": peak_memory_mb(self.device),
             "device": str(self.device),
+            "world_size": self.env.world_size,
+            "global_batch": self.global_batch,
+            "precision": self.precision.name,
+            f"best_{self.task.primary_metric}": self.best_metric,
             "checkpoint": str(self.run_dir / "last.pt"),
         }
-        write_json_atomic(results, self.run_dir / "results.json")
-        log.info("results: %s", json.dumps(results))
-        log.info("run directory: %s", self.run_dir.resolve())
+        if self.is_main:
+            write_json_atomic(results, self.run_dir / "results.json")
+            log.info("results: %s", json.dumps(results))
+            log.info("run directory: %s", self.run_dir.resolve())
         return results
+
+    def close(self, graceful: bool = True) -> None:
+        """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`)."""
+        self.preemption.close()
+        self.logger.close()
+        dist.destroy_distributed(barrier=graceful)
 
 
 def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Where metrics go: the console and `metrics.jsonl` always; TensorBoard or Weights & Biases on request.
+
+Only rank 0 builds loggers (`build_logger` returns one that drops everything on other ranks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aaconv.errors import AAConvError
+
+log = logging.getLogger("aaconv")
+
+
+def _format(record: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+class RunLogger:
+    """Per-epoch records to `<run_dir>/metrics.jsonl` (one flushed line each) and the console;
+    per-step and per-epoch scalars to the optional TensorBoard / W&B backends."""
+
+    def __init__(self, run_dir: Path | None, backends: list[Any] | None = None):
+        self.path = None if run_dir is None else Path(run_dir) / "metrics.jsonl"
+        self.backends = backends or []
+
+    def log_step(self, scalars: Mapping[str, float], step: int) -> None:
+        for backend in self.backends:
+            backend.log(scalars, step)
+
+    def log_epoch(self, record: Mapping[str, Any], step: int) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+        log.info(_format(record))
+        scalars = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        for backend in self.backends:
+            backend.log(scalars, step)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+
+class TensorBoardBackend:
+    """Event files in `<run_dir>/tensorboard` (`tensorboard --logdir outputs/`)."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def log(self, scalars: Mapping[str, float], step: int) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbBackend:
+    """A W&B run in `<run_dir>/wandb`; offline (synced later with `wandb sync`) when no API key is set or
+    `mode=offline`. The run id is kept in `<run_dir>/wandb_id` so a resumed run continues the same W&B run."""
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], *, project: str, entity: str | None, mode: str,
+                 name: str | None = None, tags: list[str] | None = None):
+        try:
+            import wandb
+        except ImportError as e:
+            raise AAConvError("logger=wandb needs the wandb package: pip install wandb") from e
+        if mode == "auto":
+            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        id_file = Path(run_dir) / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        id_file.write_text(run_id + "\n")
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=project, entity=entity, mode=mode, dir=str(run_dir), config=dict(config), name=name,
+            tags=tags, id=run_id, resume="allow",
+        )
+
+    def log(self, scalars: Mapping[str, float], step: int) -> None:
+        self.run.log(dict(scalars), step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def build_logger(logger_cfg: Mapping[str, Any], run_dir: Path, config: Mapping[str, Any], is_main: bool) -> RunLogger:
+    """The `logger` config group: name console | tensorboard | wandb (plus that backend's keys)."""
+    if not is_main:
+        return RunLogger(None)
+    name = logger_cfg["name"]
+    if name == "console":
+        backends: list[Any] = []
+    elif name == "tensorboard":
+        backends = [TensorBoardBackend(run_dir)]
+    elif name == "wandb":
+        backends = [WandbBackend(run_dir, config, project=logger_cfg["project"], entity=logger_cfg.get("entity"),
+                                 mode=logger_cfg.get("mode", "auto"), name=logger_cfg.get("run_name"),
+                                 tags=logger_cfg.get("tags"))]
+    else:
+        raise AAConvError(f"logger={name}: choose console, tensorboard or wandb")
+    return RunLogger(run_dir, backends)

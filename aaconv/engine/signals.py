@@ -1,0 +1,69 @@
+"""Preemption: on SIGTERM / SIGUSR1 (what Slurm sends before it stops a job) note the request, let the
+trainer finish its step and write a checkpoint, then do what the signal would have done.
+
+What happens after the checkpoint follows the handler that was installed before ours:
+- a Python handler (submitit's, under `hydra/launcher=slurm`) is called: submitit requeues the job itself;
+- SIG_IGN: training goes on;
+- the default action: under Slurm (SLURM_JOB_ID set, `requeue` on) rank 0 runs `scontrol requeue <job>`,
+  then every process exits with status 128 + signal number, the shell's convention for "killed by signal".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("aaconv")
+
+
+class PreemptionHandler:
+    """Installs handlers for `signal_names` (e.g. ["SIGTERM", "SIGUSR1"]) that only record the signal."""
+
+    def __init__(self, signal_names: Sequence[str], requeue: bool = True):
+        self.requeue = requeue
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not on the main thread: preemption signals are not handled")
+            return
+        for name in signal_names:
+            signum = int(getattr(signal, name))
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            log.warning("received %s: checkpointing at the end of this step", signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def finish(self, signum: int, is_main: bool) -> None:
+        """After the checkpoint: chain to the previous handler of `signum`, or requeue (Slurm) and exit.
+        Returns only when the signal is to be ignored (training continues)."""
+        self.signum = None
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, None)  # returns only when that handler lets the job carry on
+            return
+        if previous == signal.SIG_IGN:
+            return
+        self.close()
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and self.requeue and is_main:
+            log.info("requeueing Slurm job %s", job)
+            subprocess.run(["scontrol", "requeue", job], check=False)
+        raise SystemExit(128 + signum)
+
+    def close(self) -> None:
+        """Puts the previous handlers back."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}

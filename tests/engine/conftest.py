@@ -1,0 +1,37 @@
+"""Engine test helpers: the toy task config and a way to run train.py / torchrun as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ENGINE_TESTS = Path(__file__).resolve().parent
+REPO = ENGINE_TESTS.parents[1]
+TOY = ["task._target_=engine_toy.ToyTask", "data.batch_size=8", "schedule.warmup_epochs=0"]
+
+
+@pytest.fixture
+def toy_config(tiny_config):
+    """toy_config(*overrides) -> the tiny config with the toy MLP task (engine_toy.ToyTask)."""
+
+    def make(*overrides: str):
+        return tiny_config(*TOY, *overrides)
+
+    return make
+
+
+def run_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]), "OMP_NUM_THREADS": "1",
+                **(env or {})}
+    full_env.pop("WANDB_API_KEY", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]

@@ -1,0 +1,81 @@
+"""A task small enough for exactness tests of the engine: a 2-layer MLP (no BatchNorm) on fixed vectors.
+
+Used as `task._target_=engine_toy.ToyTask` (tests/engine on the Python path). Training samples get
+random noise from the global torch RNG (like a random augmentation) and the model may have dropout, so
+resume tests exercise the data and model random streams. Hooks for fault injection:
+`poison_batches` (1-based training_loss calls whose inputs are made NaN) and the environment variable
+AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss call).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from aaconv.engine.distributed import all_gather_objects, all_reduce_sum
+
+FEATURES, CLASSES = 12, 3
+
+
+class ToyDataset(Dataset):
+    def __init__(self, size: int, noise: float):
+        g = torch.Generator().manual_seed(1234 + size)
+        self.labels = torch.arange(size) % CLASSES
+        centers = torch.randn(CLASSES, FEATURES, generator=g)
+        self.inputs = centers[self.labels] + 0.5 * torch.randn(size, FEATURES, generator=g)
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
+        x = self.inputs[index] + self.noise * torch.randn(FEATURES)  # the global RNG, as augmentations use it
+        return x.view(3, 2, 2), self.labels[index], index
+
+
+class ToyTask:
+    primary_metric = "accuracy"
+    collate_fn = None
+
+    def __init__(self, *, backbone: Mapping[str, Any], attention: Mapping[str, Any], data: Mapping[str, Any],
+                 label_smoothing: float = 0.0, train_size: int = 64, val_size: int = 45, noise: float = 0.1,
+                 dropout: float = 0.0, poison_batches: Sequence[int] = (), **_: Any):
+        self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
+        self.poison_batches = set(poison_batches)
+        self.calls = 0
+        self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0"))
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(16, CLASSES))
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        return ToyDataset(self.train_size, self.noise), ToyDataset(self.val_size, 0.0)
+
+    def training_loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Tensor, int]:
+        x, y, _ = batch
+        self.calls += 1
+        if self.calls in self.poison_batches:
+            x = x * float("nan")
+        if self.calls == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return nn.functional.cross_entropy(model(x.to(device)), y.to(device)), x.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        model.eval()
+        sums = torch.zeros(2, dtype=torch.float64)
+        seen: list[int] = []
+        for x, y, index in loader:
+            sums[0] += (model(x.to(device)).argmax(1).cpu() == y).sum()
+            sums[1] += len(y)
+            seen += index.tolist()
+        correct, count = all_reduce_sum(sums).tolist()
+        everyone = [i for part in all_gather_objects(seen) for i in part]
+        return {"accuracy": 100 * correct / count, "val_images": int(count), "val_unique": len(set(everyone)),
+                "val_seen": len(everyone)}
