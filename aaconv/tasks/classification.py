@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -31,6 +33,9 @@ class ClassificationTask:
         attention: the `attention` config group ({variant, aa, aw, se}).
         data: the `data` config group (root, splits, num_classes, image_size, transform options).
         label_smoothing: cross-entropy label smoothing.
+        mixup: timm `Mixup` keywords (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); with either alpha
+            above 0 training batches are mixed and the loss is soft-target cross-entropy (the smoothing is
+            folded into the soft targets).
     """
 
     primary_metric = "top1"
@@ -43,11 +48,16 @@ class ClassificationTask:
         attention: Mapping[str, Any],
         data: Mapping[str, Any],
         label_smoothing: float = 0.0,
+        mixup: Mapping[str, Any] | None = None,
     ):
         self.backbone = dict(backbone)
         self.attention = dict(attention)
         self.data = data
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.mixup = None
+        if mixup and (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
+            self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=data["num_classes"])
+            self.criterion = SoftTargetCrossEntropy()
 
     def build_model(self) -> nn.Module:
         kwargs = {k: v for k, v in self.backbone.items() if k != "name"}
@@ -66,6 +76,8 @@ class ClassificationTask:
 
     def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, int]:
         images, targets = (t.to(device, non_blocking=True) for t in batch)
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
         return self.criterion(model(images), targets), images.shape[0]
 
     @torch.no_grad()
