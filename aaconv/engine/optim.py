@@ -142,7 +142,9 @@ def multistep_schedule(
     del epochs
     return MultiStepLRScheduler(
         optimizer,
-        decay_t=[round(m * steps_per_epoch) for m in milestones],
+        # timm applies milestone m from t = m - 1 on; t here is the 0-based index of the next update, and the
+        # first update of a milestone epoch is to be the first at the lower rate
+        decay_t=[round(m * steps_per_epoch) + 1 for m in milestones],
         decay_rate=decay_rate,
         warmup_t=round(warmup_epochs * steps_per_epoch),
         warmup_lr_init=warmup_lr,

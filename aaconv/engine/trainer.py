@@ -129,7 +129,8 @@ class Trainer:
         self.train_model: nn.Module = forward_model
         if self.env.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(forward_model, device_ids=device_ids)
+            self.train_model = DistributedDataParallel(
+                forward_model, device_ids=device_ids, find_unused_parameters=bool(t.find_unused_parameters))
 
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on

@@ -1,0 +1,82 @@
+"""The trainer in-process on the toy MLP task: accumulation, determinism, NaN guard, precision, EMA, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from aaconv.engine.checkpoint import load_checkpoint
+from aaconv.engine.precision import NonFiniteLossError
+from aaconv.engine.trainer import Trainer
+
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "global_step", "best_metric",
+                   "nonfinite_skipped", "world_size", "rng", "config"}
+
+
+def fit(cfg, run_dir: Path) -> tuple[Trainer, dict]:
+    trainer = Trainer(cfg, run_dir)
+    return trainer, trainer.fit()
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_accumulating_k_batches_equals_one_k_times_larger_batch(toy_config, tmp_path: Path):
+    big, _ = fit(toy_config("data.batch_size=16", "trainer.accum_steps=1", "+task.train_size=64"), tmp_path / "a")
+    accum, results = fit(toy_config("data.batch_size=4", "trainer.accum_steps=4", "+task.train_size=64"), tmp_path / "b")
+    assert results["global_batch"] == 16
+    assert accum.global_step == big.global_step == 4
+    for key, value in weights(big).items():
+        torch.testing.assert_close(weights(accum)[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_runs_are_bit_identical(toy_config, tmp_path: Path):
+    overrides = ("trainer.deterministic=true", "+task.dropout=0.3", "trainer.epochs=2")
+    first, _ = fit(toy_config(*overrides), tmp_path / "a")
+    second, _ = fit(toy_config(*overrides), tmp_path / "b")
+    assert all(torch.equal(weights(first)[k], v) for k, v in weights(second).items())
+
+
+def test_checkpoint_loads_weights_only_with_plain_keys_and_ema(toy_config, tmp_path: Path):
+    trainer, results = fit(toy_config("trainer.ema.enabled=true", "trainer.ema.decay=0.9", "trainer.clip_grad_norm=1.0",
+                                      "trainer.channels_last=true"), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")  # torch.load(weights_only=True) inside
+    assert CHECKPOINT_KEYS | {"ema"} <= set(state)
+    assert state["model"].keys() == state["ema"].keys() == trainer.model.state_dict().keys()
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
+    assert isinstance(state["config"], dict) and state["config"]["trainer"]["ema"]["enabled"] is True
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
+    assert {"ema_accuracy", "accuracy"} <= set(results)
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "config.yaml").is_file()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["train_images_per_s"] > 0 and record["peak_memory_mb"] > 0
+
+
+def test_rerun_of_a_finished_run_resumes_and_trains_no_more(toy_config, tmp_path: Path):
+    first, _ = fit(toy_config(), tmp_path)
+    again, results = fit(toy_config(), tmp_path)
+    assert again.global_step == first.global_step and "accuracy" in results
+    assert all(torch.equal(weights(first)[k], v) for k, v in weights(again).items())
+
+
+def test_nonfinite_loss_skips_the_step_and_aborts_after_too_many_in_a_row(toy_config, tmp_path: Path):
+    trainer, results = fit(toy_config("+task.poison_batches=[2]"), tmp_path / "one")
+    assert results["nonfinite_skipped"] == 1
+    assert trainer.global_step == 8  # the bad batch counts as a (skipped) step
+    assert all(torch.isfinite(v).all() for v in weights(trainer).values())
+
+    with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+        fit(toy_config("+task.poison_batches=[2,3,4]", "trainer.max_bad_steps=3"), tmp_path / "many")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_autocast_precisions_train_on_cpu(toy_config, tmp_path: Path, precision: str):
+    trainer, results = fit(toy_config(f"trainer.precision={precision}"), tmp_path)
+    assert results["precision"] == precision
+    assert trainer.precision.scaler.is_enabled() == (precision == "fp16")
+    assert bool(load_checkpoint(tmp_path / "last.pt")["scaler"]) == (precision == "fp16")
+    assert all(torch.isfinite(v).all() for v in weights(trainer).values())
