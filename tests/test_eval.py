@@ -1,0 +1,47 @@
+"""eval.py's failure modes: missing, foreign and mismatched checkpoints give errors that name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from aaconv.engine.checkpoint import save_checkpoint
+from aaconv.engine.evaluate import evaluate_checkpoint
+from aaconv.errors import CheckpointError
+from aaconv.models import create_model
+
+
+def eval_config(checkpoint: Path):
+    return OmegaConf.create({"checkpoint": str(checkpoint), "data_root": None, "batch_size": None,
+                             "workers": None, "device": "cpu"})
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist; pass the last.pt"):
+        evaluate_checkpoint(eval_config(tmp_path / "last.pt"), tmp_path)
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        evaluate_checkpoint(eval_config(path), tmp_path)
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    torch.save({"model": {}, "payload": Path("/etc/passwd")}, path)  # a non-tensor object needs unpickling
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        evaluate_checkpoint(eval_config(path), tmp_path)
+
+
+def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config("backbone=resnet18")
+    other = create_model("resnet34", num_classes=6)
+    path = save_checkpoint({"model": other.state_dict(), "epoch": 1,
+                            "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \d+ \['layer1.2"):
+        evaluate_checkpoint(eval_config(path), tmp_path)

@@ -1,0 +1,81 @@
+"""train.py and eval.py as a user runs them: a real short training run, exact re-evaluation, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_SHAPES
+
+# Enough data and steps for ResNet-18 to get well past chance (1/6) in well under a minute of CPU.
+LEARNABLE = [
+    *(f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items() if k not in ("train_per_class", "val_per_class")),
+    "data.generate.train_per_class=150", "data.generate.val_per_class=25",
+    "data.batch_size=32", "data.workers=0", "trainer.epochs=6", "logger.progress_bar=false",
+]
+
+
+def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_short_training_learns_and_eval_reproduces_it_exactly(tmp_path: Path, data_cache: Path) -> None:
+    run_dir = tmp_path / "run"
+    trained = run("train.py", f"hydra.run.dir={run_dir}", f"data.root={data_cache}", *LEARNABLE, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["top1"] >= 50.0, results  # chance is 16.7
+    assert results["val_images"] == 6 * 25
+    assert results["model"] == "resnet18" and results["params"] == 11_179_590 and results["epochs"] == 6
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert epochs[-1]["top1"] == results["top1"]
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 6 and state["config"]["backbone"]["name"] == "resnet18"
+    assert str(run_dir.resolve()) in trained.stdout + trained.stderr
+
+    eval_dir = tmp_path / "eval"
+    evaluated = run("eval.py", f"checkpoint={run_dir / 'last.pt'}", f"hydra.run.dir={eval_dir}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again = json.loads((eval_dir / "results.json").read_text())
+    assert again["top1"] == results["top1"] and again["top5"] == results["top5"]
+    assert again["val_images"] == results["val_images"] and again["params"] == results["params"]
+
+
+def test_typo_in_an_override_gets_hydras_message(tmp_path: Path) -> None:
+    result = run("train.py", "trainer.epoch=3", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Key 'epoch' is not in struct" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path: Path) -> None:
+    result = run("train.py", "attention=nonee", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'attention/nonee'" in result.stderr
+    assert "Available options" in result.stderr and "none" in result.stderr
+
+
+def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
+    result = run("train.py", "data=imagenet", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: required config value(s) not set: data.root; add data.root=... to the command")
+
+
+def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
+    result = run("train.py", "data=imagenet", f"data.root={tmp_path / 'imagenet'}", cwd=tmp_path)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data root {tmp_path / 'imagenet'} does not exist")
+    assert "<root>/train/<class>/<image>" in last
+    assert "Traceback" not in result.stderr
