@@ -101,7 +101,6 @@ def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, An
         trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
     """
     options = {k: v for k, v in backbone.items() if k != "name"}
-    options.pop("zero_init_residual", None)
     size = math.ceil(max_size / 32) * 32
     body = create_model(backbone["name"], attention, num_classes=0, input_size=size, features_only=True, **options)
     if weights:

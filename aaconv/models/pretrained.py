@@ -104,11 +104,22 @@ def _source_key(key: str, source: StateDict) -> str | None:
     return key if key in source else None
 
 
-def _overlap_copy(target: Tensor, value: Tensor) -> bool:
+def _centered_rows(length: int, rows: int) -> slice:
+    start = (length - rows) // 2
+    return slice(start, start + rows)
+
+
+def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
+    """Copies the overlap of `value` into `target`: the leading block, or for AA's relative tables
+    (offsets -(n-1)..n-1 around the middle row) the central rows, so offset d stays offset d."""
     if target.dim() != value.dim():
         return False
-    region = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, value.shape))
-    target[region] = value[region].to(target.dtype)
+    region = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape)]
+    if key.endswith(("rel_width", "rel_height")):
+        rows = min(target.shape[0], value.shape[0])
+        target[_centered_rows(target.shape[0], rows)] = value[_centered_rows(value.shape[0], rows)].to(target.dtype)
+        return True
+    target[tuple(region)] = value[tuple(region)].to(target.dtype)
     return True
 
 
@@ -137,7 +148,7 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, 
         if found == key and value.shape == target.shape:
             target.copy_(value)
             report.loaded.append(key)
-        elif _overlap_copy(target, value):
+        elif _overlap_copy(key, target, value):
             report.adapted.append(key)
         else:
             report.missing.append(key)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aaconv.models.attention import attention_spec, feature_size, stage_builders
+from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
 
 PostBuilder = Callable[[int], nn.Module] | None
 
@@ -92,8 +92,8 @@ class ResNet(nn.Module):
         block: BasicBlock or Bottleneck.
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
         attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
-        attention_stages: stages (1..4, torchvision's layer1..layer4) whose blocks get the attention
-            (AA/AW conv and SE); the others are plain torchvision blocks.
+        attention_stages: stages (1..4, torchvision's layer1..layer4) whose 3x3 convs are AA / AW convs;
+            SE (a post-block module) goes into every block, as in SE-ResNet.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         zero_init_residual: zero the last BN of each block, as torchvision's option.
         input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
@@ -128,7 +128,9 @@ class ResNet(nn.Module):
         self.stage_channels: list[int] = []
         for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers), start=1):
             size = feature_size(input_size, self.stage_strides[stage - 1])
-            builders = stage_builders(spec if stage in attention_stages else attention_spec("none"), size)
+            # SE goes into every block (Hu et al.); the AA / AW convs only into `attention_stages`.
+            stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
+            builders = stage_builders(stage_spec, size)
             blocks = []
             for index in range(depth):
                 stride = 2 if stage > 1 and index == 0 else 1

@@ -1,0 +1,130 @@
+"""COCO detection data read through pycocotools: `<root>/{train2017,val2017}/` + `<root>/annotations/`.
+
+Labels: a box's label is its COCO `category_id` itself (COCO: 1..90 with gaps), and detectors have
+`num_classes = largest category id + 1` (torchvision's 91 for COCO; 0 is Faster R-CNN's background).
+Predictions therefore need no mapping back: label == category_id.
+
+Cleaning (training split only): crowd boxes (`iscrowd=1`) are ignored, boxes with no area after
+clipping to the image are dropped, then images left without boxes are dropped; the counts are logged.
+The validation split keeps every image (pycocotools scores against the annotation file as it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from aaconv.errors import DataError
+
+log = logging.getLogger("aaconv")
+Target = dict[str, Tensor]
+
+
+def load_coco(annotation_file: Path) -> Any:
+    """pycocotools' COCO index of `annotation_file`, without its prints; DataError if missing."""
+    from pycocotools.coco import COCO
+
+    if not annotation_file.is_file():
+        raise DataError(f"COCO annotations {annotation_file} not found; data.root must hold "
+                        "annotations/instances_<split>.json next to the <split>/ image folder")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(annotation_file))
+
+
+def annotations_to_target(annotations: list[dict[str, Any]], width: int, height: int) -> tuple[Target, int]:
+    """COCO annotations of one image -> ({"boxes": (N, 4) xyxy float, "labels": (N,) int64}, dropped count)."""
+    boxes, labels, dropped = [], [], 0
+    for ann in annotations:
+        if ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = ann["bbox"]
+        x0, y0, x1, y1 = max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)
+        if x1 <= x0 or y1 <= y0:
+            dropped += 1
+            continue
+        boxes.append([x0, y0, x1, y1])
+        labels.append(ann["category_id"])
+    target = {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+    return target, dropped
+
+
+class CocoDetection(Dataset):
+    """(image (3, H, W) float in [0, 1], target {boxes, labels, image_id}) pairs of one COCO split.
+
+    Args:
+        root: folder with `<split>/` and `annotations/instances_<split>.json`.
+        split: "train2017" or "val2017" (any name following that layout).
+        train: clean the targets (module docstring) and flip images horizontally with probability `hflip`.
+        hflip: flip probability (training only).
+    """
+
+    def __init__(self, root: str | Path, split: str, train: bool, hflip: float = 0.5):
+        self.root = Path(root)
+        self.images = self.root / split
+        if not self.images.is_dir():
+            raise DataError(f"COCO image folder {self.images} not found; data.root must hold {split}/")
+        self.coco = load_coco(self.root / "annotations" / f"instances_{split}.json")
+        self.train, self.hflip = train, hflip
+        self.ids = sorted(self.coco.imgs)
+        if train:
+            self.ids = self._drop_unusable(self.ids)
+        if not self.ids:
+            raise DataError(f"COCO split {split} under {self.root} has no usable image")
+
+    def _drop_unusable(self, ids: list[int]) -> list[int]:
+        kept, empty, boxes_dropped = [], 0, 0
+        for image_id in ids:
+            info = self.coco.imgs[image_id]
+            target, dropped = annotations_to_target(self.coco.imgToAnns[image_id], info["width"], info["height"])
+            boxes_dropped += dropped
+            if len(target["boxes"]):
+                kept.append(image_id)
+            else:
+                empty += 1
+        if empty or boxes_dropped:
+            log.info("COCO %s: dropped %d degenerate boxes and %d images without boxes (%d images left)",
+                     self.images.name, boxes_dropped, empty, len(kept))
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def aspect_ratios(self) -> list[float]:
+        """width / height of every image, from the annotation file (no image is opened)."""
+        return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        path = self.images / info["file_name"]
+        try:
+            image = Image.open(path).convert("RGB")
+        except OSError as e:
+            raise DataError(f"cannot read COCO image {path}: {e}") from e
+        target, _ = annotations_to_target(self.coco.imgToAnns[image_id], image.width, image.height)
+        pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
+        if self.train and torch.rand(()) < self.hflip:
+            pixels = pixels.flip(-1)
+            target["boxes"] = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) + torch.tensor(
+                [image.width, 0.0, image.width, 0]
+            )
+        target["image_id"] = torch.tensor(image_id)
+        return pixels, target
+
+
+def detection_collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
+    """Keeps images of different sizes apart: ([image, ...], [target, ...])."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)

@@ -1,0 +1,156 @@
+"""Object detection on COCO-layout data: RetinaNet / Faster R-CNN losses, COCO box AP via pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from aaconv.data import dataset_root
+from aaconv.data.coco import CocoDetection, detection_collate
+from aaconv.engine.distributed import all_gather_objects, is_main_process
+from aaconv.errors import DataError
+from aaconv.models import create_detector
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6], in [0, 1]
+
+
+def to_coco_results(image_id: Tensor, output: dict[str, Tensor]) -> list[dict[str, Any]]:
+    """One image's detections (xyxy boxes in original image pixels, label == category id) in the COCO
+    results format: [{image_id, category_id, bbox: [x, y, w, h], score}, ...]."""
+    boxes = output["boxes"].detach().cpu().double()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    return [
+        {"image_id": int(image_id), "category_id": int(label), "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
+        for box, label, score in zip(xywh.tolist(), output["labels"].tolist(), output["scores"].tolist())
+    ]
+
+
+def coco_metrics(coco_gt: Any, predictions: list[dict[str, Any]]) -> dict[str, float]:
+    """pycocotools' bbox evaluation of `predictions` against `coco_gt` (every image of its file)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not predictions:
+        return dict.fromkeys(METRICS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(predictions), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: max(0.0, float(value)) for name, value in zip(METRICS, evaluator.stats[:6])}
+
+
+class DetectionTask:
+    """A COCO detector (aaconv.models.create_detector) trained on the summed torchvision losses.
+
+    Args:
+        backbone, attention, data: the config groups (data: root, generate, num_classes, splits).
+        head: "retinanet" or "faster_rcnn".
+        weights, frozen_bn, trainable_layers: backbone initialisation (aaconv.models.detection.build_backbone).
+        hflip: training flip probability.
+        detector: further keywords for create_detector (min_size, max_size, score_thresh, ...).
+
+    `output_dir`: where `evaluate` writes predictions.json (COCO results format); None writes nothing.
+    """
+
+    primary_metric = "AP"
+    collate_fn = staticmethod(detection_collate)
+
+    def __init__(
+        self,
+        *,
+        backbone: Mapping[str, Any],
+        attention: Mapping[str, Any],
+        data: Mapping[str, Any],
+        head: str,
+        weights: str | None = None,
+        frozen_bn: bool = True,
+        trainable_layers: int = 3,
+        hflip: float = 0.5,
+        detector: Mapping[str, Any] | None = None,
+    ):
+        self.backbone, self.attention, self.data = dict(backbone), dict(attention), data
+        self.head, self.weights, self.frozen_bn, self.trainable_layers = head, weights, frozen_bn, trainable_layers
+        self.hflip = hflip
+        self.detector = dict(detector or {})
+        self.output_dir: Path | None = None
+
+    def build_model(self) -> nn.Module:
+        return create_detector(
+            self.head, self.backbone, self.attention, num_classes=self.data["num_classes"], weights=self.weights,
+            frozen_bn=self.frozen_bn, trainable_layers=self.trainable_layers, **self.detector,
+        )
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        root = dataset_root(self.data, "coco")
+        train = CocoDetection(root, self.data["train_split"], train=True, hflip=self.hflip)
+        val = CocoDetection(root, self.data["val_split"], train=False)
+        largest = max(val.coco.getCatIds() + train.coco.getCatIds())
+        if largest >= self.data["num_classes"]:
+            raise DataError(f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
+                            f"COCO: 91), got {self.data['num_classes']}")
+        return train, val
+
+    def group_ids(self, dataset: Dataset) -> list[int] | None:
+        """Aspect-ratio group of each image (0: portrait, 1: landscape) for batching like with like."""
+        if not isinstance(dataset, CocoDetection):
+            return None
+        return [int(ratio >= 1.0) for ratio in dataset.aspect_ratios()]
+
+    def training_loss(self, model: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor]]],
+                      device: torch.device) -> tuple[Tensor, int]:
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        return sum(losses.values()), len(images)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        """COCO box AP of `model` on every image of `loader`'s dataset (AP, AP50, AP75, APs, APm, APl in [0, 1]).
+
+        Each process predicts its shard; predictions are gathered and scored by pycocotools on the main
+        process (written to `output_dir/predictions.json` when set); every process returns the metrics."""
+        model.eval()
+        predictions: list[dict[str, Any]] = []
+        for images, targets in loader:
+            outputs = model([image.to(device, non_blocking=True) for image in images])
+            for target, output in zip(targets, outputs):
+                predictions.extend(to_coco_results(target["image_id"], output))
+        metrics: dict[str, float] = {}
+        if is_main_process():
+            gathered = merge_shards(all_gather_objects(predictions))
+            if self.output_dir is not None:
+                write_predictions(gathered, Path(self.output_dir) / "predictions.json")
+            metrics = coco_metrics(loader.dataset.coco, gathered)
+            metrics["val_images"] = len(loader.dataset)
+        else:
+            all_gather_objects(predictions)
+        return all_gather_objects(metrics)[0]
+
+
+def merge_shards(shards: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Concatenates per-process predictions, keeping each image's from the first process that has it
+    (a distributed sampler pads its shards with repeated images)."""
+    merged, seen = [], set()
+    for shard in shards:
+        images = {p["image_id"] for p in shard}
+        merged.extend(p for p in shard if p["image_id"] not in seen)
+        seen |= images
+    return merged
+
+
+def write_predictions(predictions: list[dict[str, Any]], path: Path) -> None:
+    """predictions.json in the COCO results format, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(predictions))
+    os.replace(tmp, path)

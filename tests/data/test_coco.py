@@ -1,0 +1,47 @@
+"""COCO reading: xywh -> xyxy targets, crowd / degenerate boxes and empty images dropped, flips, errors."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from aaconv.data.coco import CocoDetection, annotations_to_target
+from aaconv.errors import DataError
+
+
+def test_target_conversion_drops_crowd_and_degenerate_boxes():
+    anns = [{"bbox": [2, 3, 10, 5], "category_id": 7}, {"bbox": [1, 1, 0, 4], "category_id": 1},
+            {"bbox": [0, 0, 5, 5], "category_id": 2, "iscrowd": 1}, {"bbox": [30, 30, 5, 5], "category_id": 3}]
+    target, dropped = annotations_to_target(anns, width=20, height=20)
+    assert target["boxes"].tolist() == [[2.0, 3.0, 12.0, 8.0]] and target["labels"].tolist() == [7]
+    assert dropped == 2  # zero width, and entirely outside the image
+
+
+def _write_coco(root, annotations):
+    (root / "train2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images = []
+    for image_id in (1, 2):
+        Image.new("RGB", (20, 10), (image_id * 50, 0, 0)).save(root / "train2017" / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 20, "height": 10})
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 5, "name": "x"}]}
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+
+
+def test_training_split_drops_images_without_boxes_and_flips(tmp_path):
+    _write_coco(tmp_path, [{"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0}])
+    dataset = CocoDetection(tmp_path, "train2017", train=True, hflip=1.0)
+    assert len(dataset) == 1
+    image, target = dataset[0]
+    assert image.shape == (3, 10, 20) and image.dtype == torch.float32
+    assert target["boxes"].tolist() == [[12.0, 1.0, 18.0, 5.0]] and int(target["image_id"]) == 1
+    assert len(CocoDetection(tmp_path, "train2017", train=False)) == 2  # evaluation keeps every image
+
+
+def test_no_usable_image_and_missing_layout_are_data_errors(tmp_path):
+    _write_coco(tmp_path, [])
+    with pytest.raises(DataError, match="no usable image"):
+        CocoDetection(tmp_path, "train2017", train=True)
+    with pytest.raises(DataError, match="val2017"):
+        CocoDetection(tmp_path, "val2017", train=False)

@@ -1,0 +1,61 @@
+"""Detectors: torchvision-exact counts, MnasNet feature indices, AA at variable sizes, backbone init options."""
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops import FrozenBatchNorm2d
+
+from aaconv.models import create_detector, create_model
+from aaconv.engine.checkpoint import save_checkpoint
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_counts_match_torchvision():
+    retina = create_detector("retinanet", "resnet50", frozen_bn=False)
+    faster = create_detector("faster_rcnn", "resnet50", frozen_bn=False)
+    assert count(retina) == 34_068_119
+    assert count(faster) == 41_808_406
+    reference = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    assert count(retina) == count(reference)
+
+
+def test_mnasnet_feature_stages_are_explicit():
+    model = create_detector("retinanet", {"name": "mnasnet_a1", "width_mult": 0.5}, min_size=64, max_size=64)
+    assert model.backbone.stages == [2, 4, 6]
+    model = create_detector("faster_rcnn", "mnasnet_b1", min_size=64, max_size=64, returned_stages=[3, 6])
+    assert model.backbone.stages == [3, 6]
+
+
+def _targets():
+    return [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([2])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+
+
+@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+def test_aa_detector_trains_and_predicts_at_variable_sizes(head):
+    torch.manual_seed(0)
+    model = create_detector(head, "resnet18", "aa", num_classes=5, min_size=48, max_size=64,
+                            frozen_bn=False, trainable_layers=5, fpn_channels=32)
+    images = [torch.rand(3, 48, 64), torch.rand(3, 64, 48)]
+    losses = model(images, _targets())
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images)
+    assert len(outputs) == 2 and outputs[0]["boxes"].shape[1] == 4
+
+
+def test_backbone_from_aaconv_checkpoint_frozen_bn_and_trainable_layers(tmp_path):
+    classifier = create_model("resnet18", "aa", num_classes=6)
+    save_checkpoint({"model": classifier.state_dict()}, tmp_path / "last.pt")
+    model = create_detector("retinanet", "resnet18", "aa", num_classes=7, min_size=64, max_size=64,
+                            weights=str(tmp_path / "last.pt"), trainable_layers=2)
+    body = model.backbone.body
+    torch.testing.assert_close(body.layer4[0].conv2.qkv.weight, classifier.layer4[0].conv2.qkv.weight)
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert not body.layer2[0].conv1.qkv.weight.requires_grad and body.layer3[0].conv1.qkv.weight.requires_grad

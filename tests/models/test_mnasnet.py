@@ -1,0 +1,65 @@
+"""MnasNet-A1 (timm semnasnet) and -B1 (torchvision mnasnet): exact references, attention in the last 13 blocks."""
+
+import pytest
+import torch
+import torchvision
+from timm.models.efficientnet import _gen_mnasnet_a1
+
+from aaconv.layers import VARIANTS, AAConv2d
+from aaconv.models import create_model
+from aaconv.models.pretrained import load_pretrained
+
+WIDTHS = (0.5, 0.75, 1.0, 1.25, 1.4)
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_reference_counts():
+    assert count(create_model("mnasnet_a1")) == 3_887_038
+    assert count(create_model("mnasnet_b1")) == 4_383_312
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_width_matches_its_reference(width):
+    assert count(create_model("mnasnet_a1", width_mult=width)) == count(_gen_mnasnet_a1("semnasnet", width))
+    assert count(create_model("mnasnet_b1", width_mult=width)) == count(torchvision.models.MNASNet(width))
+
+
+def test_timm_a1_weights_give_identical_outputs():
+    reference = _gen_mnasnet_a1("semnasnet", 1.0).eval()
+    model = create_model("mnasnet_a1").eval()
+    report = load_pretrained(model, reference.state_dict(), strict=True)
+    assert report.loaded
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_b1_weights_give_identical_outputs():
+    reference = torchvision.models.mnasnet0_75(weights=None).eval()
+    model = create_model("mnasnet_b1", width_mult=0.75).eval()
+    load_pretrained(model, reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_aa_augments_the_last_13_blocks():
+    model = create_model("mnasnet_a1", "aa")
+    augmented = [isinstance(b.conv_dw, AAConv2d) for stage in model.blocks for b in stage]
+    assert augmented == [False] * 3 + [True] * 13
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", ["mnasnet_a1", "mnasnet_b1"])
+def test_forward_backward_and_eval(name, variant):
+    torch.manual_seed(0)
+    model = create_model(name, variant, num_classes=4, width_mult=0.5, input_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 4)

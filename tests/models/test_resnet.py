@@ -1,0 +1,73 @@
+"""ResNet backbones: torchvision-exact without attention, every variant runs forward/backward at small size."""
+
+import pytest
+import torch
+import torchvision
+
+from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite
+from aaconv.models import create_model
+
+RESNET_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+                 "resnet101": 44_549_160, "resnet152": 60_192_808}
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", RESNET_COUNTS)
+def test_plain_resnet_matches_torchvision(name):
+    model, reference = create_model(name), getattr(torchvision.models, name)(weights=None)
+    assert count(model) == count(reference) == RESNET_COUNTS[name]
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == [(k, v.shape) for k, v in reference.state_dict().items()]
+
+
+def test_torchvision_weights_give_identical_outputs():
+    reference = torchvision.models.resnet50(weights=None).eval()
+    model = create_model("resnet50").eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+def test_se_resnet50_matches_timm_count():
+    assert count(create_model("resnet50", "se")) == 28_088_024
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet152"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_builds_with_paper_placement(name, variant):
+    model = create_model(name, variant)
+    layer1, layer3 = model.layer1[0].conv2, model.layer3[-1].conv2
+    assert type(layer1) is torch.nn.Conv2d  # not augmented: the AA paper starts at layer2
+    expected = {"aa": AAConv2d, "aw": AWConv2d, "aw+aa": AAConv2d}.get(variant.replace("+se", ""), torch.nn.Conv2d)
+    assert type(layer3) is expected
+    assert isinstance(model.layer1[0].se, SqueezeExcite) == ("se" in variant)
+
+
+@pytest.mark.parametrize(("name", "variant"), [("resnet18", v) for v in VARIANTS] + [("resnet50", "aa+se"), ("resnet50", "aw+aa")])
+def test_forward_backward_and_eval(name, variant):
+    torch.manual_seed(0)
+    model = create_model(name, variant, num_classes=5, input_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 5)
+
+
+def test_aa_tables_sized_per_stage_from_input_size():
+    model = create_model("resnet50", "aa", input_size=224)
+    sizes = [(s, getattr(model, f"layer{s}")[-1].conv2.attention.rel_width.shape[0]) for s in (2, 3, 4)]
+    assert sizes == [(2, 2 * 28 - 1), (3, 2 * 14 - 1), (4, 2 * 7 - 1)]
+    explicit = create_model("resnet50", {"variant": "aa", "aa": {"max_size": 40}})
+    assert explicit.layer4[0].conv2.attention.rel_width.shape[0] == 79
+
+
+def test_attention_stages_configurable():
+    model = create_model("resnet50", "aa", attention_stages=[4])
+    assert type(model.layer3[0].conv2) is torch.nn.Conv2d and type(model.layer4[0].conv2) is AAConv2d
+    with pytest.raises(ValueError, match="attention_stages"):
+        create_model("resnet50", "aa", attention_stages=[5])
