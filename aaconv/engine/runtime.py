@@ -29,13 +29,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic(enabled: bool) -> None:
-    """Deterministic kernels (errors on ops that have none), no cuDNN autotuning; else cuDNN benchmark on."""
+def set_deterministic(enabled: bool, cudnn_benchmark: bool = False) -> None:
+    """`enabled`: deterministic kernels where they exist (a warning names ops that have none) and no cuDNN
+    autotuning. Otherwise cuDNN autotuning as asked (fast for fixed input sizes, slow for varying ones)."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not enabled
 
 
 def rng_state() -> dict[str, Any]:

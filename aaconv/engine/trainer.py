@@ -87,7 +87,7 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = select_device(t.device, self.env.local_rank)
-        set_deterministic(bool(t.deterministic))
+        set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
         seed_everything(cfg.seed)  # the same initial weights on every rank
 
         self.task = build_task(cfg)

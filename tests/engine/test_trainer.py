@@ -80,3 +80,11 @@ def test_autocast_precisions_train_on_cpu(toy_config, tmp_path: Path, precision:
     assert trainer.precision.scaler.is_enabled() == (precision == "fp16")
     assert bool(load_checkpoint(tmp_path / "last.pt")["scaler"]) == (precision == "fp16")
     assert all(torch.isfinite(v).all() for v in weights(trainer).values())
+
+
+@pytest.mark.slow
+def test_compiled_model_checkpoints_without_compile_prefixes(toy_config, tmp_path: Path):
+    trainer, _ = fit(toy_config("trainer.compile=true"), tmp_path)
+    assert trainer.eval_model is not trainer.model  # the compiled wrapper
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert list(state["model"]) == ["1.weight", "1.bias", "4.weight", "4.bias"]
