@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "star")
 SPLITS: tuple[str, ...] = ("train", "val")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _COMPLETE_MARKER = "spec.json"
 Box = tuple[int, int, int, int]
 
@@ -59,7 +59,7 @@ def _split_rng(seed: int, split: str, index: int, layout: str) -> np.random.Gene
 def _noisy_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Returns a (size, size, 3) uint8 background and its base colour."""
     base = rng.integers(0, 256, size=3)
-    noise = rng.normal(0.0, 24.0, size=(size, size, 3))
+    noise = rng.normal(0.0, 12.0, size=(size, size, 3))
     return np.clip(base + noise, 0, 255).astype(np.uint8), base
 
 
@@ -124,7 +124,7 @@ def classification_sample(seed: int, split: str, index: int, image_size: int) ->
     label = index % len(CLASSES)
     pixels, base = _noisy_background(rng, image_size)
     image = Image.fromarray(pixels)
-    box = _random_box(rng, image_size, image_size * 2 // 5, image_size * 4 // 5)
+    box = _random_box(rng, image_size, image_size // 2, image_size * 17 // 20)
     draw_shape(ImageDraw.Draw(image), CLASSES[label], box, _contrasting_colour(rng, base))
     return image, label
 

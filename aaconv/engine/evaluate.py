@@ -38,10 +38,11 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_loader(val_set, task, run_cfg.data, train=False, seed=run_cfg.seed)
-    metrics = task.evaluate(model, loader, device)
-    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(cfg.checkpoint)}
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    task.output_dir = output
+    metrics = task.evaluate(model, loader, device)
+    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(cfg.checkpoint)}
     write_json_atomic(results, output / "results.json")
     log.info("results: %s", json.dumps(results))
     log.info("results written to %s", (output / "results.json").resolve())

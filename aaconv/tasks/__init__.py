@@ -5,6 +5,7 @@ A task has:
     build_model() -> nn.Module
     build_datasets() -> (train_dataset, val_dataset)
     collate_fn: Callable | None                           DataLoader collate function (None: default)
+    output_dir: Path | None                               where evaluate() may write files (predictions.json)
     training_loss(model, batch, device) -> (loss, num_images)
     evaluate(model, loader, device) -> dict[str, float]
         metrics over the whole dataset; when distributed each process sees its shard and the task

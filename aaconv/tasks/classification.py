@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,6 +55,7 @@ class ClassificationTask:
         self.attention = dict(attention)
         self.data = data
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.output_dir: Path | None = None  # classification writes no per-evaluation files
         self.mixup = None
         if mixup and (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
             self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=data["num_classes"])
@@ -61,7 +63,10 @@ class ClassificationTask:
 
     def build_model(self) -> nn.Module:
         kwargs = {k: v for k, v in self.backbone.items() if k != "name"}
-        return create_model(self.backbone["name"], self.attention, num_classes=self.data["num_classes"], **kwargs)
+        return create_model(
+            self.backbone["name"], self.attention, num_classes=self.data["num_classes"],
+            input_size=self.data["image_size"], **kwargs,
+        )
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         root = dataset_root(self.data, "imagefolder")
