@@ -182,7 +182,7 @@ class Trainer:
         path = self.run_dir / "last.pt" if resume == "auto" else Path(str(resume))
         if resume == "auto" and not path.is_file():
             return False
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         load_model_state(self.model, state["model"], source=f"checkpoint {path}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -206,6 +206,8 @@ class Trainer:
 
     def _stop_requested(self) -> int:
         """The preemption signal any rank received (0: none), agreed on by all ranks."""
+        if not dist.is_distributed():
+            return self.preemption.signum or 0
         signum = torch.tensor([self.preemption.signum or 0], dtype=torch.int64, device=self.device)
         return int(dist.all_reduce_max(signum).item())
 

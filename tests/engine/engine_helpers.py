@@ -1,4 +1,5 @@
-"""Engine test helpers: the toy task config and a way to run train.py / torchrun as real processes."""
+"""Engine test helpers: the toy task config fixture (import it into a test module) and a way to run
+train.py / torchrun as real processes. Not a conftest.py: the lead's tests import `conftest` by name."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TOY, load_weights, run_entry
+from engine_helpers import REPO, TOY, load_weights, run_entry
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOY, run_entry
+from engine_helpers import REPO, TOY, run_entry
 
 pytestmark = pytest.mark.slow
 
