@@ -93,7 +93,10 @@ class Trainer:
         self.task = build_task(cfg)
         model = self.task.build_model()
         if t.sync_bn and self.env.world_size > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log.warning("trainer.sync_bn ignored: torch's SyncBatchNorm runs on GPUs only")
         model.to(self.device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -89,3 +89,13 @@ def test_compiled_model_checkpoints_without_compile_prefixes(toy_config, tmp_pat
     assert trainer.eval_model is not trainer.model  # the compiled wrapper
     state = load_checkpoint(tmp_path / "last.pt")
     assert list(state["model"]) == ["1.weight", "1.bias", "4.weight", "4.bias"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_fused_optimizer(toy_config, tmp_path: Path):
+    trainer, results = fit(toy_config("trainer.device=cuda", "trainer.precision=auto", "trainer.channels_last=true"),
+                           tmp_path)
+    assert results["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert trainer.optimizer.param_groups[0]["fused"] is True  # SGD's fused CUDA kernel (optim.fused=auto)
+    assert load_checkpoint(tmp_path / "last.pt")["model"]["1.weight"].device.type == "cpu"
