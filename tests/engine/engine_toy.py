@@ -4,7 +4,8 @@ Used as `task._target_=engine_toy.ToyTask` (tests/engine on the Python path). Tr
 random noise from the global torch RNG (like a random augmentation) and the model may have dropout, so
 resume tests exercise the data and model random streams. Hooks for fault injection:
 `poison_batches` (1-based training_loss calls whose inputs are made NaN) and the environment variable
-AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss call).
+AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss call; under torchrun only on
+rank AACONV_TEST_SIGTERM_RANK, default 0).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class ToyTask:
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
         self.poison_batches = set(poison_batches)
         self.calls = 0
-        self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0"))
+        on_this_rank = os.environ.get("RANK", "0") == os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
+        self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0")) if on_this_rank else 0
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(16, CLASSES))
