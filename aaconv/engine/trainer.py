@@ -229,7 +229,8 @@ class Trainer:
         self.batch_skipper.skip = self.batch_in_epoch
         batches_per_epoch = self.steps_per_epoch * self.accum_steps  # the tail that fills no update is dropped
         log_every = int(self.cfg.logger.log_every_steps)
-        loss_sum, images, window_bad, start = 0.0, 0, False, time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on device: no sync per step
+        images, window_bad, start = 0, False, time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                    disable=not (self.cfg.logger.progress_bar and self.is_main), initial=self.batch_in_epoch,
                    total=batches_per_epoch)
@@ -246,7 +247,7 @@ class Trainer:
                     log.warning("non-finite loss at epoch %d batch %d: step skipped", self.epoch, self.batch_in_epoch)
                 else:
                     self.precision.scaler.scale(loss / self.accum_steps).backward()
-                    loss_sum += loss.item() * batch_images
+                    loss_sum += loss.detach() * batch_images
                     images += batch_images
             self.batch_in_epoch += 1
             if not update:
@@ -265,7 +266,7 @@ class Trainer:
                 self.save("last.pt")
             self._handle_preemption()
         seconds = time.perf_counter() - start
-        sums = dist.all_reduce_sum(torch.tensor([loss_sum, images], dtype=torch.float64, device=self.device)).tolist()
+        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images)])).tolist()
         return {
             "train_loss": sums[0] / max(sums[1], 1),
             "train_images_per_s": sums[1] / seconds,
