@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from aaconv.engine.checkpoint import load_checkpoint, load_model_state
 from aaconv.engine.runtime import select_device
-from aaconv.engine.trainer import build_loader, run_facts, write_json_atomic
+from aaconv.engine.loaders import build_eval_loader
+from aaconv.engine.trainer import run_facts, write_json_atomic
 from aaconv.tasks import build_task
 
 log = logging.getLogger("aaconv")
@@ -37,7 +38,8 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[
     load_model_state(model, state["model"], source=f"checkpoint {cfg.checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
-    loader = build_loader(val_set, task, run_cfg.data, train=False, seed=run_cfg.seed)
+    loader = build_eval_loader(val_set, batch_size=int(run_cfg.data.batch_size), data=run_cfg.data,
+                               collate_fn=task.collate_fn, rank=0, world_size=1)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     task.output_dir = output

@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aaconv.engine import distributed as dist
@@ -47,15 +46,6 @@ def write_json_atomic(data: dict[str, Any], path: Path) -> None:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def build_loader(dataset: torch.utils.data.Dataset, task: Any, data: DictConfig, train: bool, seed: int) -> DataLoader:
-    """Evaluation loader over this process's shard (`train=False`; kept for eval.py), or a training loader."""
-    common = dict(batch_size=int(data.batch_size), data=data, collate_fn=task.collate_fn,
-                  rank=dist.rank(), world_size=dist.world_size())
-    if train:
-        return build_train_loader(dataset, seed=seed, **common)[0]
-    return build_eval_loader(dataset, **common)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -91,6 +81,7 @@ class Trainer:
         seed_everything(cfg.seed)  # the same initial weights on every rank
 
         self.task = build_task(cfg)
+        self.task.output_dir = self.run_dir  # detection writes predictions.json here at each evaluation
         model = self.task.build_model()
         if t.sync_bn and self.env.world_size > 1:
             if self.device.type == "cuda":
