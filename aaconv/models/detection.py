@@ -18,10 +18,13 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
@@ -65,6 +68,19 @@ def freeze_units(backbone: nn.Module, trainable_layers: int) -> None:
         raise ValueError(f"trainable_layers must be in 0..{len(units)}, got {trainable_layers}")
     for unit in units[: len(units) - trainable_layers]:
         unit.requires_grad_(False)
+
+
+def anchor_generator(head: str, sizes: Sequence[int]) -> AnchorGenerator:
+    """torchvision's anchors for `head` with `sizes` = the smallest anchor side on each of the five FPN levels
+    (torchvision: 32, 64, 128, 256, 512): RetinaNet adds the octave scales 2^(1/3), 2^(2/3) on each level;
+    aspect ratios 0.5, 1, 2."""
+    if len(sizes) != 5:
+        raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {list(sizes)}")
+    if head == "retinanet":
+        per_level = tuple((s, int(s * 2 ** (1.0 / 3)), int(s * 2 ** (2.0 / 3))) for s in sizes)
+    else:
+        per_level = tuple((s,) for s in sizes)
+    return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
 class FPNBackbone(nn.Module):
@@ -125,6 +141,8 @@ def build_detector(
     trainable_layers: int = 3,
     returned_stages: Sequence[int] | None = None,
     fpn_channels: int = 256,
+    anchor_sizes: Sequence[int] | None = None,
+    group_norm_head: bool = False,
     **head_kwargs: Any,
 ) -> nn.Module:
     """RetinaNet or Faster R-CNN (torchvision's) over an FPN on our backbone.
@@ -139,15 +157,28 @@ def build_detector(
         weights, frozen_bn, trainable_layers: backbone initialisation (see build_backbone).
         returned_stages: backbone stages for the FPN (ResNet 1..4, MnasNet 0..6); None: strides 8-32
             (RetinaNet) or 4-32 (Faster R-CNN).
+        fpn_channels: FPN and head width (torchvision: 256).
+        anchor_sizes: smallest anchor side per FPN level (see anchor_generator); None: torchvision's 32..512.
+        group_norm_head: RetinaNet only: GroupNorm(32) after each head conv (torchvision's RetinaNet v2 head),
+            which trains far faster from scratch.
         head_kwargs: passed to torchvision's RetinaNet / FasterRCNN (score_thresh, detections_per_img, ...).
     """
     if head not in HEADS:
         raise ValueError(f"unknown detection head {head!r}; available: {', '.join(HEADS)}")
+    if group_norm_head and head != "retinanet":
+        raise ValueError("group_norm_head is a RetinaNet option")
     spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
     body = build_backbone(spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn,
                           trainable_layers=trainable_layers)
     stages = list(returned_stages) if returned_stages is not None else default_stages(body, HEAD_STRIDES[head])
     extra = LastLevelP6P7(fpn_channels, fpn_channels) if head == "retinanet" else LastLevelMaxPool()
     fpn = FPNBackbone(body, stages, fpn_channels, extra)
+    if anchor_sizes is not None:
+        key = "anchor_generator" if head == "retinanet" else "rpn_anchor_generator"
+        head_kwargs[key] = anchor_generator(head, anchor_sizes)
+    if group_norm_head:
+        anchors = head_kwargs.get("anchor_generator") or anchor_generator(head, (32, 64, 128, 256, 512))
+        head_kwargs["head"] = RetinaNetHead(fpn_channels, anchors.num_anchors_per_location()[0], num_classes,
+                                            norm_layer=partial(nn.GroupNorm, 32))
     detector = RetinaNet if head == "retinanet" else FasterRCNN
     return detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)

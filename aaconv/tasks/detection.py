@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from aaconv.data import dataset_root
 from aaconv.data.coco import CocoDetection, detection_collate
 from aaconv.engine.distributed import all_gather_objects, is_main_process
-from aaconv.errors import DataError
+from aaconv.errors import ConfigError, DataError
 from aaconv.models import create_detector
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6], in [0, 1]
@@ -59,6 +59,7 @@ class DetectionTask:
         detector: further keywords for create_detector (min_size, max_size, score_thresh, ...).
 
     `output_dir`: where `evaluate` writes predictions.json (COCO results format); None writes nothing.
+    A data config without a `detection` block is classification data: ConfigError from `build_model`.
     """
 
     primary_metric = "AP"
@@ -84,6 +85,12 @@ class DetectionTask:
         self.output_dir: Path | None = None
 
     def build_model(self) -> nn.Module:
+        # Checked here, the first call of every entry point, not in __init__: Hydra's instantiate would wrap
+        # the ConfigError in an InstantiationException, a traceback instead of one line.
+        if self.data.get("detection") is None:
+            raise ConfigError(f"task={self.head} needs detection data, but data={self.data.get('name')} is "
+                              "classification data (no `detection` block); use data=shapes_det (built-in) "
+                              "or data=coco data.root=...")
         return create_detector(
             self.head, self.backbone, self.attention, num_classes=self.data["num_classes"], weights=self.weights,
             frozen_bn=self.frozen_bn, trainable_layers=self.trainable_layers, **self.detector,

@@ -1,5 +1,5 @@
 """DetectionTask end to end on the tiny shapes set: a few training steps, then COCO AP equal to
-pycocotools' own run on the written predictions.json."""
+pycocotools' own run on the written predictions.json; classification data refused with a one-line error."""
 
 import contextlib
 import io
@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader, Subset
 
+from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
 
 
@@ -47,3 +48,28 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
     expected = dict(zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluator.stats[:6]))
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(max(0.0, value), abs=1e-9)
+
+
+@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+def test_classification_data_is_a_config_error_naming_the_fix(tiny_config, head):
+    cfg = tiny_config(f"task={head}")  # the default data: shapes, classification
+    with pytest.raises(ConfigError, match="data=shapes_det.*data=coco") as error:
+        build_task(cfg).build_model()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("experiment", ["retinanet_shapes", "faster_rcnn_shapes"])
+def test_shapes_recipes_build_and_train(tiny_config, experiment):
+    cfg = tiny_config(f"experiment={experiment}", "data.batch_size=4")
+    task = build_task(cfg)
+    model = task.build_model()
+    anchors = model.anchor_generator if task.head == "retinanet" else model.rpn.anchor_generator
+    assert anchors.sizes[0][0] == 16  # the recipes' anchors, half torchvision's
+    if task.head == "retinanet":
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in model.head.modules())
+    train, _ = task.build_datasets()
+    batch = next(iter(DataLoader(train, batch_size=4, collate_fn=task.collate_fn)))
+    model.train()
+    loss, images = task.training_loss(model, batch, torch.device("cpu"))
+    loss.backward()
+    assert torch.isfinite(loss) and images == 4
