@@ -131,6 +131,8 @@ class MnasNet(nn.Module):
         bn_momentum: None: the reference's (BN_MOMENTUM).
         input_size: largest input side, sizes AA's relative tables per stage (None: AAConv2d's default).
         features_only: no 1x1 head, pooling or classifier (a detection backbone).
+        zero_init_residual: zero the last BN of each residual block, so it starts as the identity
+            (timm's `zero_init_last`; the same option as the ResNets').
     """
 
     stage_ids: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
@@ -148,6 +150,7 @@ class MnasNet(nn.Module):
         bn_momentum: float | None = None,
         input_size: int | None = 224,
         features_only: bool = False,
+        zero_init_residual: bool = False,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -188,9 +191,9 @@ class MnasNet(nn.Module):
             self.classifier = nn.Linear(1280, num_classes) if num_classes > 0 else nn.Identity()
             in_channels = 1280
         self.num_features = in_channels
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -199,6 +202,10 @@ class MnasNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, InvertedResidual) and m.residual:
+                    nn.init.zeros_(m.bn3.weight)
 
     def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
         """(B, 3, H, W) -> outputs of `blocks[i]` for i in `stages` (stride stage_strides[i]), for FPN."""

@@ -7,6 +7,7 @@ from timm.models.efficientnet import _gen_mnasnet_a1
 
 from aaconv.layers import VARIANTS, AAConv2d
 from aaconv.models import create_model
+from aaconv.models.mnasnet import InvertedResidual
 from aaconv.models.pretrained import load_pretrained
 
 WIDTHS = (0.5, 0.75, 1.0, 1.25, 1.4)
@@ -63,3 +64,13 @@ def test_forward_backward_and_eval(name, variant):
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (2, 4)
+
+
+def test_zero_init_residual_makes_residual_blocks_start_as_identity() -> None:
+    model = create_model("mnasnet_a1", num_classes=10, zero_init_residual=True).eval()
+    residual = [m for m in model.modules() if isinstance(m, InvertedResidual) and m.residual]
+    assert residual
+    x = torch.randn(1, residual[0].conv_pw.in_channels, 8, 8)
+    assert torch.equal(residual[0](x), x)
+    plain = create_model("mnasnet_a1", num_classes=10)
+    assert all(m.bn3.weight.abs().sum() > 0 for m in plain.modules() if isinstance(m, InvertedResidual))
