@@ -116,22 +116,23 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of `tensor` over all processes (a new tensor; the input is left as it is)."""
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+    """`op` over all processes into a new tensor (the input is left as it is); the input when not distributed."""
     if not is_distributed():
         return tensor
-    total = tensor.clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
+    out = tensor.clone()
+    dist.all_reduce(out, op=op)
+    return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over all processes (a new tensor; the input is left as it is)."""
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Element-wise maximum of `tensor` over all processes (a new tensor)."""
-    if not is_distributed():
-        return tensor
-    out = tensor.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(tensor, dist.ReduceOp.MAX)
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -10,10 +10,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from aaconv.engine.atomic import write_json_atomic
 from aaconv.engine.checkpoint import load_checkpoint, load_model_state
 from aaconv.engine.runtime import select_device
 from aaconv.engine.loaders import build_eval_loader
-from aaconv.engine.trainer import run_facts, write_json_atomic
+from aaconv.engine.trainer import run_facts
 from aaconv.tasks import build_task
 
 log = logging.getLogger("aaconv")

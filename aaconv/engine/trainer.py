@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aaconv.engine import distributed as dist
+from aaconv.engine.atomic import write_json_atomic
 from aaconv.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
 from aaconv.engine.loggers import build_logger
@@ -36,12 +37,6 @@ from aaconv.errors import AAConvError, CheckpointError
 from aaconv.tasks import build_task
 
 log = logging.getLogger("aaconv")
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

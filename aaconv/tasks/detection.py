@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import dataset_root
 from aaconv.data.coco import CocoDetection, detection_collate
+from aaconv.engine.atomic import write_json_atomic
 from aaconv.engine.distributed import all_gather_objects, is_main_process
 from aaconv.errors import ConfigError, DataError
 from aaconv.models import create_detector
@@ -157,7 +156,4 @@ def merge_shards(shards: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def write_predictions(predictions: list[dict[str, Any]], path: Path) -> None:
     """predictions.json in the COCO results format, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(predictions))
-    os.replace(tmp, path)
+    write_json_atomic(predictions, path, indent=None)
