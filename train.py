@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import exit_on_user_error, require_values
+from aaconv.tasks import build_task
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
@@ -13,8 +14,9 @@ from aaconv.errors import exit_on_user_error, require_values
 def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
     require_values(cfg)
-    trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
-    return trainer.fit()[trainer.task.primary_metric]
+    task = build_task(cfg)
+    trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir)
+    return trainer.fit()[task.primary_metric]
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from aaconv.engine.checkpoint import save_checkpoint
-from aaconv.engine.evaluate import evaluate_checkpoint
+from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
+from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
+from aaconv.tasks import build_task
 
 
 def eval_config(checkpoint: Path):
@@ -19,23 +20,30 @@ def eval_config(checkpoint: Path):
                              "workers": None, "device": "cpu"})
 
 
+def evaluate(cfg, output_dir: Path) -> dict:
+    """What eval.py does with its config."""
+    state = load_checkpoint(cfg.checkpoint)
+    run_cfg = run_config(state, cfg)
+    return evaluate_checkpoint(build_task(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint)
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist; pass the last.pt"):
-        evaluate_checkpoint(eval_config(tmp_path / "last.pt"), tmp_path)
+        evaluate(eval_config(tmp_path / "last.pt"), tmp_path)
 
 
 def test_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     path.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        evaluate_checkpoint(eval_config(path), tmp_path)
+        evaluate(eval_config(path), tmp_path)
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     torch.save({"model": {}, "payload": Path("/etc/passwd")}, path)  # a non-tensor object needs unpickling
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        evaluate_checkpoint(eval_config(path), tmp_path)
+        evaluate(eval_config(path), tmp_path)
 
 
 def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config) -> None:
@@ -44,4 +52,4 @@ def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config)
     path = save_checkpoint({"model": other.state_dict(), "epoch": 1,
                             "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \d+ \['layer1.2"):
-        evaluate_checkpoint(eval_config(path), tmp_path)
+        evaluate(eval_config(path), tmp_path)

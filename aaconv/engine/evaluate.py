@@ -1,4 +1,4 @@
-"""Re-evaluation of a saved checkpoint, rebuilt from the config stored inside it."""
+"""Re-evaluation of a saved checkpoint, and what results.json says about a run besides its metrics."""
 
 from __future__ import annotations
 
@@ -6,18 +6,34 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from aaconv.engine.atomic import write_json_atomic
-from aaconv.engine.checkpoint import load_checkpoint, load_model_state
-from aaconv.engine.runtime import select_device
 from aaconv.engine.loaders import build_eval_loader
-from aaconv.engine.trainer import run_facts
-from aaconv.tasks import build_task
+from aaconv.utils.atomic import write_json_atomic
+from aaconv.utils.state_dict import load_model_state
+
+if TYPE_CHECKING:  # the engine receives a task; it never imports one
+    from aaconv.tasks.base import Task
 
 log = logging.getLogger("aaconv")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
+    """What results.json says about the run besides its metrics."""
+    return {
+        "model": cfg["backbone"]["name"],
+        "attention": cfg["attention"]["variant"],
+        "task": cfg["task"]["_target_"].rsplit(".", 1)[-1],
+        "data": cfg["data"]["name"],
+        "params": count_parameters(model),
+    }
 
 
 def run_config(state: dict[str, Any], cfg: DictConfig) -> DictConfig:
@@ -29,23 +45,22 @@ def run_config(state: dict[str, Any], cfg: DictConfig) -> DictConfig:
     return run_cfg
 
 
-def evaluate_checkpoint(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
-    """Evaluates `cfg.checkpoint` on its run's validation split; writes and returns results.json."""
-    state = load_checkpoint(cfg.checkpoint)
-    run_cfg = run_config(state, cfg)
-    device = select_device(cfg.device)
-    task = build_task(run_cfg)
+def evaluate_checkpoint(
+    task: Task, state: dict[str, Any], run_cfg: DictConfig, device: torch.device, output_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+) -> dict[str, Any]:
+    """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
+    split; writes and returns results.json in `output_dir`."""
     model = task.build_model()
-    load_model_state(model, state["model"], source=f"checkpoint {cfg.checkpoint}")
+    load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_eval_loader(val_set, batch_size=int(run_cfg.data.batch_size), data=run_cfg.data,
                                collate_fn=task.collate_fn, rank=0, world_size=1)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    task.output_dir = output
-    metrics = task.evaluate(model, loader, device)
-    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(cfg.checkpoint)}
+    metrics = task.evaluate(model, loader, device, output_dir=output)
+    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(checkpoint)}
     write_json_atomic(results, output / "results.json")
     log.info("results: %s", json.dumps(results))
     log.info("results written to %s", (output / "results.json").resolve())

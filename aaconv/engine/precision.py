@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from aaconv.engine.distributed import all_reduce_max
+from aaconv.utils.distributed import all_reduce_max
 from aaconv.errors import AAConvError
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -15,7 +15,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -25,22 +25,23 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from aaconv.engine import distributed as dist
-from aaconv.engine.atomic import write_json_atomic
-from aaconv.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
+from aaconv.engine.distributed import destroy_distributed, init_distributed
+from aaconv.engine.evaluate import count_parameters, run_facts
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
 from aaconv.engine.loggers import build_logger
 from aaconv.engine.precision import NonFiniteGuard, Precision
 from aaconv.engine.runtime import rng_state, seed_everything, select_device, set_deterministic, set_rng_state
 from aaconv.engine.signals import PreemptionHandler
 from aaconv.errors import AAConvError, CheckpointError
-from aaconv.tasks import build_task
+from aaconv.utils import distributed as dist
+from aaconv.utils.atomic import write_json_atomic
+from aaconv.utils.state_dict import load_model_state
+
+if TYPE_CHECKING:  # the engine receives a task; it never imports one
+    from aaconv.tasks.base import Task
 
 log = logging.getLogger("aaconv")
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -55,16 +56,17 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any
 
 
 class Trainer:
-    """Trains `cfg.task` for `cfg.trainer.epochs` epochs, writing into `run_dir` (see the module docstring).
+    """Trains `task` (built from `cfg.task` by the caller) for `cfg.trainer.epochs` epochs, writing into
+    `run_dir` (see the module docstring).
 
     Distributed when started by torchrun or Slurm (one process per GPU): each process loads
     `data.batch_size` images per step; only rank 0 logs and writes files.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: str | os.PathLike):
+    def __init__(self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike):
         self.cfg = cfg
         t = cfg.trainer
-        self.env = dist.init_distributed(t.dist_backend)
+        self.env = init_distributed(t.dist_backend)
         self.is_main = self.env.rank == 0
         if not self.is_main:
             log.setLevel(logging.WARNING)
@@ -75,8 +77,7 @@ class Trainer:
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
         seed_everything(cfg.seed)  # the same initial weights on every rank
 
-        self.task = build_task(cfg)
-        self.task.output_dir = self.run_dir  # detection writes predictions.json here at each evaluation
+        self.task = task
         model = self.task.build_model()
         if t.sync_bn and self.env.world_size > 1:
             if self.device.type == "cuda":
@@ -90,13 +91,12 @@ class Trainer:
         self.model = model  # plain module: state dicts and checkpoints carry no DDP/compile prefixes
 
         train_set, val_set = self.task.build_datasets()
-        group_ids_fn = getattr(self.task, "group_ids", None)
         self.accum_steps = int(t.accum_steps)
         batch_size = int(cfg.data.batch_size)
         self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
             train_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn, rank=self.env.rank,
             world_size=self.env.world_size, seed=int(cfg.seed),
-            group_ids=group_ids_fn(train_set) if group_ids_fn is not None else None,
+            group_ids=self.task.group_ids(train_set),
         )
         self.val_loader = build_eval_loader(val_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn,
                                             rank=self.env.rank, world_size=self.env.world_size)
@@ -277,7 +277,7 @@ class Trainer:
         EMA too) never changes the training run's random streams."""
         state = rng_state()
         with self.precision.autocast():
-            metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device)
+            metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device, output_dir=self.run_dir)
             if self.ema is not None:
                 ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device)
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
@@ -300,7 +300,7 @@ class Trainer:
                  self.env.world_size, self.precision.name, self.global_batch, self.optimizer.param_groups[0]["lr"])
         train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
-        maximize = getattr(self.task, "primary_metric_mode", "max") == "max"
+        maximize = self.task.primary_metric_mode == "max"
         start = time.perf_counter()
         while self.epoch < self.epochs:
             train_stats = self.train_one_epoch()
@@ -343,15 +343,5 @@ class Trainer:
         """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`)."""
         self.preemption.close()
         self.logger.close()
-        dist.destroy_distributed(barrier=graceful)
+        destroy_distributed(barrier=graceful)
 
-
-def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
-    """What results.json says about the run besides its metrics."""
-    return {
-        "model": cfg["backbone"]["name"],
-        "attention": cfg["attention"]["variant"],
-        "task": cfg["task"]["_target_"].rsplit(".", 1)[-1],
-        "data": cfg["data"]["name"],
-        "params": count_parameters(model),
-    }

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from aaconv.engine.checkpoint import load_model_state
+from aaconv.utils.state_dict import load_model_state
 from aaconv.errors import CheckpointError
 
 StateDict = dict[str, Tensor]

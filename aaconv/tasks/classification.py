@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from aaconv.data import dataset_root
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
-from aaconv.engine.distributed import all_reduce_sum
+from aaconv.utils.distributed import all_reduce_sum
 from aaconv.models import create_model
 
 
@@ -40,6 +40,7 @@ class ClassificationTask:
     """
 
     primary_metric = "top1"
+    primary_metric_mode = "max"
     collate_fn = None
 
     def __init__(
@@ -55,7 +56,6 @@ class ClassificationTask:
         self.attention = dict(attention)
         self.data = data
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.output_dir: Path | None = None  # classification writes no per-evaluation files
         self.mixup = None
         if mixup and (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
             self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=data["num_classes"])
@@ -79,6 +79,10 @@ class ClassificationTask:
         )
         return train, val
 
+    def group_ids(self, dataset: Dataset) -> list[int] | None:
+        """No grouping: every batch samples the whole training set."""
+        return None
+
     def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, int]:
         images, targets = (t.to(device, non_blocking=True) for t in batch)
         if self.mixup is not None:
@@ -86,9 +90,12 @@ class ClassificationTask:
         return self.criterion(model(images), targets), images.shape[0]
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Path | None = None
+    ) -> dict[str, float]:
         """Top-1 / top-5 accuracy (percent) and mean cross-entropy over every image of `loader`,
-        summed over all processes when distributed (each process evaluating its own shard)."""
+        summed over all processes when distributed (each process evaluating its own shard).
+        Classification writes no files: `output_dir` is unused."""
         model.eval()
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1 hits, top5 hits, loss sum, count
         for images, targets in loader:

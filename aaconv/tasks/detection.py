@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import dataset_root
 from aaconv.data.coco import CocoDetection, detection_collate
-from aaconv.engine.atomic import write_json_atomic
-from aaconv.engine.distributed import all_gather_objects, is_main_process
+from aaconv.utils.atomic import write_json_atomic
+from aaconv.utils.distributed import all_gather_objects, is_main_process
 from aaconv.errors import ConfigError, DataError
 from aaconv.models import create_detector
 
@@ -57,11 +57,11 @@ class DetectionTask:
         hflip: training flip probability.
         detector: further keywords for create_detector (min_size, max_size, score_thresh, ...).
 
-    `output_dir`: where `evaluate` writes predictions.json (COCO results format); None writes nothing.
     A data config without a `detection` block is classification data: ConfigError from `build_model`.
     """
 
     primary_metric = "AP"
+    primary_metric_mode = "max"
     collate_fn = staticmethod(detection_collate)
 
     def __init__(
@@ -81,7 +81,6 @@ class DetectionTask:
         self.head, self.weights, self.frozen_bn, self.trainable_layers = head, weights, frozen_bn, trainable_layers
         self.hflip = hflip
         self.detector = dict(detector or {})
-        self.output_dir: Path | None = None
 
     def build_model(self) -> nn.Module:
         # Checked here, the first call of every entry point, not in __init__: Hydra's instantiate would wrap
@@ -120,11 +119,14 @@ class DetectionTask:
         return sum(losses.values()), len(images)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Path | None = None
+    ) -> dict[str, float]:
         """COCO box AP of `model` on every image of `loader`'s dataset (AP, AP50, AP75, APs, APm, APl in [0, 1]).
 
         Each process predicts its shard; predictions are gathered and scored by pycocotools on the main
-        process (written to `output_dir/predictions.json` when set); every process returns the metrics."""
+        process, which writes them to `output_dir/predictions.json` (COCO results format) when
+        `output_dir` is given; every process returns the metrics."""
         model.eval()
         predictions: list[dict[str, Any]] = []
         for images, targets in loader:
@@ -134,8 +136,8 @@ class DetectionTask:
         metrics: dict[str, float] = {}
         if is_main_process():
             gathered = merge_shards(all_gather_objects(predictions))
-            if self.output_dir is not None:
-                write_predictions(gathered, Path(self.output_dir) / "predictions.json")
+            if output_dir is not None:
+                write_predictions(gathered, Path(output_dir) / "predictions.json")
             metrics = coco_metrics(loader.dataset.coco, gathered)
             metrics["val_images"] = len(loader.dataset)
         else:

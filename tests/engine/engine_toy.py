@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from aaconv.engine.distributed import all_gather_objects, all_reduce_sum
+from aaconv.utils.distributed import all_gather_objects, all_reduce_sum
 
 FEATURES, CLASSES = 12, 3
 
@@ -42,6 +42,7 @@ class ToyDataset(Dataset):
 
 class ToyTask:
     primary_metric = "accuracy"
+    primary_metric_mode = "max"
     collate_fn = None
 
     def __init__(self, *, backbone: Mapping[str, Any], attention: Mapping[str, Any], data: Mapping[str, Any],
@@ -59,6 +60,9 @@ class ToyTask:
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         return ToyDataset(self.train_size, self.noise), ToyDataset(self.val_size, 0.0)
 
+    def group_ids(self, dataset: Dataset) -> None:
+        return None
+
     def training_loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[Tensor, int]:
         x, y, _ = batch
         self.calls += 1
@@ -69,7 +73,8 @@ class ToyTask:
         return nn.functional.cross_entropy(model(x.to(device)), y.to(device)), x.shape[0]
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Any = None
+                 ) -> dict[str, float]:
         model.eval()
         sums = torch.zeros(2, dtype=torch.float64)
         seen: list[int] = []

@@ -11,6 +11,7 @@ import torch
 from aaconv.engine.checkpoint import load_checkpoint
 from aaconv.engine.precision import NonFiniteLossError
 from aaconv.engine.trainer import Trainer
+from aaconv.tasks import build_task
 from engine_helpers import toy_config  # noqa: F401  (pytest fixture)
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "global_step", "best_metric",
@@ -18,7 +19,7 @@ CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "batch_
 
 
 def fit(cfg, run_dir: Path) -> tuple[Trainer, dict]:
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, build_task(cfg), run_dir)
     return trainer, trainer.fit()
 
 

@@ -20,7 +20,6 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
     cfg = tiny_config(f"task={head}", "data=shapes_det", "data.batch_size=4", "data.detection.min_size=64",
                       "data.detection.max_size=64", "data.detection.fpn_channels=32", "attention=aa")
     task = build_task(cfg)
-    task.output_dir = tmp_path
     torch.manual_seed(0)
     model = task.build_model()
     train, val = task.build_datasets()
@@ -38,7 +37,8 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
         model.score_thresh = 0.0
     else:
         model.roi_heads.score_thresh = 0.0
-    metrics = task.evaluate(model, DataLoader(val, batch_size=4, collate_fn=task.collate_fn), torch.device("cpu"))
+    metrics = task.evaluate(model, DataLoader(val, batch_size=4, collate_fn=task.collate_fn), torch.device("cpu"),
+                            output_dir=tmp_path)
     predictions = json.loads((tmp_path / "predictions.json").read_text())
     assert predictions and set(predictions[0]) == {"image_id", "category_id", "bbox", "score"}
     with contextlib.redirect_stdout(io.StringIO()):

@@ -1,0 +1,3 @@
+"""Helpers every layer of aaconv may use: collectives, atomic file writes, state-dict loading.
+
+Nothing here imports from the rest of the package except `aaconv.errors`."""
