@@ -29,6 +29,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from aaconv.models import create_model
+from aaconv.models.backbone import Backbone
 from aaconv.models.pretrained import load_pretrained
 
 log = logging.getLogger("aaconv")
@@ -38,10 +39,10 @@ HEADS = ("retinanet", "faster_rcnn")
 HEAD_STRIDES = {"retinanet": (8, 16, 32), "faster_rcnn": (4, 8, 16, 32)}
 
 
-def default_stages(body: nn.Module, strides: Sequence[int]) -> list[int]:
+def default_stages(body: Backbone, strides: Sequence[int]) -> list[int]:
     """For each wanted stride, the id of the last backbone stage with that stride
     (ResNet: 8, 16, 32 -> 2, 3, 4; MnasNet: 8, 16, 32 -> 2, 4, 6)."""
-    by_stride = dict(zip(body.stage_strides, body.stage_ids))  # later stages overwrite earlier ones
+    by_stride = {info["reduction"]: i for i, info in enumerate(body.feature_info)}  # later stages win
     return [by_stride[stride] for stride in strides]
 
 
@@ -60,7 +61,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def freeze_units(backbone: nn.Module, trainable_layers: int) -> None:
+def freeze_units(backbone: Backbone, trainable_layers: int) -> None:
     """Keeps the last `trainable_layers` of backbone.trainable_units() trainable, freezes the rest
     (torchvision's `trainable_backbone_layers`: ResNet units are stem, layer1..layer4)."""
     units = backbone.trainable_units()
@@ -87,16 +88,20 @@ class FPNBackbone(nn.Module):
     """(B, 3, H, W) -> OrderedDict of `out_channels`-wide FPN maps ("0", "1", ..., then "pool" / "p6", "p7").
 
     Args:
-        body: a backbone with `forward_stages(x, stages)`, `stage_ids` and `stage_channels`.
-        stages: the body stages fed to the FPN, from high to low resolution.
+        body: a Backbone (aaconv.models.backbone).
+        stages: ids of the body stages fed to the FPN (indices into `body.feature_info`), from high to low
+            resolution.
         extra: torchvision's extra FPN block (LastLevelP6P7 / LastLevelMaxPool).
     """
 
-    def __init__(self, body: nn.Module, stages: Sequence[int], out_channels: int, extra: nn.Module):
+    def __init__(self, body: Backbone, stages: Sequence[int], out_channels: int, extra: nn.Module):
         super().__init__()
+        last = len(body.feature_info) - 1
+        if not stages or list(stages) != sorted(set(stages)) or not 0 <= stages[0] <= stages[-1] <= last:
+            raise ValueError(f"returned_stages must be increasing stage ids in 0..{last}, got {list(stages)}")
         self.body = body
         self.stages = list(stages)
-        channels = [body.stage_channels[body.stage_ids.index(i)] for i in self.stages]
+        channels = [body.feature_info[i]["num_chs"] for i in self.stages]
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=extra)
         self.out_channels = out_channels
 
@@ -106,7 +111,7 @@ class FPNBackbone(nn.Module):
 
 
 def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, Any], *, max_size: int,
-                   weights: str | None = None, frozen_bn: bool = True, trainable_layers: int = 3) -> nn.Module:
+                   weights: str | None = None, frozen_bn: bool = True, trainable_layers: int = 3) -> Backbone:
     """The classification backbone without its classifier, initialised from `weights` (or from scratch).
 
     Args:
@@ -118,7 +123,7 @@ def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, An
     """
     options = {k: v for k, v in backbone.items() if k != "name"}
     size = math.ceil(max_size / 32) * 32
-    body = create_model(backbone["name"], attention, num_classes=0, input_size=size, features_only=True, **options)
+    body = create_model(backbone["name"], attention, num_classes=0, input_size=size, headless=True, **options)
     if weights:
         report = load_pretrained(body, weights)
         log.info("backbone weights %s: %s", weights, report.summary())
@@ -155,7 +160,7 @@ def build_detector(
         min_size, max_size: the model's resize (shorter side; cap on the longer side); a tuple of
             min sizes trains multi-scale.
         weights, frozen_bn, trainable_layers: backbone initialisation (see build_backbone).
-        returned_stages: backbone stages for the FPN (ResNet 1..4, MnasNet 0..6); None: strides 8-32
+        returned_stages: backbone stage ids for the FPN (ResNet 0..4, MnasNet 0..6); None: strides 8-32
             (RetinaNet) or 4-32 (Faster R-CNN).
         fpn_channels: FPN and head width (torchvision: 256).
         anchor_sizes: smallest anchor side per FPN level (see anchor_generator); None: torchvision's 32..512.

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from aaconv.layers import AAConv2d, SqueezeExcite
 from aaconv.layers.factory import AA_DEFAULTS, attention_depths
 from aaconv.models.attention import AttentionSpec, aa_options, attention_spec, feature_size, parts, stage_builders, without
+from aaconv.models.backbone import feature_info
 
 # One row per stage: (block, repeats, kernel, stride, expansion, out channels, SE ratio; 0 = no SE).
 Stage = tuple[str, int, int, int, int, int, float]
@@ -130,13 +131,15 @@ class MnasNet(nn.Module):
         dropout: before the classifier (both references: 0.2).
         bn_momentum: None: the reference's (BN_MOMENTUM).
         input_size: largest input side, sizes AA's relative tables per stage (None: AAConv2d's default).
-        features_only: no 1x1 head, pooling or classifier (a detection backbone).
+        headless: no 1x1 head, pooling or classifier (a detection backbone).
         zero_init_residual: zero the last BN of each residual block, so it starts as the identity
             (timm's `zero_init_last`; the same option as the ResNets').
+
+    A Backbone (aaconv.models.backbone): `feature_info` lists blocks.0..blocks.6 (stages 0..6). All seven
+    are listed, where timm's EfficientNet lists only the last stage of each stride.
     """
 
-    stage_ids: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
-    stage_strides: tuple[int, ...] = (2, 4, 8, 16, 16, 32, 32)
+    stage_strides: tuple[int, ...] = (2, 4, 8, 16, 16, 32, 32)  # of blocks.0..blocks.6
 
     def __init__(
         self,
@@ -149,7 +152,7 @@ class MnasNet(nn.Module):
         dropout: float = 0.2,
         bn_momentum: float | None = None,
         input_size: int | None = 224,
-        features_only: bool = False,
+        headless: bool = False,
         zero_init_residual: bool = False,
     ):
         super().__init__()
@@ -183,8 +186,11 @@ class MnasNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             self.stage_channels.append(out_channels)
         self.blocks = nn.Sequential(*stages)
-        self.features_only = features_only
-        if not features_only:
+        self.feature_info = feature_info(
+            self.stage_channels, self.stage_strides, [f"blocks.{i}" for i in range(len(stages))]
+        )
+        self.headless = headless
+        if not headless:
             self.conv_head = nn.Conv2d(in_channels, 1280, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(1280, momentum=momentum)
             self.dropout = nn.Dropout(dropout)
@@ -208,7 +214,8 @@ class MnasNet(nn.Module):
                     nn.init.zeros_(m.bn3.weight)
 
     def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
-        """(B, 3, H, W) -> outputs of `blocks[i]` for i in `stages` (stride stage_strides[i]), for FPN."""
+        """(B, 3, H, W) -> outputs of `blocks[i]` for i in `stages`, in increasing order (stride
+        stage_strides[i]), for FPN."""
         x = self.relu(self.bn1(self.conv_stem(x)))
         outputs = []
         for index in range(max(stages) + 1):
@@ -218,15 +225,15 @@ class MnasNet(nn.Module):
         return outputs
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, 1280, H/32, W/32) (320 x width_mult channels when features_only)."""
+        """(B, 3, H, W) -> (B, 1280, H/32, W/32) (320 x width_mult channels when headless)."""
         x = self.forward_stages(x, [len(self.blocks) - 1])[0]
-        if self.features_only:
+        if self.headless:
             return x
         return self.relu(self.bn2(self.conv_head(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_features(x)
-        if self.features_only:
+        if self.headless:
             return x
         return self.classifier(self.dropout(x.mean((2, 3))))
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
+from aaconv.models.backbone import feature_info
 
 PostBuilder = Callable[[int], nn.Module] | None
 
@@ -98,11 +99,13 @@ class ResNet(nn.Module):
         zero_init_residual: zero the last BN of each block, as torchvision's option.
         input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
             (None: AAConv2d's default max_size). See aaconv.models.attention.
-        features_only: no pooling or classifier (a detection backbone; forward returns layer4's map).
+        headless: no pooling or classifier (a detection backbone; forward returns layer4's map).
+
+    A Backbone (aaconv.models.backbone): `feature_info` lists the stem (stage 0, stride 2, after `relu`)
+    and layer1..layer4 (stages 1..4, strides 4..32), as timm's ResNet.
     """
 
-    stage_ids: tuple[int, ...] = (1, 2, 3, 4)
-    stage_strides: tuple[int, ...] = (4, 8, 16, 32)
+    stage_strides: tuple[int, ...] = (4, 8, 16, 32)  # of layer1..layer4
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         zero_init_residual: bool = False,
         input_size: int | None = 224,
-        features_only: bool = False,
+        headless: bool = False,
     ):
         super().__init__()
         unknown = set(attention_stages) - {1, 2, 3, 4}
@@ -139,8 +142,11 @@ class ResNet(nn.Module):
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
             self.stage_channels.append(in_channels)
         self.num_features = in_channels
-        self.features_only = features_only
-        if not features_only:
+        self.feature_info = feature_info(
+            [64, *self.stage_channels], [2, *self.stage_strides], ["relu", "layer1", "layer2", "layer3", "layer4"]
+        )
+        self.headless = headless
+        if not headless:
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
@@ -165,9 +171,11 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
-        """(B, 3, H, W) -> outputs of `stages` (1..4: layer1..layer4, stride 4..32), for FPN."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outputs = []
+        """(B, 3, H, W) -> outputs of `stages` in increasing order (0: stem, stride 2; 1..4: layer1..layer4,
+        stride 4..32), for FPN."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        outputs = [x] if 0 in stages else []
+        x = self.maxpool(x)
         for stage in range(1, max(stages) + 1):
             x = getattr(self, f"layer{stage}")(x)
             if stage in stages:
@@ -179,7 +187,7 @@ class ResNet(nn.Module):
         return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.features_only:
+        if self.headless:
             return self.forward_features(x)
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
