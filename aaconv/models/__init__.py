@@ -1,4 +1,8 @@
-"""Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors."""
+"""Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors.
+
+`create_model` builds a classifier by name (aaconv.models.registry, which also registers every model with
+timm); backbones follow the Backbone protocol (aaconv.models.backbone).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from aaconv.models.mnasnet import MNASNETS, build_mnasnet
-from aaconv.models.resnet import RESNETS, build_resnet
+from aaconv.models.backbone import Backbone
+from aaconv.models.registry import BUILDERS, create_model
 
-MODELS: tuple[str, ...] = RESNETS + MNASNETS
-
-
-def create_model(name: str, attention: str | Mapping[str, Any] = "none", num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """Builds classifier `name` (one of MODELS) with `attention` (a variant name such as "aa+se" or the
-    `attention` config mapping {variant, aa, aw, se}); kwargs go to the backbone (ResNet / MnasNet)."""
-    if name in RESNETS:
-        return build_resnet(name, attention, num_classes=num_classes, **kwargs)
-    if name in MNASNETS:
-        return build_mnasnet(name, attention, num_classes=num_classes, **kwargs)
-    raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+MODELS: tuple[str, ...] = tuple(BUILDERS)
 
 
 def create_detector(head: str, backbone: str | Mapping[str, Any], attention: str | Mapping[str, Any] = "none",
@@ -31,4 +25,4 @@ def create_detector(head: str, backbone: str | Mapping[str, Any], attention: str
     return build_detector(head, backbone, attention, num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODELS", "create_model", "create_detector"]
+__all__ = ["MODELS", "Backbone", "create_model", "create_detector"]
