@@ -1,24 +1,15 @@
-"""Shared fixtures: a tiny built-in shapes set and composed Hydra configs that train in seconds."""
+"""Shared fixtures: a tiny built-in shapes set and composed Hydra configs that train in seconds
+(the code behind them is in tests/helpers)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-
-# A shapes set small enough to generate in about a second; the CLI tests reuse it through AACONV_CACHE.
-TINY_SHAPES = {
-    "seed": 0, "image_size": 32, "train_per_class": 40, "val_per_class": 10,
-    "det_image_size": 96, "det_train_images": 48, "det_val_images": 16, "det_max_objects": 3,
-}
-TINY_OVERRIDES = [f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items()] + [
-    "data.image_size=32", "data.batch_size=16", "data.workers=0", "trainer.epochs=1", "logger.progress_bar=false",
-]
+from helpers.config import TINY_OVERRIDES, compose_config
+from helpers.processes import TOY
 
 
 @pytest.fixture(scope="session")
@@ -27,17 +18,21 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("aaconv-cache")
 
 
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
-    """The config `python train.py <overrides>` would run with (no Hydra runtime section)."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
-
-
 @pytest.fixture
 def tiny_config(data_cache: Path):
     """tiny_config(*overrides) -> a shapes config that trains one short epoch on the CPU."""
 
     def make(*overrides: str) -> DictConfig:
         return compose_config(f"data.root={data_cache}", *TINY_OVERRIDES, *overrides)
+
+    return make
+
+
+@pytest.fixture
+def toy_config(tiny_config):
+    """toy_config(*overrides) -> the tiny config with the toy MLP task (tests/engine/engine_toy.py)."""
+
+    def make(*overrides: str) -> DictConfig:
+        return tiny_config(*TOY, *overrides)
 
     return make

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS
+from helpers.config import CONFIGS
 
 GROUP_OPTIONS = sorted(
     (str(path.parent.relative_to(CONFIGS)), path.stem)

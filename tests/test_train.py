@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from helpers.config import REPO
 
 # The quick-start data and recipe, cut to 4 epochs: well past chance (1/6) in about a minute of CPU.
 LEARNABLE = ["data.workers=0", "trainer.epochs=4", "logger.progress_bar=false"]

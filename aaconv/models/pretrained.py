@@ -73,8 +73,9 @@ def _normalise(state: StateDict) -> StateDict:
 
 
 def read_weights(source: str | os.PathLike) -> StateDict:
-    """A state dict from a file (torchvision / timm state dict, or an aaconv checkpoint's `model`), or by
-    name: "torchvision:<model>" / "timm:<model>" (downloaded, needs the network)."""
+    """A state dict from a file (torchvision / timm state dict, an aaconv checkpoint's `model`, or a
+    `.safetensors` file such as scripts/export.py writes), or by name: "torchvision:<model>" /
+    "timm:<model>" (downloaded, needs the network)."""
     text = str(source)
     if text.startswith("torchvision:"):
         import torchvision
@@ -88,6 +89,8 @@ def read_weights(source: str | os.PathLike) -> StateDict:
     if not path.is_file():
         raise CheckpointError(f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
                               "or torchvision:<name> / timm:<name>")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign / pickled files
@@ -96,6 +99,17 @@ def read_weights(source: str | os.PathLike) -> StateDict:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict (expected name -> tensor)")
     return state
+
+
+def read_safetensors(path: Path) -> StateDict:
+    """The tensors of a safetensors file (no code is run when reading one)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from e
 
 
 def _source_key(key: str, source: StateDict) -> str | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import REPO, TOY, load_weights, run_entry
+from helpers.config import REPO
+from helpers.processes import TOY, load_weights, run_entry
 
 pytestmark = pytest.mark.slow
 

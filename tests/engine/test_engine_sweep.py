@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO, TOY, run_entry
+from helpers.config import REPO
+from helpers.processes import TOY, run_entry
 
 pytestmark = pytest.mark.slow
 

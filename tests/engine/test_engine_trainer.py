@@ -12,7 +12,6 @@ from aaconv.engine.checkpoint import load_checkpoint
 from aaconv.engine.precision import NonFiniteLossError
 from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
-from engine_helpers import toy_config  # noqa: F401  (pytest fixture)
 
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "global_step", "best_metric",
                    "nonfinite_skipped", "world_size", "rng", "config"}

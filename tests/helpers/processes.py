@@ -1,5 +1,5 @@
-"""Engine test helpers: the toy task config fixture (import it into a test module) and a way to run
-train.py / torchrun as real processes. Not a conftest.py: the lead's tests import `conftest` by name."""
+"""train.py / torchrun run as real processes, with the engine tests' toy task (tests/engine/engine_toy.py)
+importable, and the weights they save read back."""
 
 from __future__ import annotations
 
@@ -8,22 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-ENGINE_TESTS = Path(__file__).resolve().parent
-REPO = ENGINE_TESTS.parents[1]
+from helpers.config import REPO
+
+ENGINE_TESTS = REPO / "tests" / "engine"
 TOY = ["task._target_=engine_toy.ToyTask", "data.batch_size=8", "schedule.warmup_epochs=0"]
-
-
-@pytest.fixture
-def toy_config(tiny_config):
-    """toy_config(*overrides) -> the tiny config with the toy MLP task (engine_toy.ToyTask)."""
-
-    def make(*overrides: str):
-        return tiny_config(*TOY, *overrides)
-
-    return make
 
 
 def run_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:

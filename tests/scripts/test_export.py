@@ -1,0 +1,70 @@
+"""scripts/export.py: a checkpoint -> model.safetensors + config.yaml that load back to identical outputs."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from aaconv.engine.checkpoint import save_checkpoint
+from aaconv.errors import CheckpointError
+from aaconv.models.detection import build_backbone
+from aaconv.models.pretrained import load_pretrained
+from aaconv.tasks import build_task
+from helpers.config import REPO
+
+spec = importlib.util.spec_from_file_location("export_script", REPO / "scripts" / "export.py")
+export_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export_script)
+
+
+@pytest.fixture
+def checkpoint(tiny_config, tmp_path: Path):
+    """(config, model, path) of a checkpoint of an AA-ResNet-18 shapes classifier with random weights."""
+    cfg = tiny_config("attention=aa")
+    torch.manual_seed(0)
+    model = build_task(cfg).build_model().eval()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    path = save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 1}, tmp_path / "run" / "last.pt")
+    return cfg, model, path
+
+
+def test_export_round_trip_gives_identical_outputs(checkpoint, capsys):
+    cfg, model, path = checkpoint
+    export_script.main([str(path)])
+    weights, config = (path.parent / "export" / name for name in ("model.safetensors", "config.yaml"))
+    assert capsys.readouterr().out.split() == [str(weights), str(config)]
+    assert yaml.safe_load(config.read_text()) == OmegaConf.to_container(cfg, resolve=True)
+
+    torch.manual_seed(1)
+    loaded = build_task(cfg).build_model().eval()
+    load_pretrained(loaded, weights, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    timm_model = timm.create_model("aa_resnet18", checkpoint_path=str(weights), num_classes=cfg.data.num_classes,
+                                   input_size=cfg.data.image_size).eval()
+    with torch.no_grad():
+        assert torch.equal(timm_model(x), model(x))
+
+
+def test_detection_backbone_takes_an_export(checkpoint, tmp_path):
+    _, model, path = checkpoint
+    weights, _ = export_script.export(path, tmp_path / "out")
+    body = build_backbone({"name": "resnet18"}, "aa", max_size=64, weights=str(weights), frozen_bn=False)
+    for key, value in body.state_dict().items():
+        if "rel_" not in key:  # AA's relative tables are sized to the detection input and load adapted
+            assert torch.equal(value, model.state_dict()[key]), key
+
+
+def test_export_errors_are_one_line(checkpoint, tmp_path):
+    _, _, path = checkpoint
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        export_script.export(path, tmp_path / "out", ema=True)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_pretrained(torch.nn.Linear(2, 2), bad)
