@@ -29,8 +29,12 @@ def export(checkpoint: str | Path, output: str | Path | None = None, ema: bool =
         raise CheckpointError(f"{checkpoint} has no EMA weights (trained with trainer.ema.enabled=false)")
     weights = {key: tensor.contiguous() for key, tensor in state["ema" if ema else "model"].items()}
     config = state.get("config") or {}
-    metadata = {"format": "pt", "model": str(config.get("backbone", {}).get("name", "")),
-                "attention": str(config.get("attention", {}).get("variant", "")), "ema": str(ema).lower()}
+    metadata = {
+        "format": "pt",
+        "model": str(config.get("backbone", {}).get("name", "")),
+        "attention": str(config.get("attention", {}).get("variant", "")),
+        "ema": str(ema).lower(),
+    }
     folder = Path(output) if output is not None else Path(checkpoint).expanduser().parent / "export"
     weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(weights, metadata)))
     config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(config).encode()))

@@ -14,6 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "aaconv"
 # Level of each sub-package; a module may import its own sub-package and lower levels only.
 LEVELS = {"errors": 0, "utils": 1, "layers": 2, "models": 3, "data": 3, "tasks": 4, "engine": 5}
+# Below it, but still not imported: the engine receives a task (and the task's model), it never builds one.
+NEVER_IMPORTS = {"engine": {"models", "tasks"}}
 
 
 def runtime_imports(tree: ast.Module) -> list[str]:
@@ -56,9 +58,13 @@ def test_imports_point_down(path: Path) -> None:
         target = name.split(".")[1] if "." in name else "aaconv"
         if target != own and (target not in LEVELS or LEVELS[target] >= LEVELS[own]):
             upward.append(name)
-    assert not upward, f"{path.relative_to(PACKAGE)} imports {upward}, which are not below {own!r}"
+        elif target in NEVER_IMPORTS.get(own, ()):
+            upward.append(name)
+    assert not upward, f"{path.relative_to(PACKAGE)} imports {upward}, which are not below {own!r} or not for it"
 
 
 def test_walker_sees_upward_imports() -> None:
-    tree = ast.parse("import torch\nfrom aaconv.tasks import build_task\nif TYPE_CHECKING:\n    from aaconv.models import x\n")
+    tree = ast.parse(
+        "import torch\nfrom aaconv.tasks import build_task\nif TYPE_CHECKING:\n    from aaconv.models import x\n"
+    )
     assert runtime_imports(tree) == ["aaconv.tasks"]

@@ -17,8 +17,13 @@ from aaconv.models.registry import BUILDERS, create_model
 MODELS: tuple[str, ...] = tuple(BUILDERS)
 
 
-def create_detector(head: str, backbone: str | Mapping[str, Any], attention: str | Mapping[str, Any] = "none",
-                    num_classes: int = 91, **kwargs: Any) -> nn.Module:
+def create_detector(
+    head: str,
+    backbone: str | Mapping[str, Any],
+    attention: str | Mapping[str, Any] = "none",
+    num_classes: int = 91,
+    **kwargs: Any,
+) -> nn.Module:
     """RetinaNet / Faster R-CNN with an FPN over `backbone`; see aaconv.models.detection.build_detector."""
     from aaconv.models.detection import build_detector
 

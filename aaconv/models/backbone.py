@@ -18,9 +18,7 @@ FeatureInfo = list[dict[str, Any]]
 
 def feature_info(channels: Sequence[int], reductions: Sequence[int], modules: Sequence[str]) -> FeatureInfo:
     """timm's `feature_info`: one {"num_chs", "reduction", "module"} entry per stage, in forward order."""
-    return [
-        {"num_chs": c, "reduction": r, "module": m} for c, r, m in zip(channels, reductions, modules, strict=True)
-    ]
+    return [{"num_chs": c, "reduction": r, "module": m} for c, r, m in zip(channels, reductions, modules, strict=True)]
 
 
 @runtime_checkable

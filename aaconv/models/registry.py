@@ -49,8 +49,15 @@ def create_model(
 
 
 # timm name prefix -> attention variant (the prefixes are the `attention=` config options).
-TIMM_VARIANTS = {"plain": "none", "se": "se", "aa": "aa", "aw": "aw", "aa_se": "aa+se", "aw_se": "aw+se",
-                 "aw_aa": "aw+aa"}
+TIMM_VARIANTS = {
+    "plain": "none",
+    "se": "se",
+    "aa": "aa",
+    "aw": "aw",
+    "aa_se": "aa+se",
+    "aw_se": "aw+se",
+    "aw_aa": "aw+aa",
+}
 TIMM_MODELS: dict[str, tuple[str, str]] = {
     f"{prefix}_{model}": (model, variant) for model in BUILDERS for prefix, variant in TIMM_VARIANTS.items()
 }
@@ -68,10 +75,18 @@ def _pretrained_cfg(model: str, variant: str) -> dict[str, Any]:
     resnet = model in RESNETS
     papers = [_PAPERS[part] for part in variant.split("+") if part in _PAPERS]
     return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "conv1" if resnet else "conv_stem", "classifier": "fc" if resnet else "classifier",
-        "license": "apache-2.0", "paper_ids": ", ".join(papers) or None,
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "conv1" if resnet else "conv_stem",
+        "classifier": "fc" if resnet else "classifier",
+        "license": "apache-2.0",
+        "paper_ids": ", ".join(papers) or None,
         "notes": ("No pretrained weights are published; train with aaconv and export with scripts/export.py.",),
     }
 
@@ -85,13 +100,21 @@ def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Mo
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
-            raise CheckpointError(f"no pretrained weights are published for {name}; pass pretrained=False, "
-                                  "or checkpoint_path=<model.safetensors written by scripts/export.py>")
+            raise CheckpointError(
+                f"no pretrained weights are published for {name}; pass pretrained=False, "
+                "or checkpoint_path=<model.safetensors written by scripts/export.py>"
+            )
         if kwargs.pop("in_chans", 3) != 3:
             raise ConfigError(f"{name} takes RGB images (in_chans=3)")
         kwargs.setdefault("attention", variant)
-        return build_model_with_cfg(partial(create_model, model), name, pretrained,
-                                    feature_cfg=dict(_FEATURE_CFG[model]), kwargs_filter=("in_chans",), **kwargs)
+        return build_model_with_cfg(
+            partial(create_model, model),
+            name,
+            pretrained,
+            feature_cfg=dict(_FEATURE_CFG[model]),
+            kwargs_filter=("in_chans",),
+            **kwargs,
+        )
 
     entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers a function under its __name__,
     entrypoint.__module__ = __name__  # with the pretrained cfg from its module's `default_cfgs`
@@ -113,8 +136,9 @@ def register_timm_models() -> list[str]:
 class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
     """Finds `timm` through the other finders and runs register_timm_models() once its import completes."""
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-                  ) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "timm":
             return None
         sys.meta_path.remove(self)

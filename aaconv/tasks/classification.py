@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from aaconv.data import dataset_root
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
-from aaconv.utils.distributed import all_reduce_sum
 from aaconv.models import create_model
+from aaconv.utils.distributed import all_reduce_sum
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import dataset_root
 from aaconv.data.coco import CocoDetection, detection_collate
-from aaconv.utils.atomic import write_json_atomic
-from aaconv.utils.distributed import all_gather_objects, is_main_process
 from aaconv.errors import ConfigError, DataError
 from aaconv.models import create_detector
+from aaconv.utils.atomic import write_json_atomic
+from aaconv.utils.distributed import all_gather_objects, is_main_process
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6], in [0, 1]
 
@@ -29,7 +29,7 @@ def to_coco_results(image_id: Tensor, output: dict[str, Tensor]) -> list[dict[st
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
     return [
         {"image_id": int(image_id), "category_id": int(label), "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
-        for box, label, score in zip(xywh.tolist(), output["labels"].tolist(), output["scores"].tolist())
+        for box, label, score in zip(xywh.tolist(), output["labels"].tolist(), output["scores"].tolist(), strict=True)
     ]
 
 
@@ -44,7 +44,7 @@ def coco_metrics(coco_gt: Any, predictions: list[dict[str, Any]]) -> dict[str, f
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: max(0.0, float(value)) for name, value in zip(METRICS, evaluator.stats[:6])}
+    return {name: max(0.0, float(value)) for name, value in zip(METRICS, evaluator.stats[:6], strict=True)}
 
 
 class DetectionTask:
@@ -131,7 +131,7 @@ class DetectionTask:
         predictions: list[dict[str, Any]] = []
         for images, targets in loader:
             outputs = model([image.to(device, non_blocking=True) for image in images])
-            for target, output in zip(targets, outputs):
+            for target, output in zip(targets, outputs, strict=True):
                 predictions.extend(to_coco_results(target["image_id"], output))
         metrics: dict[str, float] = {}
         if is_main_process():

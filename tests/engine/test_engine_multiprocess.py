@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers.config import REPO
 from helpers.processes import TOY, load_weights, run_entry
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from helpers.config import REPO
 from helpers.processes import TOY, run_entry
 

@@ -12,11 +12,21 @@ CONFIGS = REPO / "configs"
 
 # A shapes set small enough to generate in about a second; the CLI tests reuse it through AACONV_CACHE.
 TINY_SHAPES = {
-    "seed": 0, "image_size": 32, "train_per_class": 40, "val_per_class": 10,
-    "det_image_size": 96, "det_train_images": 48, "det_val_images": 16, "det_max_objects": 3,
+    "seed": 0,
+    "image_size": 32,
+    "train_per_class": 40,
+    "val_per_class": 10,
+    "det_image_size": 96,
+    "det_train_images": 48,
+    "det_val_images": 16,
+    "det_max_objects": 3,
 }
 TINY_OVERRIDES = [f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items()] + [
-    "data.image_size=32", "data.batch_size=16", "data.workers=0", "trainer.epochs=1", "logger.progress_bar=false",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "data.workers=0",
+    "trainer.epochs=1",
+    "logger.progress_bar=false",
 ]
 
 

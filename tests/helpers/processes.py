@@ -16,12 +16,20 @@ ENGINE_TESTS = REPO / "tests" / "engine"
 TOY = ["task._target_=engine_toy.ToyTask", "data.batch_size=8", "schedule.warmup_epochs=0"]
 
 
-def run_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_entry(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]), "OMP_NUM_THREADS": "1",
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     full_env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ def test_feature_info_describes_forward_stages(name, attention, kwargs):
     with torch.no_grad():
         outputs = model.forward_stages(x, range(len(model.feature_info)))
     assert len(outputs) == len(model.feature_info)
-    for info, out in zip(model.feature_info, outputs):
+    for info, out in zip(model.feature_info, outputs, strict=True):
         assert out.shape == (2, info["num_chs"], 64 // info["reduction"], 64 // info["reduction"])
         assert torch.equal(out, hooked[info["module"]]), info["module"]
 

@@ -44,8 +44,10 @@ def test_timm_builds_every_registered_model(name):
     assert model.pretrained_cfg["architecture"] == name
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("aa_resnet18", {}), ("aw_se_mnasnet_a1", {"width_mult": 0.5}),
-                                              ("plain_mnasnet_b1", {"width_mult": 0.5})])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("aa_resnet18", {}), ("aw_se_mnasnet_a1", {"width_mult": 0.5}), ("plain_mnasnet_b1", {"width_mult": 0.5})],
+)
 def test_timm_model_equals_create_model(name, kwargs):
     model_name, variant = TIMM_MODELS[name]
     torch.manual_seed(0)
@@ -72,7 +74,7 @@ def test_timm_features_only_returns_every_stage(name, kwargs):
     with torch.no_grad():
         expected = ours.forward_stages(x, range(len(ours.feature_info)))
         got = features(x)
-    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_registering_twice_changes_nothing():
@@ -92,8 +94,10 @@ def test_no_published_weights_is_a_clear_error():
 
 
 def test_import_aaconv_registers_when_timm_is_imported_later():
-    code = ("import sys, aaconv; assert 'timm' not in sys.modules; import timm; "
-            "print(timm.create_model('aa_resnet18', num_classes=3).fc.out_features)")
+    code = (
+        "import sys, aaconv; assert 'timm' not in sys.modules; import timm; "
+        "print(timm.create_model('aa_resnet18', num_classes=3).fc.out_features)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"

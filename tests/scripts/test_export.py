@@ -45,8 +45,9 @@ def test_export_round_trip_gives_identical_outputs(checkpoint, capsys):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    timm_model = timm.create_model("aa_resnet18", checkpoint_path=str(weights), num_classes=cfg.data.num_classes,
-                                   input_size=cfg.data.image_size).eval()
+    timm_model = timm.create_model(
+        "aa_resnet18", checkpoint_path=str(weights), num_classes=cfg.data.num_classes, input_size=cfg.data.image_size
+    ).eval()
     with torch.no_grad():
         assert torch.equal(timm_model(x), model(x))
 
