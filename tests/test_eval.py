@@ -12,7 +12,7 @@ from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
-from aaconv.tasks import build_task
+from aaconv.tasks import task_from_saved_config
 
 
 def eval_config(checkpoint: Path):
@@ -24,7 +24,7 @@ def evaluate(cfg, output_dir: Path) -> dict:
     """What eval.py does with its config."""
     state = load_checkpoint(cfg.checkpoint)
     run_cfg = run_config(state, cfg)
-    return evaluate_checkpoint(build_task(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint)
+    return evaluate_checkpoint(task_from_saved_config(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint)
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
