@@ -27,7 +27,9 @@ from torch import Tensor, nn
 
 from aaconv.errors import ConfigError
 from aaconv.layers import create_attention
-from aaconv.models.attention import AttentionSpec, attention_spec, feature_size, memory_pooled, parts, stage_builders, without
+from aaconv.models.attention import (
+    AttentionSpec, attention_spec, feature_size, memory_pooled, parts, stage_builders, without,
+)
 
 # One row per stage: (block, repeats, kernel, stride, expansion, out channels, SE ratio; 0 = no SE).
 Stage = tuple[str, int, int, int, int, int, float]
@@ -92,8 +94,8 @@ class InvertedResidual(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv_dw = stage_builders(without(spec, "aa"), size).conv(mid, mid, kernel, stride, groups=mid)
         self.bn2 = nn.BatchNorm2d(mid, momentum=bn_momentum)
-        se = create_attention("se", se={"rd_channels": max(1, round(in_channels * se_ratio))})
-        self.se = se.post(mid) if se_ratio else None
+        se = create_attention("se", se={"rd_channels": max(1, round(in_channels * se_ratio))}).post
+        self.se = se(mid) if se_ratio else None
         self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels

@@ -107,7 +107,7 @@ def _augmented_convs(spec: dict[str, Any], block: type[BasicBlock] | type[Bottle
     if block is Bottleneck:
         return {1}
     convs = set(spec["aa"].get("basic_block_convs") or (1, 2))
-    if not convs or not convs <= {1, 2}:
+    if not convs <= {1, 2}:
         raise ConfigError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(convs)}")
     return convs
 
@@ -146,8 +146,9 @@ class ResNet(nn.Module):
         features_only: bool = False,
     ):
         super().__init__()
-        unknown = set(attention_stages) - {1, 2, 3, 4}
-        unknown |= set(attention_spec(attention)["aa"].get("memory_pool_stages") or ()) - {1, 2, 3, 4}
+        spec = attention_spec(attention)
+        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
+        unknown -= {1, 2, 3, 4}
         if unknown:
             raise ConfigError(
                 f"attention_stages and attention.aa.memory_pool_stages must be among 1..4 (layer1..layer4), "
@@ -157,7 +158,6 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        spec = attention_spec(attention)
         augmented = _augmented_convs(spec, block)
         in_channels = 64
         self.stage_channels: list[int] = []
