@@ -294,9 +294,10 @@ def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_fused_matches_reference_on_cuda(dtype):
+@pytest.mark.parametrize("options", [{}, {"memory_pool": True, "coordconv": True}], ids=["plain", "pool+coords"])
+def test_fused_matches_reference_on_cuda(dtype, options):
     torch.manual_seed(11)
-    layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4).cuda().to(dtype)
+    layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4, **options).cuda().to(dtype)
     x = torch.randn(2, 16, 9, 13, device="cuda", dtype=dtype)
     layer.impl = "reference"
     expected = layer(x).float()
