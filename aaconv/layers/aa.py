@@ -13,9 +13,16 @@ the qkv projection, so every input pixel reaches the attention; ``stride_mode="q
 conv instead (cheaper, drops 3/4 of the pixels at s=2). Both give the conv branch's output size
 floor((H-1)/s)+1 for odd kernels.
 
+Memory downsampling (``memory_pool=True``; the paper's largest augmented stage, 28x28 in ResNets): the
+attention branch attends over its input average-pooled 3x3 / stride 2 (after any stride pooling) and its
+output is upsampled back to the conv branch's size bilinearly; the conv branch is untouched. It quarters
+the attended positions, so the (HW)^2 logits shrink 16x.
+
 Position encodings (the paper's ablation compares none, 2-D sine, CoordConv and relative): ``relative``
-learned relative logits (default), ``sine=True`` adds a fixed 2-D sinusoidal embedding to the attention
-branch's input (Image Transformer style), both off: none.
+learned relative logits (default); ``sine=True`` adds a fixed 2-D sinusoidal embedding to the attention
+branch's input (Image Transformer style); ``coordconv=True`` concatenates two coordinate channels (y, x
+in [-1, 1]) to it (Liu et al. 2018, arXiv 1807.03247), so the qkv conv takes 2 more input channels; all
+off: none. They combine.
 """
 from __future__ import annotations
 
@@ -63,6 +70,25 @@ def sine_embedding_2d(
     return out.to(dtype)
 
 
+def coordinate_channels(
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """(batch, 2, H, W) CoordConv channels: channel 0 is y, channel 1 is x, each ``linspace(-1, 1)`` over its side."""
+    y = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(y, x, indexing="ij")).expand(batch, -1, -1, -1)
+
+
+def _average_pool(stride: int) -> nn.AvgPool2d:
+    """(2*(s//2)+1)-wide window, stride s, padding s//2 excluded from the mean: 3x3/2 for s = 2."""
+    return nn.AvgPool2d(2 * (stride // 2) + 1, stride, stride // 2, count_include_pad=False)
+
+
 class AAConv2d(nn.Module):
     """k x k conv with ``out_channels - dv`` filters concatenated with ``dv`` channels of 2-D self-attention.
 
@@ -75,9 +101,12 @@ class AAConv2d(nn.Module):
             ``out_channels - dv`` divisible by it (a depthwise conv cannot be augmented).
         dk, dv: absolute key and value depths, multiples of ``num_heads``; ``dv == out_channels`` is the
             fully attentional layer (no conv branch).
-        num_heads: N_h (paper: 8).
-        relative: learned relative position logits (paper); ``False`` with ``sine=False``: no encoding.
+        num_heads: N_h (paper: 8 in ResNets, 4 in MnasNet).
+        relative: learned relative position logits (paper); all encodings off: none.
         sine: add ``sine_embedding_2d`` to the (pooled) input of the qkv projection.
+        coordconv: concatenate ``coordinate_channels`` to the (pooled) input of the qkv projection.
+        memory_pool: attend over a 3x3 / stride-2 average-pooled map and upsample the attention output
+            bilinearly (module docstring); ``max_size`` then bounds the pooled map.
         impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"fused"`` (exact rewrite
             on ``scaled_dot_product_attention``, no HW x HW tensor) or ``"auto"`` (= fused). Both use the
             same parameters; switch with ``layer.impl = ...``.
@@ -99,9 +128,11 @@ class AAConv2d(nn.Module):
         *,
         dk: int,
         dv: int,
-        num_heads: int = 8,
+        num_heads: int,
         relative: bool = True,
         sine: bool = False,
+        coordconv: bool = False,
+        memory_pool: bool = False,
         impl: str = "auto",
         stride_mode: str = "avgpool",
         max_size: int = 256,
@@ -125,19 +156,20 @@ class AAConv2d(nn.Module):
             )
         build_conv = conv_builder or plain_conv
         self.conv = build_conv(in_channels, conv_channels, kernel_size, stride, groups) if conv_channels else None
+        self.stride = stride
         pool_stride = stride > 1 and stride_mode == "avgpool"
-        self.pool = (
-            nn.AvgPool2d(2 * (stride // 2) + 1, stride, stride // 2, count_include_pad=False)
-            if pool_stride
-            else nn.Identity()
-        )
+        pools = [_average_pool(stride)] if pool_stride else []
+        pools += [_average_pool(2)] if memory_pool else []
+        self.pool = nn.Sequential(*pools) if pools else nn.Identity()
         qkv_stride = 1 if pool_stride else stride
-        self.qkv = nn.Conv2d(in_channels, 2 * dk + dv, kernel_size=1, stride=qkv_stride)
+        self.qkv = nn.Conv2d(in_channels + 2 * coordconv, 2 * dk + dv, kernel_size=1, stride=qkv_stride)
         self.attention = RelativeAttention2d(
             dk, dv, num_heads, relative=relative, max_size=max_size, impl=impl, query_chunk=query_chunk
         )
         self.proj = nn.Conv2d(dv, dv, kernel_size=1)
         self.sine = sine
+        self.coordconv = coordconv
+        self.memory_pool = memory_pool
 
     @property
     def impl(self) -> str:
@@ -153,7 +185,13 @@ class AAConv2d(nn.Module):
             inputs = inputs + sine_embedding_2d(
                 inputs.shape[1], *inputs.shape[2:], device=inputs.device, dtype=inputs.dtype
             )
+        if self.coordconv:
+            coords = coordinate_channels(len(inputs), *inputs.shape[2:], device=inputs.device, dtype=inputs.dtype)
+            inputs = torch.cat([inputs, coords], dim=1)
         attn = self.proj(self.attention(self.qkv(inputs)))
+        if self.memory_pool:  # the 1x1 proj commutes with bilinear upsampling (weights sum to 1): upsample last
+            size = [(side - 1) // self.stride + 1 for side in x.shape[2:]]
+            attn = F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
         if self.conv is None:
             return attn
         return torch.cat([self.conv(x), attn], dim=1)

@@ -17,15 +17,20 @@ from aaconv.layers import AttentionBuilders, create_attention
 from aaconv.layers.factory import normalize_variant
 
 AttentionSpec = dict[str, Any]
+PLACEMENT_KEYS = ("memory_pool_stages", "basic_block_convs")
 
 
-def attention_spec(attention: str | Mapping[str, Any]) -> AttentionSpec:
-    """A variant name ("aa+se") or the config mapping {variant, aa, aw, se} -> a normalised mapping."""
+def attention_spec(
+    attention: str | Mapping[str, Any], architecture: Mapping[str, Any] | None = None
+) -> AttentionSpec:
+    """A variant name ("aa+se") or the config mapping {variant, aa, aw, se} -> a normalised mapping whose
+    `aa` is `architecture` (the backbone's AA setting) updated with the config's non-null `aa` keys."""
     if isinstance(attention, str):
         attention = {"variant": attention}
     spec = {"variant": normalize_variant(str(attention.get("variant", "none")))}
     for part in ("aa", "aw", "se"):
-        spec[part] = dict(attention.get(part) or {})
+        spec[part] = {k: v for k, v in (attention.get(part) or {}).items() if v is not None}
+    spec["aa"] = {**dict(architecture or {}), **spec["aa"]}
     return spec
 
 
@@ -47,14 +52,18 @@ def feature_size(input_size: int | None, stride: int) -> int | None:
     return max(1, math.ceil(input_size / stride))
 
 
-def aa_options(spec: AttentionSpec, size: int | None) -> dict[str, Any]:
-    """The `aa` options with `max_size` set to `size` unless the config sets it."""
-    options = dict(spec["aa"])
+def memory_pooled(spec: AttentionSpec, stage: int) -> bool:
+    """Whether `stage`'s AA convs attend over a 3x3/2-pooled map (the `memory_pool_stages` setting)."""
+    return "aa" in parts(spec) and stage in (spec["aa"].get("memory_pool_stages") or ())
+
+
+def stage_builders(spec: AttentionSpec, size: int | None, *, memory_pool: bool = False) -> AttentionBuilders:
+    """Builders for a stage whose maps are at most `size` x `size` (None: AAConv2d's default tables);
+    `memory_pool`: its AA convs attend over a 3x3/2-pooled map, so the tables cover half of `size`."""
+    aa = {k: v for k, v in spec["aa"].items() if k not in PLACEMENT_KEYS}
+    if memory_pool:
+        aa["memory_pool"] = True
+        size = feature_size(size, 2)
     if size is not None:
-        options.setdefault("max_size", size)
-    return options
-
-
-def stage_builders(spec: AttentionSpec, size: int | None) -> AttentionBuilders:
-    """Builders for a stage whose maps are at most `size` x `size` (None: AAConv2d's default tables)."""
-    return create_attention(spec["variant"], aa=aa_options(spec, size), aw=spec["aw"], se=spec["se"])
+        aa.setdefault("max_size", size)
+    return create_attention(spec["variant"], aa=aa, aw=spec["aw"], se=spec["se"])

@@ -10,6 +10,13 @@ With `attention="none"`, a ResNet-50 and 91 classes, the parameter counts equal 
 Variable input sizes: the model's transform resizes to `min_size` (shorter side) / `max_size` (longer
 side) and pads to a multiple of 32, so the backbone is built with `input_size = max_size` rounded up
 to 32 and AA's relative tables of each stage cover that extent (aaconv.models.attention).
+
+AA in a detection backbone is the classification backbone's setting (the AA paper's, `AA_SETTINGS` in
+resnet.py / mnasnet.py, under the config's `attention.aa` keys), so an ImageNet AA checkpoint loads one to
+one. That includes memory downsampling in layer2: at 800x1333 its AA convs attend over 50x84 (4,200
+positions) instead of 100x168 (16,800), 16x fewer logits, the same cost as layer3's 50x84 maps. The
+paper's RetinaNet parameter counts point to another setting (no minimum key depth, AA in layer3-4 only,
+`attention.aa.min_dk_per_head=0 backbone.attention_stages=[3,4]`); docs/models.md compares both.
 """
 
 from __future__ import annotations

@@ -7,13 +7,11 @@ state dicts load as they are (after renaming SE's conv_reduce/conv_expand to fc1
 `attention="none"`, `mnasnet_a1` has timm's `semnasnet_100` parameters (3,887,038 at width 1.0) and
 `mnasnet_b1` torchvision's `mnasnet1_0` (4,383,312), at every width multiplier.
 
-Attention (Bello et al. 2019, Sec. 4.1: "the last 13 of 18 blocks", from the 28x28 stage on, which is
-stage 2 onward here: 3 + 4 + 2 + 3 + 1 = 13 blocks in both A1 and B1):
-- AA augments the depthwise stage: the depthwise k x k conv keeps its C channels and `dv` attention
-  channels, computed from the same input, are concatenated to it (an AAConv2d with C + dv outputs whose
-  conv branch is the depthwise conv, groups = C); bn2, SE and the 1x1 projection then see C + dv channels.
-  dk, dv are kappa, upsilon times the block's output channels. A depthwise conv cannot give up dv of its C channels to attention
-  (each channel is its own group), so the paper's replacement rule becomes an addition here.
+Attention, every module built by aaconv.layers' factory (Bello et al. 2019, Sec. 4.1: "the last 13 of 18
+blocks", from the 28x28 stage on, which is stage 2 onward here: 3 + 4 + 2 + 3 + 1 = 13 blocks in both A1 and B1):
+- AA replaces channels of the 1x1 *expansion* conv ("replacing convolutional channels in the expansion
+  pointwise convolution using kappa = 2 upsilon = 0.1 and N_h = 4 heads"): conv_pw becomes an AAConv2d
+  with the same C_in -> C_mid, dk and dv from kappa = 0.1, upsilon = 0.05 of C_mid (`AA_SETTINGS`).
 - AW replaces the depthwise conv with a depthwise AWConv2d (same C -> C).
 - SE adds MnasNet-A1's own squeeze-excite (on the expanded channels after the depthwise conv, hidden
   width = block input channels x se_ratio) to every attention-stage block that lacks one.
@@ -27,9 +25,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from aaconv.layers import AAConv2d, SqueezeExcite
-from aaconv.layers.factory import AA_DEFAULTS, attention_depths
-from aaconv.models.attention import AttentionSpec, aa_options, attention_spec, feature_size, parts, stage_builders, without
+from aaconv.errors import ConfigError
+from aaconv.layers import create_attention
+from aaconv.models.attention import (
+    AttentionSpec, attention_spec, feature_size, memory_pooled, parts, stage_builders, without,
+)
 from aaconv.models.backbone import feature_info
 
 # One row per stage: (block, repeats, kernel, stride, expansion, out channels, SE ratio; 0 = no SE).
@@ -49,28 +49,16 @@ ARCHS: dict[str, tuple[Stage, ...]] = {
 MNASNETS = tuple(ARCHS)
 # BN momentum of the reference implementations: timm's default for A1, torchvision's 1 - 0.9997 for B1.
 BN_MOMENTUM = {"mnasnet_a1": 0.1, "mnasnet_b1": 1 - 0.9997}
+# The AA paper's MnasNet setting ("kappa = 2 upsilon = 0.1 and N_h = 4 heads"; no minimum key depth and no memory
+# downsampling, which its parameter counts rule out: docs/models.md); the factory's defaults fill the rest.
+# `attention.aa` keys the config sets win over these.
+AA_SETTINGS: dict[str, Any] = {"kappa": 0.1, "upsilon": 0.05, "num_heads": 4, "min_dk_per_head": 0}
 
 
 def round_channels(channels: float, divisor: int = 8) -> int:
     """Width-multiplied channels rounded to a multiple of 8, never more than 10% down (both references)."""
     rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
     return rounded if rounded >= 0.9 * channels else rounded + divisor
-
-
-def depthwise_stage(channels: int, kernel: int, stride: int, spec: AttentionSpec, size: int | None,
-                    block_out: int) -> tuple[nn.Module, int]:
-    """The block's k x k depthwise conv as `spec` builds it, and its output channels (C, or C + dv with AA).
-
-    AA's dk, dv are kappa, upsilon times the block's output channels `block_out` (its F_out), not the
-    expanded width C (6x larger: ~15x the paper's parameter increase; docs/models.md)."""
-    branch = stage_builders(without(spec, "aa"), size).conv
-    if "aa" not in parts(spec):
-        return branch(channels, channels, kernel, stride, groups=channels), channels
-    options = {**AA_DEFAULTS, **aa_options(spec, size)}
-    dk, dv = attention_depths(block_out, options.pop("kappa"), options.pop("upsilon"), options["num_heads"])
-    conv = AAConv2d(channels, channels + dv, kernel, stride, dk=dk, dv=dv, groups=channels, conv_builder=branch,
-                    **options)
-    return conv, channels + dv
 
 
 class DepthwiseSeparable(nn.Module):
@@ -91,20 +79,25 @@ class DepthwiseSeparable(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand -> BN -> ReLU -> k x k depthwise (maybe attention-augmented) -> BN -> ReLU -> [SE]
-    -> 1x1 project -> BN, residual when stride 1 and in == out. (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
+    """1x1 expand (maybe attention-augmented) -> BN -> ReLU -> k x k depthwise (maybe AW) -> BN -> ReLU -> [SE]
+    -> 1x1 project -> BN, residual when stride 1 and in == out. (B, C_in, H, W) -> (B, C_out, H/s, W/s).
+
+    `size`: the block's input side (AA's relative tables of the expansion conv cover it)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expansion: int,
-                 se_ratio: float, spec: AttentionSpec, size: int | None, bn_momentum: float):
+                 se_ratio: float, spec: AttentionSpec, size: int | None, bn_momentum: float, memory_pool: bool = False):
         super().__init__()
         mid = in_channels * expansion
-        self.conv_pw = nn.Conv2d(in_channels, mid, 1, bias=False)
+        expand = stage_builders({**spec, "variant": "aa" if "aa" in parts(spec) else "none"}, size,
+                                memory_pool=memory_pool)
+        self.conv_pw = expand.conv(in_channels, mid, 1)
         self.bn1 = nn.BatchNorm2d(mid, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
-        self.conv_dw, width = depthwise_stage(mid, kernel, stride, spec, size, out_channels)
-        self.bn2 = nn.BatchNorm2d(width, momentum=bn_momentum)
-        self.se = SqueezeExcite(width, rd_channels=max(1, round(in_channels * se_ratio))) if se_ratio else None
-        self.conv_pwl = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.conv_dw = stage_builders(without(spec, "aa"), size).conv(mid, mid, kernel, stride, groups=mid)
+        self.bn2 = nn.BatchNorm2d(mid, momentum=bn_momentum)
+        se = create_attention("se", se={"rd_channels": max(1, round(in_channels * se_ratio))}).post
+        self.se = se(mid) if se_ratio else None
+        self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels
 
@@ -122,7 +115,9 @@ class MnasNet(nn.Module):
 
     Args:
         arch: "mnasnet_a1" or "mnasnet_b1" (rows of ARCHS).
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
+        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}; its `aa` may carry
+            `memory_pool_stages` (stages 0..6 whose AA convs attend over a 3x3/2-pooled map; the paper: none).
+            `build_mnasnet` fills the paper's setting from AA_SETTINGS.
         width_mult: channel multiplier (0.5, 0.75, 1.0, 1.25, 1.4 in the papers); the 1280-wide head is fixed.
         attention_stages: stage indices (0..6 of `blocks`) whose blocks get the attention; default 2..6,
             the last 13 blocks (from the stride-8 / 28x28 stage on), the AA paper's placement.
@@ -158,10 +153,12 @@ class MnasNet(nn.Module):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown MnasNet {arch!r}; available: {', '.join(MNASNETS)}")
-        unknown = set(attention_stages) - set(range(len(ARCHS[arch])))
-        if unknown:
-            raise ValueError(f"attention_stages must be among 0..6 (blocks.0..blocks.6), got {sorted(unknown)}")
         spec = attention_spec(attention)
+        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
+        unknown -= set(range(len(ARCHS[arch])))
+        if unknown:
+            raise ConfigError(f"attention_stages and attention.aa.memory_pool_stages must be among 0..6 "
+                              f"(blocks.0..blocks.6), got {sorted(unknown)}")
         momentum = BN_MOMENTUM[arch] if bn_momentum is None else bn_momentum
         stem = round_channels(32 * width_mult)
         self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
@@ -172,16 +169,16 @@ class MnasNet(nn.Module):
         for index, (kind, repeats, kernel, stride, expansion, channels, native_se) in enumerate(ARCHS[arch]):
             out_channels = round_channels(channels * width_mult)
             stage_spec = spec if index in attention_stages else attention_spec("none")
-            size = feature_size(input_size, self.stage_strides[index])
             se = native_se or (se_ratio if "se" in parts(stage_spec) else 0.0)
             blocks: list[nn.Module] = []
             for block in range(repeats):
                 s = stride if block == 0 else 1
+                size = feature_size(input_size, self.stage_strides[index] // s)  # the block's input side
                 if kind == "ds":
                     blocks.append(DepthwiseSeparable(in_channels, out_channels, kernel, s, momentum))
                 else:
-                    blocks.append(InvertedResidual(in_channels, out_channels, kernel, s, expansion, se,
-                                                   stage_spec, size, momentum))
+                    blocks.append(InvertedResidual(in_channels, out_channels, kernel, s, expansion, se, stage_spec,
+                                                   size, momentum, memory_pooled(stage_spec, index)))
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
             self.stage_channels.append(out_channels)
@@ -243,5 +240,6 @@ class MnasNet(nn.Module):
 
 
 def build_mnasnet(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> MnasNet:
-    """MnasNet-A1 / -B1 by name ("mnasnet_a1", "mnasnet_b1")."""
-    return MnasNet(name, attention, **kwargs)
+    """MnasNet-A1 / -B1 by name ("mnasnet_a1", "mnasnet_b1"); `attention="aa"` is the AA paper's AA-MnasNet
+    (AA_SETTINGS under the config's `aa` keys)."""
+    return MnasNet(name, attention_spec(attention, AA_SETTINGS), **kwargs)

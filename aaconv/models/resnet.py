@@ -6,9 +6,9 @@ variants (aaconv.layers.create_attention) replace the 3x3 convs of the blocks in
 (AA-conv, AW-conv; Bello et al. 2019 augment layer2..layer4) and add a post-block module (SE) to
 every block, after its last BN and before the residual addition.
 
-BasicBlock (ResNet-18/34) augments both of its 3x3 convs: with kappa = 0.2, upsilon = 0.1 that takes
-AA-ResNet-34 from 21.80M to 20.98M parameters, closer to the paper's 21.8M -> 20.7M than augmenting
-only the second conv (21.35M); see docs/models.md.
+`attention="aa"` builds the AA paper's networks: `AA_SETTINGS` holds each ResNet's setting beyond the
+factory's defaults (kappa 0.2, upsilon 0.1, 8 heads, at least 20 key dims per head), and the counts land
+within 0.5% of the paper's (docs/models.md has the evidence for each entry).
 """
 
 from __future__ import annotations
@@ -19,10 +19,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
+from aaconv.errors import ConfigError
+from aaconv.models.attention import attention_spec, feature_size, memory_pooled, stage_builders, without
 from aaconv.models.backbone import feature_info
 
+ConvBuilder = Callable[..., nn.Module]
 PostBuilder = Callable[[int], nn.Module] | None
+
+# The AA paper's setting per ResNet (Bello et al. 2019): the 28x28 stage (layer2) attends over a 3x3/2-pooled
+# map; a BasicBlock augments only its first 3x3 conv; ResNet-34 uses kappa = upsilon = 0.25. `attention.aa`
+# keys the config sets win over these.
+_BOTTLENECK_AA: dict[str, Any] = {"memory_pool_stages": (2,)}
+_BASIC_AA: dict[str, Any] = {**_BOTTLENECK_AA, "basic_block_convs": (1,)}
+AA_SETTINGS: dict[str, dict[str, Any]] = {
+    "resnet18": _BASIC_AA,
+    "resnet34": {**_BASIC_AA, "kappa": 0.25, "upsilon": 0.25},
+    "resnet50": _BOTTLENECK_AA,
+    "resnet101": _BOTTLENECK_AA,
+    "resnet152": _BOTTLENECK_AA,
+}
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -34,17 +49,18 @@ def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module |
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34); both are built by `conv`."""
+    """Two 3x3 convs (ResNet-18/34), built by `convs[0]` and `convs[1]`."""
 
     expansion = 1
+    spatial_convs = 2
 
-    def __init__(self, in_channels: int, width: int, stride: int, conv: Callable[..., nn.Module], post: PostBuilder):
+    def __init__(self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder):
         super().__init__()
         out_channels = width * self.expansion
-        self.conv1 = conv(in_channels, width, 3, stride)
+        self.conv1 = convs[0](in_channels, width, 3, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv(width, out_channels, 3, 1)
+        self.conv2 = convs[1](width, out_channels, 3, 1)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.se = post(out_channels) if post is not None else None
         self.downsample = _downsample(in_channels, out_channels, stride)
@@ -59,16 +75,17 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride here, as torchvision's ResNet v1.5) -> 1x1; the 3x3 is built by `conv`."""
+    """1x1 -> 3x3 (stride here, as torchvision's ResNet v1.5) -> 1x1; the 3x3 is built by `convs[0]`."""
 
     expansion = 4
+    spatial_convs = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int, conv: Callable[..., nn.Module], post: PostBuilder):
+    def __init__(self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv(width, width, 3, stride)
+        self.conv2 = convs[0](width, width, 3, stride)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -86,13 +103,26 @@ class Bottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
+def _augmented_convs(spec: dict[str, Any], block: type[BasicBlock] | type[Bottleneck]) -> set[int]:
+    """Which of `block`'s 3x3 convs (1-based) the full variant builds; the others get it without AA."""
+    if block is Bottleneck:
+        return {1}
+    convs = set(spec["aa"].get("basic_block_convs") or (1, 2))
+    if not convs <= {1, 2}:
+        raise ConfigError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(convs)}")
+    return convs
+
+
 class ResNet(nn.Module):
     """ResNet for (B, 3, H, W) images -> (B, num_classes) logits; torchvision's module names.
 
     Args:
         block: BasicBlock or Bottleneck.
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
+        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}; its `aa` may
+            carry `memory_pool_stages` (stages 1..4 whose AA convs attend over a 3x3/2-pooled map) and
+            `basic_block_convs` (which of a BasicBlock's 3x3 convs, 1 and/or 2, AA augments; default both).
+            `build_resnet` fills both from AA_SETTINGS.
         attention_stages: stages (1..4, torchvision's layer1..layer4) whose 3x3 convs are AA / AW convs;
             SE (a post-block module) goes into every block, as in SE-ResNet.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
@@ -119,25 +149,32 @@ class ResNet(nn.Module):
         headless: bool = False,
     ):
         super().__init__()
-        unknown = set(attention_stages) - {1, 2, 3, 4}
+        spec = attention_spec(attention)
+        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
+        unknown -= {1, 2, 3, 4}
         if unknown:
-            raise ValueError(f"attention_stages must be among 1..4 (layer1..layer4), got {sorted(unknown)}")
+            raise ConfigError(
+                f"attention_stages and attention.aa.memory_pool_stages must be among 1..4 (layer1..layer4), "
+                f"got {sorted(unknown)}"
+            )
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        spec = attention_spec(attention)
+        augmented = _augmented_convs(spec, block)
         in_channels = 64
         self.stage_channels: list[int] = []
         for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers), start=1):
             size = feature_size(input_size, self.stage_strides[stage - 1])
             # SE goes into every block (Hu et al.); the AA / AW convs only into `attention_stages`.
             stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
-            builders = stage_builders(stage_spec, size)
+            builders = stage_builders(stage_spec, size, memory_pool=memory_pooled(stage_spec, stage))
+            others = stage_builders(without(stage_spec, "aa"), size)  # a BasicBlock's conv that AA leaves out
+            convs = [builders.conv if i in augmented else others.conv for i in range(1, block.spatial_convs + 1)]
             blocks = []
             for index in range(depth):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(block(in_channels, width, stride, builders.conv, builders.post))
+                blocks.append(block(in_channels, width, stride, convs, builders.post))
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
             self.stage_channels.append(in_channels)
@@ -203,6 +240,7 @@ RESNETS = tuple(_DEPTHS)
 
 
 def build_resnet(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> ResNet:
-    """ResNet-18/34/50/101/152 by name; `attention="none"` is the plain torchvision network."""
+    """ResNet-18/34/50/101/152 by name; `attention="none"` is the plain torchvision network, `"aa"` the AA
+    paper's AA-ResNet (AA_SETTINGS[name] under the config's `aa` keys)."""
     block, layers = _DEPTHS[name]
-    return ResNet(block, layers, attention, **kwargs)
+    return ResNet(block, layers, attention_spec(attention, AA_SETTINGS[name]), **kwargs)

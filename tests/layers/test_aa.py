@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aaconv.layers import AAConv2d, AWConv2d
-from aaconv.layers.aa import sine_embedding_2d
+from aaconv.layers.aa import coordinate_channels, sine_embedding_2d
 from aaconv.layers.relative_attention import (
     RelativeAttention2d,
     attention_fused,
@@ -37,10 +37,11 @@ def brute_attention(q, k, v, rel_w, rel_h, height, width):
     return torch.softmax(logits, -1) @ v
 
 
-def brute_aaconv(layer, x):
-    """AA-conv from the paper's description, head by head, independent of the layer's reshapes."""
+def brute_attention_branch(layer, inputs):
+    """The attention branch from the paper's description on the (already pooled) input, head by head,
+    independent of the layer's reshapes: proj(concat_heads(softmax(q k^T + rel) v))."""
     attn = layer.attention
-    feats = layer.qkv(layer.pool(x))
+    feats = layer.qkv(inputs)
     _, _, height, width = feats.shape
     dkh, dvh = attn.dk // attn.num_heads, attn.dv // attn.num_heads
     rel_w = rel_h = None
@@ -53,9 +54,17 @@ def brute_aaconv(layer, x):
         k = feats[:, attn.dk + n * dkh : attn.dk + (n + 1) * dkh].flatten(2).transpose(1, 2)[:, None]
         v = feats[:, 2 * attn.dk + n * dvh : 2 * attn.dk + (n + 1) * dvh].flatten(2).transpose(1, 2)[:, None]
         out = brute_attention(q, k, v, rel_w, rel_h, height, width)[:, 0]  # (B, HW, dvh)
-        heads.append(out.transpose(1, 2).reshape(x.shape[0], dvh, height, width))
-    attn_out = layer.proj(torch.cat(heads, 1))
+        heads.append(out.transpose(1, 2).reshape(inputs.shape[0], dvh, height, width))
+    return layer.proj(torch.cat(heads, 1))
+
+
+def brute_aaconv(layer, x):
+    attn_out = brute_attention_branch(layer, layer.pool(x))
     return attn_out if layer.conv is None else torch.cat([layer.conv(x), attn_out], 1)
+
+
+def avg_pool_3x3_s2(x):
+    return F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
 
 
 @pytest.mark.parametrize("height,width", [(3, 5), (4, 4), (5, 2)])
@@ -106,10 +115,15 @@ def _param_grads(layer, x, seed=3):
     "size,stride,heads,relative",
     [((4, 5), 1, 1, True), ((6, 6), 2, 2, True), ((7, 3), 1, 4, True), ((5, 6), 2, 4, False)],
 )
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"memory_pool": True}, {"coordconv": True}, {"sine": True, "coordconv": True, "memory_pool": True}],
+    ids=["plain", "memory_pool", "coordconv", "all"],
+)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_reference_and_fused_agree_forward_backward(size, stride, heads, relative, dtype, tol):
+def test_reference_and_fused_agree_forward_backward(size, stride, heads, relative, options, dtype, tol):
     torch.manual_seed(4)
-    layer = AAConv2d(8, 16, 3, stride, dk=4 * heads, dv=2 * heads, num_heads=heads, relative=relative)
+    layer = AAConv2d(8, 16, 3, stride, dk=4 * heads, dv=2 * heads, num_heads=heads, relative=relative, **options)
     layer = layer.to(dtype)
     x = torch.randn(2, 8, *size, dtype=dtype, requires_grad=True)
     results = {}
@@ -280,9 +294,10 @@ def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_fused_matches_reference_on_cuda(dtype):
+@pytest.mark.parametrize("options", [{}, {"memory_pool": True, "coordconv": True}], ids=["plain", "pool+coords"])
+def test_fused_matches_reference_on_cuda(dtype, options):
     torch.manual_seed(11)
-    layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4).cuda().to(dtype)
+    layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4, **options).cuda().to(dtype)
     x = torch.randn(2, 16, 9, 13, device="cuda", dtype=dtype)
     layer.impl = "reference"
     expected = layer(x).float()
@@ -316,3 +331,53 @@ def test_sine_encoding_adds_position_to_the_attention_input():
     perm = torch.randperm(20)
     permuted = x.flatten(2)[:, :, perm].view_as(x)
     assert not torch.allclose(layer(permuted), layer(x).flatten(2)[:, :, perm].view(2, 10, 4, 5))
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("stride,stride_mode", [(1, "avgpool"), (2, "avgpool"), (2, "qkv")])
+def test_memory_pool_is_pool_then_attention_then_bilinear_upsample(impl, stride, stride_mode):
+    torch.manual_seed(13)
+    layer = AAConv2d(6, 12, 3, stride, dk=8, dv=4, num_heads=2, impl=impl, stride_mode=stride_mode,
+                     memory_pool=True, max_size=8).double()
+    x = torch.randn(2, 6, 9, 11, dtype=f64)
+    inputs = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False) if stride_mode == "avgpool" and stride > 1 else x
+    conv = layer.conv(x)
+    attention = brute_attention_branch(layer, avg_pool_3x3_s2(inputs))  # "qkv": layer.qkv strides the pooled map
+    attention = F.interpolate(attention, size=conv.shape[2:], mode="bilinear", align_corners=False)
+    out = layer(x)
+    assert out.shape == nn.Conv2d(6, 12, 3, stride, padding=1)(x.float()).shape
+    torch.testing.assert_close(out, torch.cat([conv, attention], 1))
+
+
+def test_memory_pool_bounds_the_attended_map_and_its_tables():
+    layer = AAConv2d(4, 16, 3, dk=8, dv=8, num_heads=2, memory_pool=True, max_size=5)
+    assert layer(torch.randn(1, 4, 10, 9)).shape == (1, 16, 10, 9)  # attends over 5x5
+    with pytest.raises(ValueError, match="max_size"):
+        layer(torch.randn(1, 4, 12, 9))  # 6x5 after pooling
+
+
+def test_coordinate_channels_match_formula():
+    coords = coordinate_channels(2, 3, 5, dtype=f64)
+    assert coords.shape == (2, 2, 3, 5)
+    for y in range(3):
+        for x in range(5):
+            assert coords[1, 0, y, x].item() == pytest.approx(-1 + 2 * y / 2)
+            assert coords[1, 1, y, x].item() == pytest.approx(-1 + 2 * x / 4)
+
+
+def test_coordconv_concatenates_coordinates_to_the_attention_input():
+    torch.manual_seed(14)
+    layer = AAConv2d(6, 10, 3, 2, dk=8, dv=6, num_heads=2, relative=False, coordconv=True).double()
+    assert layer.qkv.in_channels == 6 + 2
+    x = torch.randn(2, 6, 7, 9, dtype=f64)
+    pooled = avg_pool_3x3_s2(x)  # 4 x 5
+    ys = torch.linspace(-1, 1, 4, dtype=f64)[:, None].expand(4, 5)
+    xs = torch.linspace(-1, 1, 5, dtype=f64)[None, :].expand(4, 5)
+    inputs = torch.cat([pooled, torch.stack([ys, xs]).expand(2, -1, -1, -1)], 1)
+    torch.testing.assert_close(layer(x)[:, 4:], brute_attention_branch(layer, inputs))
+    square = torch.randn(2, 6, 5, 5, dtype=f64)  # odd: the 3x3/2 pool samples symmetric positions
+    flipped = square.flip(-1)
+    assert not torch.allclose(layer(flipped).flip(-1)[:, 4:], layer(square)[:, 4:])  # position now matters
+    with torch.no_grad():
+        layer.qkv.weight[:, 6:] = 0.0  # ...and only through the coordinate channels
+    torch.testing.assert_close(layer(flipped).flip(-1)[:, 4:], layer(square)[:, 4:])

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite, create_attention
-from aaconv.layers.factory import attention_depths, normalize_variant
+from aaconv.layers.factory import AA_DEFAULTS, attention_depths, normalize_variant
 
 
 @pytest.mark.parametrize(
@@ -54,18 +54,40 @@ def test_variant_types_and_options():
 
 
 @pytest.mark.parametrize(
-    "out,kappa,upsilon,heads,expected",
+    "out,kappa,upsilon,heads,min_dk_per_head,expected",
     [
-        (128, 0.2, 0.1, 8, (24, 16)),  # 25.6 -> 24, 12.8 -> 16
-        (256, 0.2, 0.1, 8, (48, 24)),  # 51.2 -> 48, 25.6 -> 24
-        (512, 0.2, 0.1, 8, (104, 48)),  # 102.4 -> 104, 51.2 -> 48
-        (16, 0.2, 0.1, 8, (8, 8)),  # at least one dim per head
-        (64, 1.0, 1.0, 8, (64, 64)),  # fully attentional
-        (60, 1.0, 1.0, 8, (64, 56)),  # dv capped so the conv branch keeps 4 channels
+        (128, 0.2, 0.1, 8, 0, (24, 16)),  # 25.6 -> 24, 12.8 -> 16
+        (256, 0.2, 0.1, 8, 0, (48, 24)),  # 51.2 -> 48, 25.6 -> 24
+        (512, 0.2, 0.1, 8, 0, (104, 48)),  # 102.4 -> 104, 51.2 -> 48
+        (16, 0.2, 0.1, 8, 0, (8, 8)),  # at least one dim per head
+        (64, 1.0, 1.0, 8, 0, (64, 64)),  # fully attentional
+        (60, 1.0, 1.0, 8, 0, (64, 56)),  # dv capped so the conv branch keeps 4 channels
+        (128, 0.2, 0.1, 8, 20, (160, 16)),  # the paper's minimum: 20 key dims per head; dv unchanged
+        (512, 0.2, 0.1, 8, 20, (160, 48)),
+        (1024, 0.2, 0.1, 8, 20, (208, 104)),  # 204.8 -> 208 > 160
+        (144, 0.1, 0.05, 4, 0, (16, 8)),  # MnasNet's expansion conv: 14.4 -> 16, 7.2 -> 8
     ],
 )
-def test_attention_depths(out, kappa, upsilon, heads, expected):
-    assert attention_depths(out, kappa, upsilon, heads) == expected
+def test_attention_depths(out, kappa, upsilon, heads, min_dk_per_head, expected):
+    assert attention_depths(out, kappa, upsilon, heads, min_dk_per_head) == expected
+
+
+def test_aa_defaults_and_null_options():
+    """The paper's ResNet rule by default; an option given as None falls back to its default."""
+    assert AA_DEFAULTS == {"kappa": 0.2, "upsilon": 0.1, "num_heads": 8, "min_dk_per_head": 20}
+    conv = create_attention("aa", aa={"kappa": None, "relative": None, "max_size": 8}).conv(16, 64, 3)
+    attention = conv.attention
+    assert (attention.dk, attention.dv, attention.num_heads) == (160, 8, 8)
+    assert attention.rel_width.shape == (15, 20)  # relative tables widen to dk_h = 20 columns
+    assert not conv.coordconv and not conv.memory_pool and not conv.sine
+    today = create_attention("aa", aa={"min_dk_per_head": 0, "max_size": 8}).conv(16, 64, 3)
+    assert today.attention.dk == 16 and today.attention.rel_width.shape == (15, 2)
+
+
+def test_new_aa_options_pass_through_the_factory():
+    conv = create_attention("aa", aa={"coordconv": True, "memory_pool": True}).conv(16, 64, 3)
+    assert conv.coordconv and conv.memory_pool and conv.qkv.in_channels == 18
+    assert conv(torch.randn(1, 16, 7, 6)).shape == (1, 64, 7, 6)
 
 
 def test_fully_attentional_through_the_factory():

@@ -50,12 +50,21 @@ def test_aa_detector_trains_and_predicts_at_variable_sizes(head):
     assert len(outputs) == 2 and outputs[0]["boxes"].shape[1] == 4
 
 
+def test_aa_detection_backbone_keeps_the_classification_setting():
+    """layer2 attends over its map pooled 3x3/2 at detection size too: tables cover ceil(1344 / 16) = 84."""
+    with torch.device("meta"):
+        body = create_detector("retinanet", "resnet50", "aa").backbone.body
+    layer2, layer3 = body.layer2[0].conv2, body.layer3[0].conv2
+    assert layer2.memory_pool and layer2.attention.rel_width.shape == (2 * 84 - 1, 20)
+    assert not layer3.memory_pool and layer3.attention.rel_width.shape == (2 * 84 - 1, 20)
+
+
 def test_backbone_from_aaconv_checkpoint_frozen_bn_and_trainable_layers(tmp_path):
     classifier = create_model("resnet18", "aa", num_classes=6)
     save_checkpoint({"model": classifier.state_dict()}, tmp_path / "last.pt")
     model = create_detector("retinanet", "resnet18", "aa", num_classes=7, min_size=64, max_size=64,
                             weights=str(tmp_path / "last.pt"), trainable_layers=2)
     body = model.backbone.body
-    torch.testing.assert_close(body.layer4[0].conv2.qkv.weight, classifier.layer4[0].conv2.qkv.weight)
+    torch.testing.assert_close(body.layer4[0].conv1.qkv.weight, classifier.layer4[0].conv1.qkv.weight)
     assert isinstance(body.bn1, FrozenBatchNorm2d)
     assert not body.layer2[0].conv1.qkv.weight.requires_grad and body.layer3[0].conv1.qkv.weight.requires_grad

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from timm.models.efficientnet import _gen_mnasnet_a1
 
-from aaconv.layers import VARIANTS, AAConv2d
+from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite
 from aaconv.models import create_model
 from aaconv.models.mnasnet import InvertedResidual
 from aaconv.models.pretrained import load_pretrained
@@ -47,10 +47,23 @@ def test_torchvision_b1_weights_give_identical_outputs():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
-def test_aa_augments_the_last_13_blocks():
+def test_aa_augments_the_expansion_conv_of_the_last_13_blocks():
+    """Bello et al. 2019: AA in the expansion pointwise conv, kappa = 2 upsilon = 0.1, N_h = 4."""
     model = create_model("mnasnet_a1", "aa")
-    augmented = [isinstance(b.conv_dw, AAConv2d) for stage in model.blocks for b in stage]
-    assert augmented == [False] * 3 + [True] * 13
+    blocks = [b for stage in model.blocks for b in stage]
+    assert [isinstance(getattr(b, "conv_pw", None), AAConv2d) for b in blocks] == [False] * 3 + [True] * 13
+    assert not any(isinstance(b.conv_dw, AAConv2d) for b in blocks)
+    expand = model.blocks[3][0].conv_pw  # 40 -> 240 channels: dk = 0.1 * 240 = 24, dv = 0.05 * 240 = 12
+    assert (expand.attention.dk, expand.attention.dv, expand.attention.num_heads) == (24, 12, 4)
+    assert expand.conv.out_channels == 240 - 12 and expand.conv.kernel_size == (1, 1)
+
+
+def test_aw_and_se_placement():
+    model = create_model("mnasnet_b1", "aw+se")
+    block = model.blocks[3][0]
+    assert isinstance(block.conv_dw, AWConv2d) and block.conv_dw.conv.groups == block.conv_dw.conv.in_channels
+    assert isinstance(block.se, SqueezeExcite) and block.se.fc1.out_channels == round(block.conv_pw.in_channels / 4)
+    assert create_model("mnasnet_b1").blocks[3][0].se is None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -58,7 +58,7 @@ def test_relative_tables_of_another_size_keep_their_offsets():
     small = create_model("resnet18", "aa", input_size=64)
     large = create_model("resnet18", "aa", input_size=128)
     load_pretrained(large, small.state_dict())
-    table_small, table_large = small.layer4[0].conv2.attention.rel_width, large.layer4[0].conv2.attention.rel_width
+    table_small, table_large = small.layer4[0].conv1.attention.rel_width, large.layer4[0].conv1.attention.rel_width
     n = table_small.shape[0]  # 2 * 2 - 1 rows (offsets -1..1) inside 2 * 4 - 1 rows
     middle = (table_large.shape[0] - n) // 2
     torch.testing.assert_close(table_large[middle : middle + n], table_small)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from aaconv.errors import ConfigError
 from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite
 from aaconv.models import create_model
 
@@ -61,13 +62,45 @@ def test_forward_backward_and_eval(name, variant):
 def test_aa_tables_sized_per_stage_from_input_size():
     model = create_model("resnet50", "aa", input_size=224)
     sizes = [(s, getattr(model, f"layer{s}")[-1].conv2.attention.rel_width.shape[0]) for s in (2, 3, 4)]
-    assert sizes == [(2, 2 * 28 - 1), (3, 2 * 14 - 1), (4, 2 * 7 - 1)]
+    assert sizes == [(2, 2 * 14 - 1), (3, 2 * 14 - 1), (4, 2 * 7 - 1)]  # layer2 attends over its 28x28 map pooled
     explicit = create_model("resnet50", {"variant": "aa", "aa": {"max_size": 40}})
     assert explicit.layer4[0].conv2.attention.rel_width.shape[0] == 79
+
+
+def test_paper_aa_resnet50_setting():
+    """kappa 0.2, upsilon 0.1, 8 heads, >= 20 key dims per head, layer2 memory-pooled (Bello et al. 2019)."""
+    model = create_model("resnet50", "aa")
+    layer2, layer4 = model.layer2[1].conv2, model.layer4[1].conv2
+    assert (layer2.attention.dk, layer2.attention.dv, layer2.attention.num_heads) == (160, 16, 8)  # 0.2 * 128 < 160
+    assert (layer4.attention.dk, layer4.attention.dv) == (160, 48)  # 102.4 -> 104 < 160
+    assert [m.memory_pool for m in model.modules() if isinstance(m, AAConv2d)] == [True] * 4 + [False] * 9
+    with torch.no_grad():
+        assert model.layer2(torch.randn(1, 256, 56, 56)).shape == (1, 512, 28, 28)
+
+
+def test_paper_aa_resnet34_augments_the_first_conv_of_each_block():
+    model = create_model("resnet34", "aa")
+    blocks = [b for stage in (model.layer2, model.layer3, model.layer4) for b in stage]
+    assert all(type(b.conv1) is AAConv2d and type(b.conv2) is torch.nn.Conv2d for b in blocks)
+    assert (blocks[-1].conv1.attention.dk, blocks[-1].conv1.attention.dv) == (160, 128)  # 0.25 * 512 = 128
+    both = create_model("resnet34", {"variant": "aw+aa", "aa": {"basic_block_convs": [1, 2]}})
+    assert type(both.layer3[0].conv2) is AAConv2d
+    aw_aa = create_model("resnet34", "aw+aa")  # the conv AA leaves out keeps the rest of the variant
+    assert type(aw_aa.layer3[0].conv1.conv) is AWConv2d and type(aw_aa.layer3[0].conv2) is AWConv2d
+    with pytest.raises(ConfigError, match="basic_block_convs"):
+        create_model("resnet34", {"variant": "aa", "aa": {"basic_block_convs": [3]}})
+
+
+def test_config_aa_keys_win_over_the_architecture():
+    model = create_model("resnet34", {"variant": "aa", "aa": {"upsilon": 0.5, "memory_pool_stages": [], "kappa": None}})
+    conv = model.layer4[0].conv1
+    assert conv.attention.dv == 256 and conv.attention.dk == 160 and not model.layer2[0].conv1.memory_pool
+    with pytest.raises(ConfigError, match="memory_pool_stages"):
+        create_model("resnet50", {"variant": "aa", "aa": {"memory_pool_stages": [5]}})
 
 
 def test_attention_stages_configurable():
     model = create_model("resnet50", "aa", attention_stages=[4])
     assert type(model.layer3[0].conv2) is torch.nn.Conv2d and type(model.layer4[0].conv2) is AAConv2d
-    with pytest.raises(ValueError, match="attention_stages"):
+    with pytest.raises(ConfigError, match="attention_stages"):
         create_model("resnet50", "aa", attention_stages=[5])
