@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig
 
+from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
 from aaconv.engine.stored_config import check_stored_config
 from aaconv.utils.atomic import write_json_atomic
@@ -54,7 +55,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
     split; writes and returns results.json in `output_dir`."""
-    model = task.build_model()
+    model = build_model(task.build_model)
     load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
