@@ -32,6 +32,10 @@ class RunDirError(AAConvError):
     """A run directory that another process is writing, that cannot be written, or that a setting would corrupt."""
 
 
+class DistributedError(AAConvError):
+    """A collective that failed: another process died, hangs, or cannot be reached."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of `error`'s message, or its type name when the message is empty."""
     lines = str(error).strip().splitlines()

@@ -42,7 +42,7 @@ from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_
 from aaconv.engine.run_lock import RunLock, claim_run_dir
 from aaconv.engine.runtime import rng_state, seed_everything, select_device, set_deterministic, set_rng_state
 from aaconv.engine.signals import PreemptionHandler
-from aaconv.errors import AAConvError, CheckpointError, RunDirError, first_line
+from aaconv.errors import AAConvError, CheckpointError, DistributedError, RunDirError, first_line
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
@@ -60,6 +60,14 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _collective_failure(error: BaseException) -> bool:
+    """Whether `error` is a failed collective: torch's DistError (NCCL), or gloo's RuntimeError for a timed-out
+    or broken connection to another process."""
+    text = str(error).lower()
+    return isinstance(error, torch.distributed.DistError) or (
+        isinstance(error, RuntimeError) and any(s in text for s in ("timed out", "connection closed", "connection reset")))
 
 
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -192,8 +200,8 @@ class Trainer:
         bad = nonfinite_tensors(state["model"]) + [f"ema.{k}" for k in nonfinite_tensors(state.get("ema", {}))]
         if dist.all_reduce_max(torch.tensor([len(bad)])).item():  # ranks agree (weights are synced; be sure)
             raise NonFiniteWeightsError(
-                f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf at epoch {self.epoch + 1}, step "
-                f"{self.global_step} (e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
+                f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf after step {self.global_step} "
+                f"(e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
                 f"{self.run_dir / 'last.pt'} keeps the last finite state: lower optim.lr or set trainer.clip_grad_norm, "
                 "then rerun to resume from it")
 
@@ -355,8 +363,13 @@ class Trainer:
         """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
         try:
             results = self._fit()
-        except BaseException:
+        except BaseException as e:
             self.close(graceful=False)  # no barrier: the other ranks may never reach it
+            if self.env.world_size > 1 and _collective_failure(e):
+                raise DistributedError(
+                    f"rank {self.env.rank}: a collective failed ({first_line(e)}): another process died, or hung for "
+                    f"longer than trainer.dist_timeout_s={self.cfg.trainer.dist_timeout_s} s (its log says why); "
+                    "rerun to resume from the last checkpoint") from e
             raise
         self.close()
         return results

@@ -1,9 +1,11 @@
-"""Real processes: DDP through torchrun (2 gloo ranks) against one process, and SIGTERM mid-epoch + resume."""
+"""Real processes: DDP through torchrun (2 gloo ranks) against one process, SIGTERM mid-epoch + resume, a hung
+rank, two writers on one run directory."""
 
 from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,19 @@ def test_sigterm_mid_epoch_then_rerun_ends_with_identical_weights(tmp_path: Path
         assert torch.equal(final[key], expected[key]), key
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_a_hung_rank_fails_the_job_within_the_collective_timeout(tmp_path: Path):
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    # rank 1 stops making progress at its 3rd step (a stuck process, or a node gone without closing its
+    # sockets); rank 0 waits in the next collective. preempt_signals=[]: torchrun's SIGTERM then ends rank 1.
+    start = time.monotonic()
+    result = train(tmp_path / "run", "data.batch_size=4", "trainer.dist_timeout_s=5", "trainer.preempt_signals=[]",
+                   launcher=torchrun, env={"AACONV_TEST_HANG_AT": "3", "AACONV_TEST_SIGTERM_RANK": "1"})
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert "rank 1 hangs at training step 3" in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: rank 0: a collective failed")
+    assert "trainer.dist_timeout_s=5 s" in errors[0]
+    assert elapsed < 60, elapsed  # the 30-minute default would have run into run_entry's timeout
