@@ -90,7 +90,6 @@ class Trainer:
         if not self.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
-        self.run_lock = self._claim_run_dir(t.resume)
         self.device = select_device(t.device, self.env.local_rank)
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
         seed_everything(cfg.seed)  # the same initial weights on every rank
@@ -143,12 +142,13 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
-        if not self.resume(t.resume):
-            seed_everything(int(cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
-        config = OmegaConf.to_container(cfg, resolve=True)
-        if self.is_main:  # only once a resume has succeeded: a refused one leaves the run's config.yaml alone
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        self.logger = build_logger(cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
+        self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
+        try:
+            self._open_run(t.resume)
+        except BaseException:
+            if self.run_lock is not None:
+                self.run_lock.release()
+            raise
         self.preemption = PreemptionHandler(list(t.preempt_signals), requeue=bool(t.requeue))
 
     def _claim_run_dir(self, resume: str | None) -> RunLock | None:
@@ -163,6 +163,18 @@ class Trainer:
         if error is not None:
             raise RunDirError(error)
         return lock
+
+    def _open_run(self, resume: str | None) -> None:
+        """Resumes (or seeds a fresh run), then writes config.yaml and opens the loggers: a refused resume
+        leaves the run's files as they were."""
+        if not self.resume(resume):
+            seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
+        if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epoch)):
+            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %d", dropped, self.epoch)
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        self.logger = build_logger(self.cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
@@ -230,8 +242,6 @@ class Trainer:
             log.warning("resuming %d processes from %d: random streams differ from an uninterrupted run",
                         self.env.world_size, state["world_size"])
             seed_everything(int(self.cfg.seed) + self.env.rank + self.global_step)
-        if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epoch)):
-            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %d", dropped, self.epoch)
         log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step)
         return True
 
