@@ -62,8 +62,8 @@ class ToyTask:
         self.hang_at = int(os.environ.get("AACONV_TEST_HANG_AT", "0")) if on_this_rank else 0
 
     def build_model(self) -> nn.Module:
-        norm = nn.BatchNorm1d(16) if self.batchnorm else nn.Identity()
-        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), norm,
+        norm = [nn.BatchNorm1d(16)] if self.batchnorm else []
+        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), *norm,
                              nn.Linear(16, CLASSES))
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
