@@ -100,7 +100,8 @@ def test_no_stored_config_route_reaches_instantiate(tmp_path: Path, tiny_config,
     secret, stolen = tmp_path / "secret.txt", tmp_path / "stolen.txt"
     secret.write_text("secret")
     if where == "interpolation":  # a resolver that builds a `_target_` node when the config is resolved
-        config["task"]["label_smoothing"] = f"${{oc.create:{{_target_: shutil.copyfile, src: {secret}, dst: {stolen}}}}}"
+        payload = f"{{_target_: shutil.copyfile, src: {secret}, dst: {stolen}}}"
+        config["task"]["label_smoothing"] = f"${{oc.create:{payload}}}"
     elif where == "unknown_task":
         config["task"] = copy_payload(secret, stolen)
     elif where == "nested_in_data":

@@ -19,9 +19,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     A failed write (disk full, permissions) is a CheckpointError that leaves the previous file in place."""
     try:
         return atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path} ({first_line(e)}); free space or fix the "
-                              f"permissions of {Path(path).parent}, then rerun the same command to resume") from e
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError ("unexpected pos")
+        raise CheckpointError(f"cannot write checkpoint {path} ({first_line(e)}): the disk is full or the folder "
+                              "is not writable; free space or fix the permissions, then rerun the same command to "
+                              "resume") from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -67,7 +67,8 @@ def _collective_failure(error: BaseException) -> bool:
     or broken connection to another process."""
     text = str(error).lower()
     return isinstance(error, torch.distributed.DistError) or (
-        isinstance(error, RuntimeError) and any(s in text for s in ("timed out", "connection closed", "connection reset")))
+        isinstance(error, RuntimeError) and any(s in text for s in ("timed out", "connection closed", "connection reset"))
+    )
 
 
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -200,7 +201,8 @@ class Trainer:
 
     def save(self, *names: str) -> None:
         """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
-        Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last good state."""
+        Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
+        finite state."""
         state = self.state_dict()
         self._check_finite(state)
         if self.is_main:
@@ -214,8 +216,8 @@ class Trainer:
             raise NonFiniteWeightsError(
                 f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf after step {self.global_step} "
                 f"(e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
-                f"{self.run_dir / 'last.pt'} keeps the last finite state: lower optim.lr or set trainer.clip_grad_norm, "
-                "then rerun to resume from it")
+                f"{self.run_dir / 'last.pt'} keeps the last finite state (best.pt the best one): lower optim.lr or "
+                "set trainer.clip_grad_norm, then rerun (trainer.resume=<run dir>/best.pt to go back further)")
 
     def resume(self, resume: str | None) -> bool:
         """trainer.resume: "auto" continues from <run_dir>/last.pt when there is one; a path continues
@@ -264,8 +266,9 @@ class Trainer:
         for group, settings in zip(self.optimizer.param_groups, current):
             group.update(settings)
         self.scheduler.step_update(state["global_step"])
-        log.warning("resume: %s changed since the checkpoint: learning-rate schedule rebuilt from the current config "
-                    "at step %d (lr %.4g)", ", ".join(changes), state["global_step"], self.optimizer.param_groups[0]["lr"])
+        log.warning("resume: %s changed since the checkpoint: learning-rate schedule rebuilt from the current "
+                    "config at step %d (lr %.4g)", ", ".join(changes), state["global_step"],
+                    self.optimizer.param_groups[0]["lr"])
 
     # ---- training ----------------------------------------------------------------------------------------
 
