@@ -146,3 +146,9 @@ def test_a_run_dir_held_by_another_process_is_refused_until_that_process_dies(to
     start = time.monotonic()
     fit(toy_config(), tmp_path)
     assert (tmp_path / ".lock").exists() and time.monotonic() - start < 60
+
+
+def test_a_run_dir_that_cannot_be_created_is_one_error_before_training(toy_config, tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match=r"cannot create run directory .*file/run \(Not a directory\)"):
+        Trainer(toy_config(), build_task(toy_config()), tmp_path / "file" / "run")
