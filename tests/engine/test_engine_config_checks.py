@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from aaconv.engine.config_checks import build_model, check_config
+from aaconv.engine.runtime import select_device
+from aaconv.engine.trainer import Trainer
 from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
+from engine_helpers import toy_config  # noqa: F401  (pytest fixture)
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -45,3 +49,15 @@ def test_what_only_the_model_can_check_is_one_config_error(tiny_config, override
     check_config(cfg)
     with pytest.raises(ConfigError, match=rf"the backbone / attention config cannot build a model: {message}"):
         build_model(build_task(cfg).build_model)
+
+
+def test_a_batch_larger_than_the_training_set_is_one_line(toy_config, tmp_path):
+    cfg = toy_config("data.batch_size=128")  # the toy training set has 64 samples
+    with pytest.raises(ConfigError, match="64 training samples per process make no batch of data.batch_size=128"):
+        Trainer(cfg, build_task(cfg), tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_one_line():
+    with pytest.raises(ConfigError, match="trainer.device=cuda but no CUDA device is visible"):
+        select_device("cuda")
