@@ -33,8 +33,13 @@ class RunLock:
             self.release()
             raise RunDirError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish, "
                               "or give this run another hydra.run.dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:  # also the first write into the run directory: a full disk shows here, before any training
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as e:
+            self.release()
+            raise RunDirError(f"cannot write {self.path} ({e.strerror}); free space or choose a writable "
+                              "hydra.run.dir") from e
 
     def release(self) -> None:
         if self._fd is not None:

@@ -212,7 +212,7 @@ class Trainer:
 
     def _check_finite(self, state: dict[str, Any]) -> None:
         bad = nonfinite_tensors(state["model"]) + [f"ema.{k}" for k in nonfinite_tensors(state.get("ema", {}))]
-        if dist.all_reduce_max(torch.tensor([len(bad)])).item():  # ranks agree (weights are synced; be sure)
+        if dist.all_reduce_max(torch.tensor([len(bad)], device=self.device)).item():  # every rank stops, or none
             raise NonFiniteWeightsError(
                 f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf after step {self.global_step} "
                 f"(e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
