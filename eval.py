@@ -1,5 +1,7 @@
 """Evaluate a checkpoint: python eval.py checkpoint=PATH  (see configs/eval.yaml)."""
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -7,8 +9,11 @@ from omegaconf import DictConfig
 from aaconv.engine.checkpoint import load_checkpoint
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.runtime import select_device
+from aaconv.engine.stored_config import known_targets
 from aaconv.errors import exit_on_user_error, require_values
 from aaconv.tasks import task_from_saved_config
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")
@@ -16,7 +21,7 @@ from aaconv.tasks import task_from_saved_config
 def main(cfg: DictConfig) -> None:
     require_values(cfg)
     state = load_checkpoint(cfg.checkpoint)
-    run_cfg = run_config(state, cfg)
+    run_cfg = run_config(state, cfg, known_targets(CONFIGS))  # plain values only: a checkpoint runs no code
     task = task_from_saved_config(run_cfg)
     evaluate_checkpoint(task, state, run_cfg, select_device(cfg.device), HydraConfig.get().runtime.output_dir,
                         checkpoint=cfg.checkpoint)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,10 +17,8 @@ ENGINE_TESTS = REPO / "tests" / "engine"
 TOY = ["task._target_=engine_toy.ToyTask", "data.batch_size=8", "schedule.warmup_epochs=0"]
 
 
-def run_entry(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
+def entry_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for train.py / torchrun with the toy task importable."""
     full_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]),
@@ -27,8 +26,20 @@ def run_entry(
         **(env or {}),
     }
     full_env.pop("WANDB_API_KEY", None)
+    return full_env
+
+
+def run_entry(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args], cwd=cwd, env=entry_env(env), capture_output=True, text=True, timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 
