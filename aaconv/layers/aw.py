@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AW_IMPLS = ("auto", "grouped", "unfold")
+AW_IMPLS = ("auto", "grouped", "unfold", "bmm")
 AW_GATES = ("sigmoid", "none")
 
 
@@ -93,8 +93,8 @@ class AWConv2d(nn.Module):
     def impl(self, value: str) -> None:
         if value not in AW_IMPLS:
             raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {value!r}")
-        if value == "unfold" and self.conv.groups != 1:
-            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
+        if value in ("unfold", "bmm") and self.conv.groups != 1:
+            raise ValueError(f"AWConv2d: impl={value!r} supports groups=1 only; use impl='grouped'")
         self._impl = "grouped" if value == "auto" else value
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +107,8 @@ class AWConv2d(nn.Module):
         attn = self.attention(x)
         if self.impl == "unfold":
             return self._forward_unfold(x, attn)
+        if self.impl == "bmm":
+            return self._forward_bmm(x, attn)
         return self._forward_grouped(x, attn)
 
     def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -132,3 +134,13 @@ class AWConv2d(nn.Module):
         kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
         out = kernel @ (cols.unsqueeze(1) * scale)  # (B, M, C_out/M, L)
         return out.view(batch, -1, out_h, out_w)
+
+    def _forward_bmm(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
+        out_h = (height + 2 * padding[0] - k[0]) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - k[1]) // stride[1] + 1
+        cols = F.unfold(x, k, padding=padding, stride=stride)  # (B, C_in*k*k, L)
+        kernel = self.conv.weight.view(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+        weight = kernel * (1 + attn.view(batch, self.num_maps, 1, -1))  # (B, M, C_out/M, C_in*k*k)
+        return torch.bmm(weight.flatten(1, 2), cols).view(batch, -1, out_h, out_w)

@@ -7,6 +7,7 @@ from torch import nn
 from aaconv.layers import AWConv2d
 
 f64 = torch.float64
+IMPLS = ["grouped", "unfold", "bmm"]
 
 
 def pointwise(conv, x):
@@ -37,7 +38,7 @@ def brute_aw(layer, x):
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("stride,maps,gate", [(1, 1, "sigmoid"), (2, 4, "none"), (1, 8, "sigmoid")])
 def test_matches_per_sample_brute_force(impl, stride, maps, gate):
     torch.manual_seed(0)
@@ -54,7 +55,7 @@ def test_grouped_and_depthwise_match_brute_force(groups):
     torch.testing.assert_close(layer(x), brute_aw(layer, x))
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_samples_are_independent(impl):
     torch.manual_seed(2)
     layer = AWConv2d(4, 8, 3, reduction=2, num_maps=2, impl=impl).double()
@@ -64,7 +65,7 @@ def test_samples_are_independent(impl):
     assert not torch.allclose(together[0], together[1])
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("gate,factor", [("none", 1.0), ("sigmoid", 1.5)])
 def test_zeroed_generator_is_plain_conv(impl, gate, factor):
     torch.manual_seed(3)
@@ -78,19 +79,24 @@ def test_zeroed_generator_is_plain_conv(impl, gate, factor):
     torch.testing.assert_close(layer(x), plain(x))
 
 
-def test_formulations_agree_forward_and_backward():
+def brute_gradients(layer, x):
+    """Input and parameter gradients of (brute_aw(x)^2).sum(), through the sample-by-sample loop."""
+    out = brute_aw(layer, x)
+    return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+
+
+@pytest.mark.parametrize("impl", ["grouped", "unfold", "bmm", "auto"])
+@pytest.mark.parametrize("stride,maps,size", [(2, 2, (6, 9)), (1, 4, (3, 3)), (1, 1, (12, 6))])
+def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     torch.manual_seed(4)
-    layer = AWConv2d(6, 8, 3, 2, reduction=3, num_maps=2).double()
-    x = torch.randn(2, 6, 7, 5, dtype=f64, requires_grad=True)
-    results = []
-    for impl in ("grouped", "unfold"):
-        layer.impl = impl
-        out = layer(x)
-        results.append((out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b)
-        assert b.abs().sum() > 0
+    layer = AWConv2d(6, 8, 3, stride, reduction=3, num_maps=maps, impl=impl).double()
+    x = torch.randn(2, 6, *size, dtype=f64, requires_grad=True)
+    expected_out, expected_grads = brute_gradients(layer, x)
+    out = layer(x)
+    torch.testing.assert_close(out, expected_out)
+    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+        torch.testing.assert_close(got, expected)
+        assert got.abs().sum() > 0
 
 
 def test_parameter_count_matches_formula():
@@ -104,8 +110,9 @@ def test_parameter_count_matches_formula():
 def test_invalid_options():
     with pytest.raises(ValueError, match="num_maps"):
         AWConv2d(4, 6, 3, num_maps=4)
-    with pytest.raises(ValueError, match="groups=1"):
-        AWConv2d(4, 4, 3, groups=4, impl="unfold")
+    for impl in ("unfold", "bmm"):
+        with pytest.raises(ValueError, match="groups=1"):
+            AWConv2d(4, 4, 3, groups=4, impl=impl)
     with pytest.raises(ValueError, match="gate"):
         AWConv2d(4, 4, 3, gate="tanh")
 
