@@ -87,18 +87,26 @@ def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def build_ours(spec: str, task: str, image_size: int, overrides: list[str]) -> nn.Module:
+def parse_size(text: str) -> tuple[int, int]:
+    """"224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only)."""
+    parts = [int(v) for v in text.lower().split("x")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    return parts[0], parts[-1]
+
+
+def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: list[str]) -> nn.Module:
     backbone_name, _, attention_name = spec.partition(":")
     backbone = group_config("backbone", backbone_name, overrides)
     attention = group_config("attention", attention_name or "none", overrides)
     if task == "classification":
         kwargs = {k: v for k, v in backbone.items() if k != "name"}
-        return create_model(backbone["name"], attention, num_classes=1000, input_size=image_size, **kwargs)
-    return create_detector(task, backbone, attention, num_classes=91, min_size=image_size, max_size=image_size,
-                           frozen_bn=True, trainable_layers=3)
+        return create_model(backbone["name"], attention, num_classes=1000, input_size=max(image_size), **kwargs)
+    return create_detector(task, backbone, attention, num_classes=91, min_size=min(image_size),
+                           max_size=max(image_size), frozen_bn=True, trainable_layers=3)
 
 
-def build_peer(name: str, image_size: int) -> nn.Module:
+def build_peer(name: str, image_size: tuple[int, int]) -> nn.Module:
     library, _, model = name.partition(":")
     if library == "timm":
         import timm
@@ -111,24 +119,26 @@ def build_peer(name: str, image_size: int) -> nn.Module:
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     body = resnet50(norm_layer=FrozenBatchNorm2d)
+    sizes = {"min_size": min(image_size), "max_size": max(image_size)}
     if model == "retinanet_resnet50_fpn":  # torchvision's builder, without its pretrained-weights switch
         fpn = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-        return RetinaNet(fpn, num_classes=91, min_size=image_size, max_size=image_size)
-    return FasterRCNN(_resnet_fpn_extractor(body, 3), num_classes=91, min_size=image_size, max_size=image_size)
+        return RetinaNet(fpn, num_classes=91, **sizes)
+    return FasterRCNN(_resnet_fpn_extractor(body, 3), num_classes=91, **sizes)
 
 
-def make_batch(task: str, batch: int, image_size: int, device: torch.device, channels_last: bool) -> tuple:
+def make_batch(task: str, batch: int, image_size: tuple[int, int], device: torch.device, channels_last: bool) -> tuple:
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, image_size, image_size, generator=g).to(device)
+    images = torch.randn(batch, 3, *image_size, generator=g).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     if task == "classification":
         return images, torch.randint(0, 1000, (batch,), generator=g).to(device)
     targets = []
     for _ in range(batch):
-        corner = torch.rand(3, 2, generator=g) * image_size * 0.6
-        size = (0.1 + 0.3 * torch.rand(3, 2, generator=g)) * image_size
-        boxes = torch.cat([corner, corner + size], dim=1).clamp(max=image_size - 1)
+        extent = torch.tensor([image_size[1], image_size[0]], dtype=torch.float32)  # x, y
+        corner = torch.rand(3, 2, generator=g) * extent * 0.6
+        size = (0.1 + 0.3 * torch.rand(3, 2, generator=g)) * extent
+        boxes = torch.cat([corner, torch.minimum(corner + size, extent - 1)], dim=1)
         targets.append({"boxes": boxes.to(device), "labels": torch.randint(1, 91, (3,), generator=g).to(device)})
     return list(images), targets
 
@@ -337,16 +347,36 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     from aaconv.data.gpu_decode import loader_throughput
 
     data = group_config("data", args.data, args.set)
-    if args.data_root:
+    if args.synthetic_jpeg:
+        data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train")
+    elif args.data_root:
         data["root"] = args.data_root
     rows = []
     for decode in args.decode:
         for workers in args.workers:
             rate = loader_throughput(data, decode=decode, workers=workers, batch_size=args.batch,
-                                     image_size=args.image_size, batches=args.loader_batches, device=device)
+                                     image_size=args.image_size[0], batches=args.loader_batches, device=device)
             rows.append({"decode": decode, "workers": workers, "images_per_s": rate})
             print(f"| {decode} | {workers} | {rate:.1f} |", flush=True)
     return rows
+
+
+def synthetic_jpegs(count: int, folder: Path = Path("/tmp/aaconv-synthetic-jpeg")) -> Path:
+    """``count`` ImageNet-like JPEGs (500x375, quality 90, smooth random content) in ``folder/train/<class>/``."""
+    import numpy as np
+    from PIL import Image
+
+    done = folder / f"train/.{count}"
+    if not done.exists():
+        rng = np.random.default_rng(0)
+        for index in range(count):
+            small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # upsampled: natural-image-like spectra
+            image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+            path = folder / "train" / f"c{index % 10}" / f"{index}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, quality=90)
+        done.touch()
+    return folder
 
 
 def device_name(device: torch.device, threads: int) -> str:
@@ -363,7 +393,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=VALUE",
                         help="config overrides, e.g. attention.aa.impl=reference backbone.attention_stages=[3,4]")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=parse_size, default=(160, 160), metavar="N|HxW",
+                        help="input size; HxW (e.g. 800x1333) for detection")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (peers too)")
@@ -380,6 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loader", action="store_true", help="measure the training data loader alone")
     parser.add_argument("--data", default="imagenet", help="data option for --loader (configs/data)")
     parser.add_argument("--data-root", help="dataset folder for --loader")
+    parser.add_argument("--synthetic-jpeg", type=int, default=0, metavar="N",
+                        help="--loader on N generated 500x375 JPEGs instead of --data-root")
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
     parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")
     parser.add_argument("--loader-batches", type=int, default=20, help="--loader batches timed after 2 warm-up")
@@ -390,13 +423,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.task == "classification" and args.image_size[0] != args.image_size[1]:
+        sys.exit("benchmark: classification takes a square --image-size")
+    size = "x".join(map(str, dict.fromkeys(args.image_size)))
     header = (f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, batch {args.batch}, "
-              f"{args.image_size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
+              f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
               f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up")
     result: dict[str, Any] = {"device": device_name(device, args.threads), "torch": torch.__version__,
                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if args.loader:
-        print(f"# loader: data={args.data}, batch {args.batch}, {args.image_size} px\n\n| decode | workers | images/s |\n|---|---|---|")
+        print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n\n| decode | workers | images/s |\n|---|---|---|")
         result["loader"] = run_loader(args, device)
     if args.models:
         rows = [summarize(e, args.batch) for e in run_models(args, device)]

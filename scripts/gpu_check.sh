@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One command for a CUDA machine: the `gpu`-marked tests, the benchmark tables (classification, RetinaNet at
+# 800x1333, AA layer paths and SDPA backends, the data loader) and short bf16 + channels_last + torch.compile
+# training runs of AA-ResNet-50 and AA-RetinaNet on the built-in shapes data, all written to one folder:
+#
+#     bash scripts/gpu_check.sh [OUT_DIR]          # default: $OUT if set, else gpu_check/
+#
+# Fits one 10-minute call: every step runs under `timeout` within what is left of a 570 s budget, a step that
+# runs out is recorded as such and the next one starts. Writes 6 files: report.md (every table; the last 150
+# lines of each step's output), env.txt, pytest.txt, train.log, benchmark_classification.json,
+# benchmark_retinanet.json.
+#
+# Offline machines: when hydra/omegaconf/pycocotools/pytest are missing, wheels are installed from .whl/ with
+# no registry. Fetch them beforehand on a machine that has one (from the project root):
+#     bash /path/to/wheels.sh pytest==8.3.4 pluggy==1.5.0 iniconfig==2.0.0 packaging==24.2
+# where wheels.sh downloads `hydra-core omegaconf pycocotools` (+ the names given) as Python 3.12 manylinux
+# wheels into .whl/ and builds antlr4-python3-runtime's pure-Python wheel; then carry .whl to the GPU machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-gpu_check}}
+mkdir -p "$out"
+report=$out/report.md
+tables=$(mktemp)  # the benchmarks' full output; the report keeps it
+budget=${GPU_CHECK_BUDGET:-570}
+start=$SECONDS
+PY=${PYTHON:-python3}
+
+missing=$($PY - <<'EOF'
+import importlib.util
+print(" ".join(m for m in ("hydra", "omegaconf", "pycocotools", "pytest") if importlib.util.find_spec(m) is None))
+EOF
+)
+if [ -n "$missing" ]; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "missing Python packages ($missing) and no .whl/ folder; see this script's header" | tee "$report"
+    exit 1
+  fi
+  $PY -m pip install -q --no-index --no-deps --target /tmp/aaconv-site .whl/*.whl
+  export PYTHONPATH=/tmp/aaconv-site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+export AACONV_CACHE=${AACONV_CACHE:-/tmp/aaconv-cache}
+
+{
+  nvidia-smi
+  $PY -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, \
+'timm', timm.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  echo "installed from .whl: ${missing:-nothing}"
+} > "$out/env.txt" 2>&1
+
+# step TITLE MAX_SECONDS LOG COMMAND...: runs COMMAND for at most MAX_SECONDS (and what is left of the budget),
+# appending its output to LOG and its last 150 lines to the report.
+step() {
+  local title=$1 limit=$2 log=$3
+  shift 3
+  local left=$((budget - (SECONDS - start)))
+  [ "$limit" -gt "$left" ] && limit=$left
+  if [ "$limit" -lt 20 ]; then
+    printf '\n## %s\n\nskipped: the 10-minute budget is spent\n' "$title" >> "$report"
+    return
+  fi
+  local begin=$SECONDS output
+  output=$(mktemp)
+  timeout --kill-after=10 "$limit" "$@" > "$output" 2>&1
+  local rc=$? note
+  note="exit $rc"
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then note="stopped after $limit s (timeout)"; fi
+  { echo "### $title: $*"; cat "$output"; } >> "$log"
+  { printf '\n## %s (%s s, %s)\n\n    %s\n\n' "$title" $((SECONDS - begin)) "$note" "$*"; tail -n 150 "$output"; } >> "$report"
+  rm -f "$output"
+}
+
+echo "# gpu_check $(date -u +%FT%TZ) on $($PY -c 'import torch; print(torch.cuda.get_device_name())')" > "$report"
+
+step "gpu-marked tests" 170 "$out/pytest.txt" \
+  $PY -m pytest -m gpu -q -p no:cacheprovider tests/layers tests/models tests/engine
+
+step "classification, bf16, channels_last, batch 64, 224 px" 90 "$tables" \
+  $PY scripts/benchmark.py --models resnet50:none resnet50:se resnet50:aa resnet50:aw resnet50:aw_aa \
+  --batch 64 --image-size 224 --precision bf16 --channels-last --warmup 3 --repeats 5 --steps 3 \
+  --json "$out/benchmark_classification.json" --profile 12
+
+step "AA layer: reference / fused / flex, SDPA backends (bf16)" 70 "$tables" \
+  $PY scripts/bench_layers.py --dtype bf16 --batch 8 --sizes 7x7 14x14 28x28 56x56 25x42 50x84 100x168 \
+  --channels 256 --dk 160 --dv 32 --kinds aa-reference aa-fused aa-flex aw-grouped aw-bmm conv --backends
+
+step "train AA-ResNet-50 on shapes (bf16, channels_last, compile)" 110 "$out/train.log" \
+  $PY train.py backbone=resnet50 attention=aa trainer.precision=bf16 trainer.channels_last=true \
+  trainer.compile=true trainer.epochs=2 data.workers=4 hydra.run.dir=/tmp/gpu_check/aa_resnet50
+
+step "train AA-RetinaNet (ResNet-50) on shapes_det (bf16, channels_last, compile)" 110 "$out/train.log" \
+  $PY train.py experiment=retinanet_shapes backbone=resnet50 attention=aa trainer.precision=bf16 \
+  trainer.channels_last=true trainer.compile=true trainer.epochs=1 trainer.cudnn_benchmark=false \
+  data.workers=4 hydra.run.dir=/tmp/gpu_check/aa_retinanet
+
+step "RetinaNet R50 at 800x1333, batch 8, bf16 (fused/flex AA, then the reference path)" 100 "$tables" \
+  $PY scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --batch 8 --image-size 800x1333 \
+  --precision bf16 --channels-last --warmup 2 --repeats 3 --json "$out/benchmark_retinanet.json"
+step "RetinaNet R50 AA reference path memory" 50 "$tables" \
+  $PY scripts/benchmark.py --task retinanet --models resnet50:aa --no-peers --set attention.aa.impl=reference \
+  --batch 8 --image-size 800x1333 --precision bf16 --channels-last --warmup 1 --repeats 1 --modes train
+
+step "ImageNet-style loader: PIL vs GPU decode (synthetic 500x375 JPEGs)" 60 "$tables" \
+  $PY scripts/benchmark.py --models --loader --synthetic-jpeg 1536 --batch 128 --image-size 224 \
+  --workers 1 4 8 --decode pil gpu --loader-batches 8
+
+echo "done in $((SECONDS - start)) s; see $report"
