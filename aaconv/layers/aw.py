@@ -130,10 +130,11 @@ class AWConv2d(nn.Module):
         out_h = (height + 2 * padding[0] - k[0]) // stride[0] + 1
         out_w = (width + 2 * padding[1] - k[1]) // stride[1] + 1
         cols = F.unfold(x, k, padding=padding, stride=stride)  # (B, C_in*k*k, L), rows ordered (c, i, j)
-        scale = (1 + attn).view(batch, self.num_maps, -1, 1)  # (B, M, C_in*k*k, 1)
-        kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
-        out = kernel @ (cols.unsqueeze(1) * scale)  # (B, M, C_out/M, L)
-        return out.view(batch, -1, out_h, out_w)
+        scale = (1 + attn).view(batch, self.num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
+        scaled = (cols.transpose(0, 1) * scale).flatten(2)  # (M, C_in*k*k, B*L)
+        kernel = self.conv.weight.view(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+        out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
+        return out.permute(2, 0, 1, 3).reshape(batch, -1, out_h, out_w)
 
     def _forward_bmm(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
