@@ -36,7 +36,7 @@ from torch import nn
 from aaconv.layers import AAConv2d, AWConv2d
 
 DEFAULT_SIZES = ("14x14", "28x28", "56x56", "64x64", "100x168")
-KINDS = ("aa-reference", "aa-fused", "aa-flex", "aw-grouped", "aw-unfold", "aw-bmm", "conv")
+KINDS = ("aa-reference", "aa-fused", "aa-flex", "aw-grouped", "aw-unfold", "aw-auto", "conv")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # logits, their relative part, softmax output and their gradients live at once in the reference backward
 REFERENCE_HWHW_COPIES = 6

@@ -82,7 +82,7 @@ step "classification, bf16, channels_last, batch 64, 224 px" 90 "$tables" \
 
 step "AA layer: reference / fused / flex, SDPA backends (bf16)" 70 "$tables" \
   $PY scripts/bench_layers.py --dtype bf16 --batch 8 --sizes 7x7 14x14 28x28 56x56 25x42 50x84 100x168 \
-  --channels 256 --dk 160 --dv 32 --kinds aa-reference aa-fused aa-flex aw-grouped aw-bmm conv --backends
+  --channels 256 --dk 160 --dv 32 --kinds aa-reference aa-fused aa-flex aw-grouped aw-unfold aw-auto conv --backends
 
 step "train AA-ResNet-50 on shapes (bf16, channels_last, compile)" 110 "$out/train.log" \
   $PY train.py backbone=resnet50 attention=aa trainer.precision=bf16 trainer.channels_last=true \

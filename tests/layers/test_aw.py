@@ -7,7 +7,7 @@ from torch import nn
 from aaconv.layers import AWConv2d
 
 f64 = torch.float64
-IMPLS = ["grouped", "unfold", "bmm"]
+IMPLS = ["grouped", "unfold"]
 
 
 def pointwise(conv, x):
@@ -85,8 +85,8 @@ def brute_gradients(layer, x):
     return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold", "bmm", "auto"])
-@pytest.mark.parametrize("stride,maps,size", [(2, 2, (6, 9)), (1, 4, (3, 3)), (1, 1, (12, 6))])
+@pytest.mark.parametrize("impl", ["grouped", "unfold", "auto"])
+@pytest.mark.parametrize("stride,maps,size", [(2, 2, (6, 9)), (1, 4, (3, 3)), (1, 1, (12, 6)), (2, 1, (3, 3))])
 def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     torch.manual_seed(4)
     layer = AWConv2d(6, 8, 3, stride, reduction=3, num_maps=maps, impl=impl).double()
@@ -97,6 +97,18 @@ def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
         torch.testing.assert_close(got, expected)
         assert got.abs().sum() > 0
+
+
+def test_auto_picks_unfold_where_per_sample_kernels_outweigh_scaled_patches():
+    """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px), else grouped; groups > 1: grouped."""
+    layer = AWConv2d(512, 512, 3, num_maps=4)
+    assert [layer.resolve_impl(s) for s in [(5, 5), (7, 7), (11, 11), (12, 12), (40, 40)]] == [
+        "unfold", "unfold", "unfold", "grouped", "grouped"]
+    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((16, 16)) == "grouped"  # 8x8 out: 256 = 4 * 64
+    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((14, 14)) == "unfold"  # 7x7 out
+    assert AWConv2d(8, 8, 3, num_maps=2, groups=8).resolve_impl((2, 2)) == "grouped"
+    layer.impl = "grouped"
+    assert layer.resolve_impl((5, 5)) == "grouped"
 
 
 def test_parameter_count_matches_formula():
@@ -110,9 +122,8 @@ def test_parameter_count_matches_formula():
 def test_invalid_options():
     with pytest.raises(ValueError, match="num_maps"):
         AWConv2d(4, 6, 3, num_maps=4)
-    for impl in ("unfold", "bmm"):
-        with pytest.raises(ValueError, match="groups=1"):
-            AWConv2d(4, 4, 3, groups=4, impl=impl)
+    with pytest.raises(ValueError, match="groups=1"):
+        AWConv2d(4, 4, 3, groups=4, impl="unfold")
     with pytest.raises(ValueError, match="gate"):
         AWConv2d(4, 4, 3, gate="tanh")
 
