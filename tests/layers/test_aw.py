@@ -38,6 +38,12 @@ def brute_aw(layer, x):
     return torch.cat(outs)
 
 
+def brute_gradients(layer, x):
+    """Input and parameter gradients of (brute_aw(x)^2).sum(), through the sample-by-sample loop."""
+    out = brute_aw(layer, x)
+    return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("stride,maps,gate", [(1, 1, "sigmoid"), (2, 4, "none"), (1, 8, "sigmoid")])
 def test_matches_per_sample_brute_force(impl, stride, maps, gate):
@@ -51,8 +57,12 @@ def test_matches_per_sample_brute_force(impl, stride, maps, gate):
 def test_grouped_and_depthwise_match_brute_force(groups):
     torch.manual_seed(1)
     layer = AWConv2d(6, 6 * (2 if groups == 2 else 1), 3, reduction=2, num_maps=2, groups=groups).double()
-    x = torch.randn(2, 6, 6, 6, dtype=f64)
-    torch.testing.assert_close(layer(x), brute_aw(layer, x))
+    x = torch.randn(2, 6, 6, 6, dtype=f64, requires_grad=True)
+    expected_out, expected_grads = brute_gradients(layer, x)
+    out = layer(x)
+    torch.testing.assert_close(out, expected_out)
+    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+        torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -77,12 +87,6 @@ def test_zeroed_generator_is_plain_conv(impl, gate, factor):
         plain.weight.copy_(layer.conv.weight * factor)  # A = 0 -> K; sigmoid(0) = 0.5 -> 1.5 K
     x = torch.randn(2, 4, 7, 6, dtype=f64)
     torch.testing.assert_close(layer(x), plain(x))
-
-
-def brute_gradients(layer, x):
-    """Input and parameter gradients of (brute_aw(x)^2).sum(), through the sample-by-sample loop."""
-    out = brute_aw(layer, x)
-    return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
 
 
 @pytest.mark.parametrize("impl", ["grouped", "unfold", "auto"])
