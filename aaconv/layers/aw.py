@@ -130,10 +130,14 @@ class AWConv2d(nn.Module):
     def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
-        weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
+        if self.conv.groups == 1:  # broadcast the maps over their filters: no (B, C_out, C_in, k, k) gather
+            scale = (1 + attn).view(batch, self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+            weight = kernel.view(self.num_maps, -1, *kernel.shape[1:]) * scale  # (B, M, C_out/M, C_in, k, k)
+        else:
+            weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
         out = F.conv2d(
             x.reshape(1, -1, height, width),
-            weight.flatten(0, 1),
+            weight.reshape(-1, *kernel.shape[1:]),
             stride=self.conv.stride,
             padding=self.conv.padding,
             groups=batch * self.conv.groups,
