@@ -134,7 +134,7 @@ def _relative_terms(
 @functools.cache
 def _compiled_flex() -> Callable[..., torch.Tensor]:
     """flex_attention compiled once per process (uncompiled, it runs an unfused reference loop)."""
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention)
 
 
 def attention_flex(
