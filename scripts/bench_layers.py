@@ -7,6 +7,11 @@ unfold / bmm formulations (arXiv 2108.08205) and a plain nn.Conv2d of the same s
     python scripts/bench_layers.py --sizes 14x14 28x28  # a subset
     python scripts/bench_layers.py --dtype bf16 --backends   # CUDA: under autocast, plus which SDPA kernels
                                                              # accept the fused path at each size
+    python scripts/bench_layers.py --aw-stages 64x40 128x20 256x10 512x5 --batch 8   # AW per ResNet-50 stage
+
+``--aw-stages CxS ...`` times AWConv2d's formulations against a plain conv of each shape (C channels in and out,
+S x S map, stride 1) in one process, interleaved over rounds (so machine load hits all alike), and prints the
+median round's speed relative to the conv: the per-layer table behind AW's ``impl="auto"`` rule.
 
 Each case runs in a fresh subprocess so allocator state cannot leak between cases. Peak memory:
 
@@ -25,6 +30,7 @@ import argparse
 import ctypes
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +43,7 @@ from aaconv.layers import AAConv2d, AWConv2d
 
 DEFAULT_SIZES = ("14x14", "28x28", "56x56", "64x64", "100x168")
 KINDS = ("aa-reference", "aa-fused", "aa-flex", "aw-grouped", "aw-unfold", "aw-auto", "conv")
+AW_KINDS = ("grouped", "unfold", "auto")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # logits, their relative part, softmax output and their gradients live at once in the reference backward
 REFERENCE_HWHW_COPIES = 6
@@ -95,6 +102,31 @@ def run_case(case: dict) -> dict:
     return {"ms": 1000 * min(timed), "peak_mib": peak_mib}
 
 
+def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) -> str:
+    """Median forward+backward time of AW's formulations relative to nn.Conv2d, per (channels x map) stage."""
+    lines = ["| stage (channels, map) | conv ms | " + " | ".join(f"aw-{k}" for k in AW_KINDS) + " | auto picks |",
+             "|---" * (len(AW_KINDS) + 3) + "|"]
+    for stage in stages:
+        channels, size = (int(v) for v in stage.split("x"))
+        torch.manual_seed(0)
+        layers = {"conv": nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)}
+        layers.update({k: AWConv2d(channels, channels, 3, impl=k).to(device) for k in AW_KINDS})
+        x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
+        times: dict[str, list[float]] = {name: [] for name in layers}
+        for _ in range(rounds + 1):  # the first round warms up
+            for name, layer in layers.items():
+                begin = time.perf_counter()
+                layer(x).sum().backward()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - begin)
+        median = {name: statistics.median(t[1:]) for name, t in times.items()}
+        cells = [f"{median['conv'] / median[k]:.2f}x" for k in AW_KINDS]
+        picked = layers["auto"].resolve_impl((size, size))
+        lines.append(f"| {channels}, {size}x{size} | {1000 * median['conv']:.1f} | " + " | ".join(cells) + f" | {picked} |")
+    return "\n".join(lines)
+
+
 def available_bytes(device: str) -> int:
     if device == "cuda":
         return torch.cuda.mem_get_info()[0]
@@ -142,10 +174,17 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast dtype (fp32: none)")
     parser.add_argument("--backends", action="store_true", help="CUDA: also tabulate the SDPA kernels per size")
+    parser.add_argument("--aw-stages", nargs="+", metavar="CxS", help="AW per-stage table (see above), then exit")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
+        return
+    if args.aw_stages:
+        torch.set_num_threads(args.threads)
+        print(f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; forward+backward, "
+              "median of 7 interleaved rounds; speed relative to nn.Conv2d")
+        print(aw_stage_table(args.aw_stages, args.batch, args.device))
         return
 
     kinds = args.kinds
