@@ -123,7 +123,8 @@ def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) 
         median = {name: statistics.median(t[1:]) for name, t in times.items()}
         cells = [f"{median['conv'] / median[k]:.2f}x" for k in AW_KINDS]
         picked = layers["auto"].resolve_impl((size, size))
-        lines.append(f"| {channels}, {size}x{size} | {1000 * median['conv']:.1f} | " + " | ".join(cells) + f" | {picked} |")
+        lines.append(f"| {channels}, {size}x{size} | {1000 * median['conv']:.1f} | " + " | ".join(cells)
+                     + f" | {picked} |")
     return "\n".join(lines)
 
 
@@ -182,8 +183,8 @@ def main() -> None:
         return
     if args.aw_stages:
         torch.set_num_threads(args.threads)
-        print(f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; forward+backward, "
-              "median of 7 interleaved rounds; speed relative to nn.Conv2d")
+        print(f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
+              "forward+backward, median of 7 interleaved rounds; speed relative to nn.Conv2d")
         print(aw_stage_table(args.aw_stages, args.batch, args.device))
         return
 
@@ -226,8 +227,8 @@ def backend_table(args: argparse.Namespace) -> str:
     backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                 "cudnn": SDPBackend.CUDNN_ATTENTION}
     dtype, head_dim = DTYPES[args.dtype], args.dk // args.heads
-    lines = [f"\n# SDPA kernels accepting the fused path ({args.dtype}, dk_h={head_dim}; head dim = dk_h + H + W "
-             "padded to 8)", "| map | head dim | " + " | ".join(backends) + " |", "|---" * (len(backends) + 2) + "|"]
+    lines = [(f"\n# SDPA kernels accepting the fused path ({args.dtype}, dk_h={head_dim}; head dim = dk_h + H + W "
+              "padded to 8)"), "| map | head dim | " + " | ".join(backends) + " |", "|---" * (len(backends) + 2) + "|"]
     for text in args.sizes:
         height, width = (int(v) for v in text.split("x"))
         cells = []

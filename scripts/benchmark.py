@@ -22,9 +22,9 @@ benchmark follows whatever defaults they hold; ``--set attention.aa.impl=referen
   own parts with frozen BN and 3 trainable stages, as our detection task) for detection. Ratio columns:
   ``none`` and ``se`` rows against the peer, other attention rows against our ``<backbone>:none`` (added if
   missing).
-- Peak memory: CUDA ``max_memory_allocated`` of one step (parameters and optimizer state included); CPU the
-  growth of the resident-set high-water mark over one step (VmHWM reset through ``/proc/self/clear_refs``,
-  Linux), i.e. activations, gradients and temporaries.
+- Peak memory: what one step adds at its peak to the memory held before it, i.e. activations, gradients and
+  temporaries (parameters and optimizer state, held before, are not counted): CUDA ``max_memory_allocated``
+  growth; CPU the growth of the resident-set high-water mark (VmHWM reset through ``/proc/self/clear_refs``, Linux).
 - ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
   (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
 """
@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.models import create_detector, create_model  # noqa: E402
+from aaconv.models import create_detector, create_model
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -203,15 +204,29 @@ def peak_mib(step: Callable[[], None], runner: Runner) -> float:
     if runner.device.type == "cuda":
         runner.sync()
         torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
         step()
         runner.sync()
-        return torch.cuda.max_memory_allocated() / 2**20
+        return (torch.cuda.max_memory_allocated() - start) / 2**20
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     start = _status_kb("VmRSS")
     step()
     return (_status_kb("VmHWM") - start) / 2**10
+
+
+def guarded(entry: Entry, call: Callable[[], Any]) -> None:
+    """Runs ``call`` unless ``entry`` already failed; a CUDA out-of-memory error marks the entry instead."""
+    if entry.error is not None:
+        return
+    try:
+        call()
+    except torch.cuda.OutOfMemoryError as e:
+        entry.error = f"OOM ({str(e).splitlines()[0][:60]})"
+        entry.train.clear()
+        entry.infer.clear()
+        torch.cuda.empty_cache()
 
 
 def timed(step: Callable[[], None], runner: Runner, steps: int) -> float:
@@ -253,30 +268,32 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
     runner = Runner(args.task, device, args.precision,
                     make_batch(args.task, args.batch, args.image_size, device, args.channels_last))
     modes = [m for m in ("train", "infer") if m in args.modes]
+
+    def step(entry: Entry, mode: str) -> None:
+        getattr(runner, f"{mode}_step")(entry.model)
+
+    def record_round(entry: Entry, mode: str) -> None:
+        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps))
+
+    def record_peak(entry: Entry, mode: str) -> None:
+        setattr(entry, f"peak_{mode}_mib", peak_mib(partial(step, entry, mode), runner))
+
     for entry in entries:
-        try:
-            for mode in modes:
-                step = getattr(runner, f"{mode}_step")
-                for _ in range(args.warmup):
-                    step(entry.model)
-                runner.sync()
-        except torch.cuda.OutOfMemoryError as e:
-            entry.error = f"OOM ({str(e).splitlines()[0][:60]})"
-            torch.cuda.empty_cache()
-    live = [e for e in entries if e.error is None]
-    for _ in range(args.repeats):
-        for entry in live:
-            for mode in modes:
-                step = getattr(runner, f"{mode}_step")
-                getattr(entry, mode).append(timed(lambda: step(entry.model), runner, args.steps))
-    for entry in live:
         for mode in modes:
-            step = getattr(runner, f"{mode}_step")
-            setattr(entry, f"peak_{mode}_mib", peak_mib(lambda: step(entry.model), runner))
+            for _ in range(args.warmup):
+                guarded(entry, partial(step, entry, mode))
+    for _ in range(args.repeats):
+        for entry in entries:
+            for mode in modes:
+                guarded(entry, partial(record_round, entry, mode))
+    for entry in entries:
+        for mode in modes:
+            guarded(entry, partial(record_peak, entry, mode))
+    live = [e for e in entries if e.error is None]
     if args.profile:
         for entry in live:
             print(f"\n## profile: {entry.name}, one training step\n")
-            print(profile_table(lambda: runner.train_step(entry.model), device, args.profile))
+            print(profile_table(partial(runner.train_step, entry.model), device, args.profile))
     return entries
 
 
@@ -435,13 +452,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.task == "classification" and args.image_size[0] != args.image_size[1]:
         sys.exit("benchmark: classification takes a square --image-size")
     size = "x".join(map(str, dict.fromkeys(args.image_size)))
-    header = (f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, batch {args.batch}, "
+    header = (f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
+              f"batch {args.batch}, "
               f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
               f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up")
     result: dict[str, Any] = {"device": device_name(device, args.threads), "torch": torch.__version__,
                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     if args.loader:
-        print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n\n| decode | workers | images/s |\n|---|---|---|")
+        print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n")
+        print("| decode | workers | images/s |\n|---|---|---|")
         result["loader"] = run_loader(args, device)
     if args.models:
         rows = [summarize(e, args.batch) for e in run_models(args, device)]

@@ -67,7 +67,9 @@ def _decode_one(data: Tensor, device: torch.device) -> Tensor:
         try:
             return decode_image(data, mode=ImageReadMode.RGB).to(device)
         except RuntimeError as e:
-            raise DataError(f"cannot decode an image of {data.numel()} bytes ({e}); find it with data.decode=cpu") from e
+            raise DataError(
+                f"cannot decode an image of {data.numel()} bytes ({e}); data.decode=cpu names the failing file"
+            ) from e
 
 
 class GpuDecode:

@@ -31,7 +31,7 @@ H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +155,7 @@ def attention_flex(
         return flex(q, k, v, scale=1.0)[..., :value_dim]
     a_w, a_h = _relative_terms(q[..., : rel_w.shape[-1]], rel_w, rel_h, height, width)
 
-    def add_relative(score, b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202 (flex's score_mod signature)
+    def add_relative(score, b, h, q_idx, kv_idx):  # flex's score_mod signature
         return score + a_w[b, h, q_idx, kv_idx % width] + a_h[b, h, q_idx, kv_idx // width]
 
     return flex(q, k, v, score_mod=add_relative, scale=1.0)[..., :value_dim]

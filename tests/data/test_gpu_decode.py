@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from aaconv.data.gpu_decode import GpuDecode, collate_encoded, decode_batch, encoded, loader_throughput, read_bytes
+from aaconv.data.gpu_decode import (
+    GpuDecode,
+    collate_encoded,
+    decode_batch,
+    encoded,
+    loader_throughput,
+    read_bytes,
+)
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.errors import ConfigError
 

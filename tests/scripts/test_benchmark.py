@@ -4,7 +4,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_SHAPES
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
@@ -24,7 +23,7 @@ def test_classification_rows_peers_and_ratios(tmp_path):
     assert rows["resnet50:se"]["baseline"] == "timm:seresnet50" and rows["resnet18:aw"]["baseline"] == "resnet18:none"
     assert rows["timm:seresnet50"]["params_m"] == pytest.approx(rows["resnet50:se"]["params_m"])
     assert rows["resnet18:none"]["baseline"] is None and "train_ratio" not in rows["resnet18:none"]
-    for name, row in rows.items():
+    for row in rows.values():
         for mode in ("train", "infer"):
             assert len(row[f"{mode}_seconds"]) == 2 and row[f"{mode}_images_per_s"] > 0
             assert row[f"peak_{mode}_mib"] is not None
