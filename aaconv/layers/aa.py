@@ -79,7 +79,7 @@ class AAConv2d(nn.Module):
         relative: learned relative position logits (paper); ``False`` with ``sine=False``: no encoding.
         sine: add ``sine_embedding_2d`` to the (pooled) input of the qkv projection.
         impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"fused"`` (exact rewrite
-            on ``scaled_dot_product_attention``, no HW x HW tensor) or ``"auto"`` (= fused). Both use the
+            on SDPA, no HW x HW tensor), ``"flex"`` (flex_attention) or ``"auto"`` (``auto_impl``). All use the
             same parameters; switch with ``layer.impl = ...``.
         stride_mode: how the attention branch downsamples when ``stride > 1`` (module docstring).
         max_size: largest H, W the relative tables cover; default 256 covers 224 px ImageNet stages and
