@@ -17,9 +17,10 @@ Two exact formulations of the per-sample conv:
   backward needs only these per-offset products, never per-sample kernels or their gradients. ``groups == 1``.
 
 ``impl="auto"`` picks per layer and input size the formulation that materialises less (``resolve_impl``):
-``"unfold"`` where C_out > M * L (small maps: ResNet-50's layer4, where the per-sample kernels of the grouped
-conv made it 10-20x slower than the plain conv), ``"grouped"`` elsewhere (within 0.9-1.0x of the plain conv on
-large maps). Measured with ``scripts/bench_layers.py`` (docs/layers.md).
+``"unfold"`` where C_out > M * L (small maps: ResNet-50's layer4, where the per-sample kernels made the grouped
+conv 10-20x slower than a plain conv and unfold runs at about 0.5-0.6x of it), ``"grouped"`` elsewhere (0.8-0.9x
+of a plain conv on large maps). Measured on the CPU with ``scripts/bench_layers.py --aw-stages``
+(docs/performance.md); the GPU choice is unmeasured.
 """
 from __future__ import annotations
 
