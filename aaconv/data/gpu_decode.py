@@ -52,12 +52,12 @@ def collate_encoded(batch: Sequence[tuple[Any, int]]) -> tuple[Any, Tensor]:
     return default_collate(batch)
 
 
-def decode_batch(encoded: list[Tensor], device: torch.device) -> list[Tensor]:
+def decode_batch(files: list[Tensor], device: torch.device) -> list[Tensor]:
     """(3, H, W) uint8 images on `device`: one batched decode_jpeg call, per-file CPU decode for what it rejects."""
     try:
-        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
-        return [_decode_one(data, device) for data in encoded]
+        return [_decode_one(data, device) for data in files]
 
 
 def _decode_one(data: Tensor, device: torch.device) -> Tensor:
@@ -141,8 +141,8 @@ class GpuDecode:
             image = TF.horizontal_flip(image)
         return self.jitter(image) if self.jitter is not None else image
 
-    def __call__(self, encoded: list[Tensor], device: torch.device) -> Tensor:
-        images = torch.stack([self.augment(image) for image in decode_batch(encoded, device)])
+    def __call__(self, files: list[Tensor], device: torch.device) -> Tensor:
+        images = torch.stack([self.augment(image) for image in decode_batch(files, device)])
         mean, std = self.mean.to(device), self.std.to(device)
         return (images.float() / 255 - mean) / std
 
