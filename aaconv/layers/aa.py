@@ -108,7 +108,7 @@ class AAConv2d(nn.Module):
         memory_pool: attend over a 3x3 / stride-2 average-pooled map and upsample the attention output
             bilinearly (module docstring); ``max_size`` then bounds the pooled map.
         impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"fused"`` (exact rewrite
-            on ``scaled_dot_product_attention``, no HW x HW tensor) or ``"auto"`` (= fused). Both use the
+            on SDPA, no HW x HW tensor), ``"flex"`` (flex_attention) or ``"auto"`` (``auto_impl``). All use the
             same parameters; switch with ``layer.impl = ...``.
         stride_mode: how the attention branch downsamples when ``stride > 1`` (module docstring).
         max_size: largest H, W the relative tables cover; default 256 covers 224 px ImageNet stages and

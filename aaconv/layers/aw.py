@@ -12,11 +12,15 @@ Two exact formulations of the per-sample conv:
 
 - ``"grouped"``: W' materialised as (B*C_out, C_in/groups, k, k) and applied by one grouped conv over
   the batch folded into channels (groups = B * groups). Supports ``groups > 1``.
-- ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches
-  (B, M, C_in*k*k, L) instead and apply the shared kernel with one batched GEMM. ``groups == 1`` only.
+- ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches instead,
+  (M, C_in*k*k, B*L), and apply the shared kernel of each map with one GEMM over the whole batch; its
+  backward needs only these per-offset products, never per-sample kernels or their gradients. ``groups == 1``.
 
-``impl="auto"`` picks ``"grouped"``: it was the faster one in ``scripts/bench_layers.py`` (see
-docs/layers.md) and the only one that handles grouped/depthwise convs.
+``impl="auto"`` picks per layer and input size the formulation that materialises less (``resolve_impl``):
+``"unfold"`` where C_out > M * L (small maps: ResNet-50's layer4, where the per-sample kernels made the grouped
+conv 10-20x slower than a plain conv and unfold runs at about 0.5-0.6x of it), ``"grouped"`` elsewhere (0.8-0.9x
+of a plain conv on large maps). Measured on the CPU with ``scripts/bench_layers.py --aw-stages``
+(docs/performance.md); the GPU choice is unmeasured.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ class AWConv2d(nn.Module):
         num_maps: M, the number of attention maps; must divide ``out_channels``. Default 4.
         gate: ``"sigmoid"`` (A in (0, 1), so W' = K * (1 + A) scales each weight by 1..2) or ``"none"``
             (A unbounded; zero generator output gives exactly K). Default ``"sigmoid"``.
-        impl: ``"grouped"``, ``"unfold"`` or ``"auto"`` (see the module docstring).
+        impl: ``"grouped"``, ``"unfold"`` or ``"auto"`` (per layer and input size, see the module docstring).
     """
 
     def __init__(
@@ -95,7 +99,22 @@ class AWConv2d(nn.Module):
             raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {value!r}")
         if value == "unfold" and self.conv.groups != 1:
             raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
-        self._impl = "grouped" if value == "auto" else value
+        self._impl = value
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(H_out, W_out) for an input of spatial ``size``."""
+        k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
+        return tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, padding, k, stride))
+
+    def resolve_impl(self, size: tuple[int, int]) -> str:
+        """The formulation for an input of spatial ``size``: ``impl``, or for ``"auto"`` the one that
+        materialises less, ``"unfold"`` when the per-sample kernels (C_out * C_in*k*k per sample) outweigh
+        the scaled patches (M * C_in*k*k * L per sample, L the output positions), i.e. C_out > M * L."""
+        if self.impl != "auto":
+            return self.impl
+        out_h, out_w = self.output_size(size)
+        small_map = self.conv.out_channels > self.num_maps * out_h * out_w
+        return "unfold" if small_map and self.conv.groups == 1 else "grouped"
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """A: (B, C_in, H, W) -> (B, M * C_in, k, k)."""
@@ -105,17 +124,21 @@ class AWConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.attention(x)
-        if self.impl == "unfold":
+        if self.resolve_impl(x.shape[-2:]) == "unfold":
             return self._forward_unfold(x, attn)
         return self._forward_grouped(x, attn)
 
     def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
-        weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
+        if self.conv.groups == 1:  # broadcast the maps over their filters: no (B, C_out, C_in, k, k) gather
+            scale = (1 + attn).view(batch, self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+            weight = kernel.view(self.num_maps, -1, *kernel.shape[1:]) * scale  # (B, M, C_out/M, C_in, k, k)
+        else:
+            weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
         out = F.conv2d(
             x.reshape(1, -1, height, width),
-            weight.flatten(0, 1),
+            weight.reshape(-1, *kernel.shape[1:]),
             stride=self.conv.stride,
             padding=self.conv.padding,
             groups=batch * self.conv.groups,
@@ -123,12 +146,12 @@ class AWConv2d(nn.Module):
         return out.view(batch, -1, *out.shape[-2:])
 
     def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
-        out_h = (height + 2 * padding[0] - k[0]) // stride[0] + 1
-        out_w = (width + 2 * padding[1] - k[1]) // stride[1] + 1
-        cols = F.unfold(x, k, padding=padding, stride=stride)  # (B, C_in*k*k, L), rows ordered (c, i, j)
-        scale = (1 + attn).view(batch, self.num_maps, -1, 1)  # (B, M, C_in*k*k, 1)
-        kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
-        out = kernel @ (cols.unsqueeze(1) * scale)  # (B, M, C_out/M, L)
-        return out.view(batch, -1, out_h, out_w)
+        batch = x.shape[0]
+        out_h, out_w = self.output_size(x.shape[-2:])
+        conv = self.conv
+        cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (B, C_in*k*k, L): (c, i, j)
+        scale = (1 + attn).view(batch, self.num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
+        scaled = (cols.transpose(0, 1) * scale).flatten(2)  # (M, C_in*k*k, B*L)
+        kernel = self.conv.weight.view(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+        out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
+        return out.permute(2, 0, 1, 3).reshape(batch, -1, out_h, out_w)

@@ -7,7 +7,7 @@ dk_h^-1/2::
     logits[i, j] = q_i . k_j + q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i]
     out_i = sum_j softmax_j(logits[i, :]) v_j
 
-Two exact implementations share the same parameters:
+Three exact implementations share the same parameters:
 
 - ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
   computes the relative terms with the appendix's ``rel_to_abs`` trick.
@@ -17,6 +17,12 @@ Two exact implementations share the same parameters:
   exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels need
   equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
   HW x HW). ``query_chunk`` splits the queries for kernels with a head-dim limit.
+- ``attention_flex``: ``torch.nn.attention.flex_attention`` on the plain q, k (head dim stays dk_h) with a
+  ``score_mod`` that adds ``aW_i[x_j] + aH_i[y_j]`` to each score, so the kernel's head dim does not grow with
+  H + W. Fused (compiled) on CUDA; this torch has no flex backward on CPU (eager forward only).
+
+``impl="auto"`` picks per device and map (``auto_impl``): ``fused`` on CPU; on CUDA ``fused`` while the padded
+augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
 covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
@@ -24,11 +30,16 @@ H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import flex_attention
 
-ATTENTION_IMPLS = ("auto", "fused", "reference")
+ATTENTION_IMPLS = ("auto", "fused", "flex", "reference")
+FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
 def rel_to_abs(x: torch.Tensor) -> torch.Tensor:
@@ -99,10 +110,7 @@ def attention_fused(
 ) -> torch.Tensor:
     """Same result as ``attention_reference`` without any (HW, HW) tensor (see the module docstring)."""
     if rel_w is not None and rel_h is not None:
-        grid = q.unflatten(2, (height, width))  # (B, N, H, W, d)
-        a_w = torch.einsum("bnyxd,xud->bnyxu", grid, _offset_table(rel_w, width))
-        a_h = torch.einsum("bnyxd,yud->bnyxu", grid, _offset_table(rel_h, height))
-        q = torch.cat([q, a_w.flatten(2, 3), a_h.flatten(2, 3)], dim=-1)
+        q = torch.cat([q, *_relative_terms(q, rel_w, rel_h, height, width)], dim=-1)
         eye_w = torch.eye(width, dtype=k.dtype, device=k.device).repeat(height, 1)  # onehot(x_j)
         eye_h = torch.eye(height, dtype=k.dtype, device=k.device).repeat_interleave(width, 0)  # onehot(y_j)
         onehot = torch.cat([eye_w, eye_h], dim=-1).expand(*k.shape[:2], -1, -1)
@@ -111,6 +119,53 @@ def attention_fused(
     head_dim = -(-max(q.shape[-1], value_dim) // 8) * 8  # equal dims, multiple of 8: efficient kernels
     out = _sdpa(_pad_last(q, head_dim), _pad_last(k, head_dim), _pad_last(v, head_dim), query_chunk)
     return out[..., :value_dim]
+
+
+def _relative_terms(
+    q: torch.Tensor, rel_w: torch.Tensor, rel_h: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """aW: (B, N, HW, W) with aW[i, x] = q_i . rW[x - x_i]; aH: (B, N, HW, H) with aH[i, y] = q_i . rH[y - y_i]."""
+    grid = q.unflatten(2, (height, width))  # (B, N, H, W, d)
+    a_w = torch.einsum("bnyxd,xud->bnyxu", grid, _offset_table(rel_w, width))
+    a_h = torch.einsum("bnyxd,yud->bnyxu", grid, _offset_table(rel_h, height))
+    return a_w.flatten(2, 3), a_h.flatten(2, 3)
+
+
+@functools.cache
+def _compiled_flex() -> Callable[..., torch.Tensor]:
+    """flex_attention compiled once per process (uncompiled, it runs an unfused reference loop)."""
+    return torch.compile(flex_attention)
+
+
+def attention_flex(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_w: torch.Tensor | None,
+    rel_h: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """Same result as ``attention_reference`` through flex_attention, the relative logits added by score_mod."""
+    value_dim = v.shape[-1]
+    head_dim = max(16, 1 << (max(q.shape[-1], value_dim) - 1).bit_length())  # the kernel's tile sizes
+    q, k, v = (_pad_last(t, head_dim) for t in (q, k, v))
+    flex = _compiled_flex() if q.is_cuda else flex_attention
+    if rel_w is None or rel_h is None:
+        return flex(q, k, v, scale=1.0)[..., :value_dim]
+    a_w, a_h = _relative_terms(q[..., : rel_w.shape[-1]], rel_w, rel_h, height, width)
+
+    def add_relative(score, b, h, q_idx, kv_idx):  # flex's score_mod signature
+        return score + a_w[b, h, q_idx, kv_idx % width] + a_h[b, h, q_idx, kv_idx // width]
+
+    return flex(q, k, v, score_mod=add_relative, scale=1.0)[..., :value_dim]
+
+
+def auto_impl(device: torch.device, head_dim: int, height: int, width: int) -> str:
+    """The implementation ``impl="auto"`` runs (module docstring): fused SDPA unless, on CUDA, the augmented
+    head dim exceeds the flash kernel's limit, where flex keeps q.k at dk_h."""
+    augmented = -(-(head_dim + height + width) // 8) * 8
+    return "flex" if device.type == "cuda" and augmented > FLASH_MAX_HEAD_DIM else "fused"
 
 
 class RelativeAttention2d(nn.Module):
@@ -126,7 +181,7 @@ class RelativeAttention2d(nn.Module):
             init N(0, dk_h^-1/2): the appendix passes dk_h^-1/2 as the *mean* by a TF1 argument-order
             quirk, we read it as the std). ``False``: no position encoding (permutation-equivariant).
         max_size: largest H and W the relative tables cover (the policy in the module docstring).
-        impl: ``"reference"``, ``"fused"`` or ``"auto"`` (= fused).
+        impl: ``"reference"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map: ``auto_impl``).
         query_chunk: process queries in chunks of this many positions on the fused path.
     """
 
@@ -165,7 +220,7 @@ class RelativeAttention2d(nn.Module):
     def impl(self, value: str) -> None:
         if value not in ATTENTION_IMPLS:
             raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {value!r}")
-        self._impl = "fused" if value == "auto" else value
+        self._impl = value
 
     def _tables(
         self, height: int, width: int, dtype: torch.dtype
@@ -190,8 +245,11 @@ class RelativeAttention2d(nn.Module):
         q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
         q = q * self.scale
         rel_w, rel_h = self._tables(height, width, q.dtype)
-        if self.impl == "reference":
+        impl = auto_impl(q.device, q.shape[-1], height, width) if self.impl == "auto" else self.impl
+        if impl == "reference":
             out = attention_reference(q, k, v, rel_w, rel_h, height, width)
+        elif impl == "flex":
+            out = attention_flex(q, k, v, rel_w, rel_h, height, width)
         else:
             out = attention_fused(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
         return out.transpose(-1, -2).reshape(batch, self.dv, height, width)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import dataset_root
+from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
 from aaconv.models import create_model
@@ -56,6 +57,10 @@ class ClassificationTask:
         self.attention = dict(attention)
         self.data = data
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.gpu_decode = None
+        if data.get("decode", "cpu") == "gpu":  # training images decoded and augmented on the device
+            self.gpu_decode = GpuDecode.from_config(data["image_size"], data["transform"]["train"])
+            self.collate_fn = collate_encoded
         self.mixup = None
         if mixup and (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
             self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=data["num_classes"])
@@ -74,6 +79,8 @@ class ClassificationTask:
         train = build_imagefolder(
             root, self.data["train_split"], classification_transform(size, True, options["train"]), self.data["num_classes"]
         )
+        if self.gpu_decode is not None:
+            encoded(train)
         val = build_imagefolder(
             root, self.data["val_split"], classification_transform(size, False, options["eval"]), self.data["num_classes"]
         )
@@ -84,6 +91,8 @@ class ClassificationTask:
         return None
 
     def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, int]:
+        if self.gpu_decode is not None:
+            batch = (self.gpu_decode(batch[0], device), batch[1])
         images, targets = (t.to(device, non_blocking=True) for t in batch)
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)

@@ -10,8 +10,10 @@ from aaconv.layers import AAConv2d, AWConv2d
 from aaconv.layers.aa import coordinate_channels, sine_embedding_2d
 from aaconv.layers.relative_attention import (
     RelativeAttention2d,
+    attention_flex,
     attention_fused,
     attention_reference,
+    auto_impl,
     relative_logits_reference,
 )
 
@@ -381,3 +383,92 @@ def test_coordconv_concatenates_coordinates_to_the_attention_input():
     with torch.no_grad():
         layer.qkv.weight[:, 6:] = 0.0  # ...and only through the coordinate channels
     torch.testing.assert_close(layer(flipped).flip(-1)[:, 4:], layer(square)[:, 4:])
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("relative", [True, False])
+@pytest.mark.parametrize("height,width", [(3, 5), (6, 2)])
+def test_flex_forward_matches_brute_force(relative, height, width):
+    """flex_attention's score_mod path (forward only on CPU: this torch has no flex backward there)."""
+    g = torch.Generator().manual_seed(13)
+    q, k = (torch.randn(2, 3, height * width, 5, dtype=f64, generator=g) for _ in range(2))
+    v = torch.randn(2, 3, height * width, 4, dtype=f64, generator=g)
+    rel_w = torch.randn(2 * width - 1, 5, dtype=f64, generator=g) if relative else None
+    rel_h = torch.randn(2 * height - 1, 5, dtype=f64, generator=g) if relative else None
+    out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+    torch.testing.assert_close(out, brute_attention(q, k, v, rel_w, rel_h, height, width))
+
+
+def test_auto_impl_rule():
+    """CPU: always the fused SDPA path; CUDA: fused while dk_h + H + W (padded to 8) fits flash's 256, else flex."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert auto_impl(cpu, 13, 100, 168) == "fused"
+    assert auto_impl(cuda, 13, 28, 28) == "fused"
+    assert auto_impl(cuda, 20, 100, 136) == "fused"  # 256 exactly
+    assert auto_impl(cuda, 21, 100, 136) == "flex"
+    layer = AAConv2d(6, 12, 3, dk=8, dv=4, num_heads=2, max_size=8).double()
+    x = torch.randn(2, 6, 5, 7, dtype=f64)
+    auto = layer(x)
+    layer.impl = "fused"
+    torch.testing.assert_close(auto, layer(x), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("relative,size,dk_h", [(True, (9, 13), 3), (True, (16, 16), 20), (False, (9, 13), 20)])
+def test_flex_matches_reference_forward_backward_on_cuda(relative, size, dk_h):
+    torch.manual_seed(14)
+    layer = AAConv2d(16, 32, 3, dk=4 * dk_h, dv=16, num_heads=4, relative=relative, max_size=16).cuda()
+    x = torch.randn(2, 16, *size, device="cuda", requires_grad=True)
+    weights = torch.randn(2, 32, *size, device="cuda")
+    results = {}
+    for impl in ("reference", "flex"):
+        layer.impl = impl
+        out = layer(x)
+        results[impl] = (out, *torch.autograd.grad((out * weights).sum(), [x, *layer.parameters()]))
+    for got, expected in zip(results["flex"], results["reference"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# (H, W, dk_h): AA-ResNet-50's attention maps at 224 px (layer2-4: 28, 14, 7; dk_h 3, 6, 13 at kappa 0.2,
+# 20 with min_dk_per_head=20) and RetinaNet's stride-16 / stride-32 maps at 800x1333 within flash's limit.
+IMAGENET_AND_DETECTION_MAPS = [(28, 28, 3), (28, 28, 20), (14, 14, 6), (14, 14, 20), (7, 7, 13), (7, 7, 20),
+                               (50, 84, 13), (25, 42, 20)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("height,width,dk_h", IMAGENET_AND_DETECTION_MAPS)
+def test_fused_path_never_lands_on_the_math_backend(dtype, height, width, dk_h):
+    """With the math backend excluded, SDPA raises instead of falling back: the fused path (forward and
+    backward) must run on flash, memory-efficient or cuDNN attention at every size it meets."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator(device="cuda").manual_seed(15)
+    positions = height * width
+    q, k = (torch.randn(4, 8, positions, dk_h, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    v = torch.randn(4, 8, positions, 8, device="cuda", dtype=dtype, generator=g)
+    rel_w = torch.randn(2 * width - 1, dk_h, device="cuda", dtype=dtype, generator=g)
+    rel_h = torch.randn(2 * height - 1, dk_h, device="cuda", dtype=dtype, generator=g)
+    q.requires_grad_(True)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
+        out = attention_fused(q, k, v, rel_w, rel_h, height, width)
+        out.float().square().sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", ["fused", "flex"])
+def test_bf16_relative_logits_match_fp32_on_cuda(impl):
+    """The relative tables are cast to the activations' dtype: in bf16 the attention output stays within
+    bf16 rounding of the fp32 result (the tables themselves stay fp32 parameters)."""
+    torch.manual_seed(16)
+    layer = AAConv2d(32, 64, 3, dk=64, dv=32, num_heads=4, impl=impl, max_size=32).cuda()
+    x = torch.randn(2, 32, 28, 28, device="cuda")
+    expected = layer(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = layer(x)
+    assert layer.attention.rel_width.dtype == torch.float32
+    torch.testing.assert_close(low.float(), expected, rtol=3e-2, atol=3e-2)

@@ -7,6 +7,7 @@ from torch import nn
 from aaconv.layers import AWConv2d
 
 f64 = torch.float64
+IMPLS = ["grouped", "unfold"]
 
 
 def pointwise(conv, x):
@@ -37,7 +38,13 @@ def brute_aw(layer, x):
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+def brute_gradients(layer, x):
+    """Input and parameter gradients of (brute_aw(x)^2).sum(), through the sample-by-sample loop."""
+    out = brute_aw(layer, x)
+    return out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("stride,maps,gate", [(1, 1, "sigmoid"), (2, 4, "none"), (1, 8, "sigmoid")])
 def test_matches_per_sample_brute_force(impl, stride, maps, gate):
     torch.manual_seed(0)
@@ -50,11 +57,15 @@ def test_matches_per_sample_brute_force(impl, stride, maps, gate):
 def test_grouped_and_depthwise_match_brute_force(groups):
     torch.manual_seed(1)
     layer = AWConv2d(6, 6 * (2 if groups == 2 else 1), 3, reduction=2, num_maps=2, groups=groups).double()
-    x = torch.randn(2, 6, 6, 6, dtype=f64)
-    torch.testing.assert_close(layer(x), brute_aw(layer, x))
+    x = torch.randn(2, 6, 6, 6, dtype=f64, requires_grad=True)
+    expected_out, expected_grads = brute_gradients(layer, x)
+    out = layer(x)
+    torch.testing.assert_close(out, expected_out)
+    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+        torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_samples_are_independent(impl):
     torch.manual_seed(2)
     layer = AWConv2d(4, 8, 3, reduction=2, num_maps=2, impl=impl).double()
@@ -64,7 +75,7 @@ def test_samples_are_independent(impl):
     assert not torch.allclose(together[0], together[1])
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("gate,factor", [("none", 1.0), ("sigmoid", 1.5)])
 def test_zeroed_generator_is_plain_conv(impl, gate, factor):
     torch.manual_seed(3)
@@ -78,19 +89,30 @@ def test_zeroed_generator_is_plain_conv(impl, gate, factor):
     torch.testing.assert_close(layer(x), plain(x))
 
 
-def test_formulations_agree_forward_and_backward():
+@pytest.mark.parametrize("impl", ["grouped", "unfold", "auto"])
+@pytest.mark.parametrize("stride,maps,size", [(2, 2, (6, 9)), (1, 4, (3, 3)), (1, 1, (12, 6)), (2, 1, (3, 3))])
+def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     torch.manual_seed(4)
-    layer = AWConv2d(6, 8, 3, 2, reduction=3, num_maps=2).double()
-    x = torch.randn(2, 6, 7, 5, dtype=f64, requires_grad=True)
-    results = []
-    for impl in ("grouped", "unfold"):
-        layer.impl = impl
-        out = layer(x)
-        results.append((out, torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b)
-        assert b.abs().sum() > 0
+    layer = AWConv2d(6, 8, 3, stride, reduction=3, num_maps=maps, impl=impl).double()
+    x = torch.randn(2, 6, *size, dtype=f64, requires_grad=True)
+    expected_out, expected_grads = brute_gradients(layer, x)
+    out = layer(x)
+    torch.testing.assert_close(out, expected_out)
+    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+        torch.testing.assert_close(got, expected)
+        assert got.abs().sum() > 0
+
+
+def test_auto_picks_unfold_where_per_sample_kernels_outweigh_scaled_patches():
+    """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px), else grouped; groups > 1: grouped."""
+    layer = AWConv2d(512, 512, 3, num_maps=4)
+    assert [layer.resolve_impl(s) for s in [(5, 5), (7, 7), (11, 11), (12, 12), (40, 40)]] == [
+        "unfold", "unfold", "unfold", "grouped", "grouped"]
+    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((16, 16)) == "grouped"  # 8x8 out: 256 = 4 * 64
+    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((14, 14)) == "unfold"  # 7x7 out
+    assert AWConv2d(8, 8, 3, num_maps=2, groups=8).resolve_impl((2, 2)) == "grouped"
+    layer.impl = "grouped"
+    assert layer.resolve_impl((5, 5)) == "grouped"
 
 
 def test_parameter_count_matches_formula():

@@ -1,0 +1,477 @@
+"""Training and inference throughput and peak memory of aaconv models beside timm / torchvision, in one process.
+
+    python scripts/benchmark.py --models resnet50:none resnet50:se resnet50:aa resnet50:aw \\
+        --batch 8 --image-size 160 --threads 2                       # the CPU table of docs/performance.md
+    python scripts/benchmark.py --models resnet50:aa --precision bf16 --channels-last --compile --batch 64
+    python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
+    python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
+
+A model is ``<backbone>:<attention>``, both option names of the config groups (``configs/backbone/``,
+``configs/attention/``: none, se, aa, aw, aa_se, aw_se, aw_aa), read from the project's config tree so the
+benchmark follows whatever defaults they hold; ``--set attention.aa.impl=reference`` overrides a key.
+
+- Training step: forward, loss, backward and an SGD step (classification: cross-entropy on random images;
+  detection: torchvision's summed losses on random images with three random boxes each). Inference:
+  ``model.eval()`` forward under ``torch.inference_mode()``.
+- Timing: ``--warmup`` steps per model excluded, then ``--repeats`` rounds that time ``--steps`` steps of every
+  model in turn (interleaved, so a change in machine load hits all models alike); images/s is the median round,
+  the spread (max - min) / median of the rounds says how noisy the run was. Ratios are given for the medians and,
+  in brackets, for each model's fastest round (the least disturbed one on a shared machine).
+- Peers, measured in the same process with the same settings: timm ``resnet50`` / ``seresnet50`` for
+  classification, torchvision ``retinanet_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` (built by torchvision's
+  own parts with frozen BN and 3 trainable stages, as our detection task) for detection. Ratio columns:
+  ``none`` and ``se`` rows against the peer, other attention rows against our ``<backbone>:none`` (added if
+  missing).
+- Peak memory: what one step adds at its peak to the memory held before it, i.e. activations, gradients and
+  temporaries (parameters and optimizer state, held before, are not counted): CUDA ``max_memory_allocated``
+  growth; CPU the growth of the resident-set high-water mark (VmHWM reset through ``/proc/self/clear_refs``, Linux).
+- ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
+  (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aaconv.models import create_detector, create_model
+
+DETECTION_TASKS = ("retinanet", "faster_rcnn")
+PEERS = {
+    ("classification", "none"): "timm:resnet50",
+    ("classification", "se"): "timm:seresnet50",
+    ("retinanet", "none"): "torchvision:retinanet_resnet50_fpn",
+    ("faster_rcnn", "none"): "torchvision:fasterrcnn_resnet50_fpn",
+}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Entry:
+    """One model of the table and what was measured for it."""
+
+    name: str
+    model: nn.Module
+    baseline: str | None = None
+    train: list[float] = field(default_factory=list)  # seconds per step, one per round
+    infer: list[float] = field(default_factory=list)
+    peak_train_mib: float | None = None
+    peak_infer_mib: float | None = None
+    error: str | None = None
+
+
+def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any]:
+    """configs/<group>/<option>.yaml with the ``<group>.key=value`` overrides applied, as a plain dict."""
+    path = REPO / "configs" / group / f"{option}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"benchmark: no {group} option {option!r}; available: {', '.join(options)}")
+    cfg = OmegaConf.load(path)
+    dotted = [o[len(group) + 1 :] for o in overrides if o.startswith(group + ".")]
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only)."""
+    parts = [int(v) for v in text.lower().split("x")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    return parts[0], parts[-1]
+
+
+def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: list[str]) -> nn.Module:
+    backbone_name, _, attention_name = spec.partition(":")
+    backbone = group_config("backbone", backbone_name, overrides)
+    attention = group_config("attention", attention_name or "none", overrides)
+    if task == "classification":
+        kwargs = {k: v for k, v in backbone.items() if k != "name"}
+        return create_model(backbone["name"], attention, num_classes=1000, input_size=max(image_size), **kwargs)
+    return create_detector(task, backbone, attention, num_classes=91, min_size=min(image_size),
+                           max_size=max(image_size), frozen_bn=True, trainable_layers=3)
+
+
+def build_peer(name: str, image_size: tuple[int, int]) -> nn.Module:
+    library, _, model = name.partition(":")
+    if library == "timm":
+        import timm
+
+        return timm.create_model(model, num_classes=1000)
+    from torchvision.models import resnet50
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    body = resnet50(norm_layer=FrozenBatchNorm2d)
+    sizes = {"min_size": min(image_size), "max_size": max(image_size)}
+    if model == "retinanet_resnet50_fpn":  # torchvision's builder, without its pretrained-weights switch
+        fpn = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+        return RetinaNet(fpn, num_classes=91, **sizes)
+    return FasterRCNN(_resnet_fpn_extractor(body, 3), num_classes=91, **sizes)
+
+
+def make_batch(task: str, batch: int, image_size: tuple[int, int], device: torch.device, channels_last: bool) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, *image_size, generator=g).to(device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    if task == "classification":
+        return images, torch.randint(0, 1000, (batch,), generator=g).to(device)
+    targets = []
+    for _ in range(batch):
+        extent = torch.tensor([image_size[1], image_size[0]], dtype=torch.float32)  # x, y
+        corner = torch.rand(3, 2, generator=g) * extent * 0.6
+        size = (0.1 + 0.3 * torch.rand(3, 2, generator=g)) * extent
+        boxes = torch.cat([corner, torch.minimum(corner + size, extent - 1)], dim=1)
+        targets.append({"boxes": boxes.to(device), "labels": torch.randint(1, 91, (3,), generator=g).to(device)})
+    return list(images), targets
+
+
+def training_loss(task: str, model: nn.Module, batch: tuple) -> torch.Tensor:
+    images, targets = batch
+    if task == "classification":
+        return nn.functional.cross_entropy(model(images), targets)
+    return sum(model(images, targets).values())
+
+
+class Runner:
+    """Runs one training step or one inference forward of a model under the chosen precision."""
+
+    def __init__(self, task: str, device: torch.device, precision: str, batch: tuple):
+        self.task, self.device, self.batch = task, device, batch
+        dtype = PRECISIONS[precision]
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+        )
+        self.use_scaler = precision == "fp16" and device.type == "cuda"
+        self.optimizers: dict[int, tuple[torch.optim.Optimizer, Any]] = {}
+
+    def _optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        if id(model) not in self.optimizers:
+            params = [p for p in model.parameters() if p.requires_grad]
+            scaler = torch.amp.GradScaler(self.device.type) if self.use_scaler else None
+            self.optimizers[id(model)] = (torch.optim.SGD(params, lr=1e-4, momentum=0.9), scaler)
+        return self.optimizers[id(model)]
+
+    def train_step(self, model: nn.Module) -> None:
+        optimizer, scaler = self._optimizer(model)
+        model.train()
+        with self.autocast():
+            loss = training_loss(self.task, model, self.batch)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    def infer_step(self, model: nn.Module) -> None:
+        model.eval()
+        with torch.inference_mode(), self.autocast():
+            model(self.batch[0])
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def _status_kb(name: str) -> int:
+    return int(re.search(rf"{name}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_mib(step: Callable[[], None], runner: Runner) -> float:
+    """Peak memory of one call of ``step`` (see the module docstring for what it counts on each device)."""
+    if runner.device.type == "cuda":
+        runner.sync()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        step()
+        runner.sync()
+        return (torch.cuda.max_memory_allocated() - start) / 2**20
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    start = _status_kb("VmRSS")
+    step()
+    return (_status_kb("VmHWM") - start) / 2**10
+
+
+def guarded(entry: Entry, call: Callable[[], Any]) -> None:
+    """Runs ``call`` unless ``entry`` already failed; a CUDA out-of-memory error marks the entry instead."""
+    if entry.error is not None:
+        return
+    try:
+        call()
+    except torch.cuda.OutOfMemoryError as e:
+        entry.error = f"OOM ({str(e).splitlines()[0][:60]})"
+        entry.train.clear()
+        entry.infer.clear()
+        torch.cuda.empty_cache()
+
+
+def timed(step: Callable[[], None], runner: Runner, steps: int) -> float:
+    runner.sync()
+    begin = time.perf_counter()
+    for _ in range(steps):
+        step()
+    runner.sync()
+    return (time.perf_counter() - begin) / steps
+
+
+def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]:
+    specs = list(dict.fromkeys(args.models))
+    for spec in list(specs):  # attention rows compare with the same backbone without attention
+        backbone, _, attention = spec.partition(":")
+        if attention not in ("", "none", "se") and f"{backbone}:none" not in specs:
+            specs.insert(0, f"{backbone}:none")
+    entries = []
+    for spec in specs:
+        backbone, _, attention = spec.partition(":")
+        attention = attention or "none"
+        peer = PEERS.get((args.task, attention)) if args.peers and backbone == "resnet50" else None
+        if peer and not any(e.name == peer for e in entries):
+            entries.append(Entry(peer, build_peer(peer, args.image_size)))
+        entries.append(Entry(spec, build_ours(spec, args.task, args.image_size, args.set), peer or f"{backbone}:none"))
+    for entry in entries:
+        if entry.baseline == entry.name:
+            entry.baseline = None
+        entry.model.to(device)
+        if args.channels_last:
+            entry.model.to(memory_format=torch.channels_last)
+        if args.compile:
+            entry.model = torch.compile(entry.model)
+    return entries
+
+
+def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
+    entries = build_entries(args, device)
+    runner = Runner(args.task, device, args.precision,
+                    make_batch(args.task, args.batch, args.image_size, device, args.channels_last))
+    modes = [m for m in ("train", "infer") if m in args.modes]
+
+    def step(entry: Entry, mode: str) -> None:
+        getattr(runner, f"{mode}_step")(entry.model)
+
+    def record_round(entry: Entry, mode: str) -> None:
+        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps))
+
+    def record_peak(entry: Entry, mode: str) -> None:
+        setattr(entry, f"peak_{mode}_mib", peak_mib(partial(step, entry, mode), runner))
+
+    for entry in entries:
+        for mode in modes:
+            for _ in range(args.warmup):
+                guarded(entry, partial(step, entry, mode))
+    for _ in range(args.repeats):
+        for entry in entries:
+            for mode in modes:
+                guarded(entry, partial(record_round, entry, mode))
+    for entry in entries:
+        for mode in modes:
+            guarded(entry, partial(record_peak, entry, mode))
+    live = [e for e in entries if e.error is None]
+    if args.profile:
+        for entry in live:
+            print(f"\n## profile: {entry.name}, one training step\n")
+            print(profile_table(partial(runner.train_step, entry.model), device, args.profile))
+    return entries
+
+
+def profile_table(step: Callable[[], None], device: torch.device, rows: int) -> str:
+    """torch.profiler's top ops of one call by self time, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1.0
+    lines = ["| op | self ms | share | calls |", "|---|---|---|---|"]
+    for event in events[:rows]:
+        value = getattr(event, key)
+        lines.append(f"| {event.key} | {value / 1e3:.1f} | {100 * value / total:.0f}% | {event.count} |")
+    return "\n".join(lines)
+
+
+def summarize(entry: Entry, batch: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": entry.name, "baseline": entry.baseline, "error": entry.error,
+                           "params_m": sum(p.numel() for p in entry.model.parameters()) / 1e6}
+    for mode in ("train", "infer"):
+        times = getattr(entry, mode)
+        if times:
+            median = statistics.median(times)
+            row[f"{mode}_images_per_s"] = batch / median
+            row[f"{mode}_best_images_per_s"] = batch / min(times)
+            row[f"{mode}_spread"] = (max(times) - min(times)) / median
+            row[f"{mode}_seconds"] = times
+        row[f"peak_{mode}_mib"] = getattr(entry, f"peak_{mode}_mib")
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    by_name = {r["model"]: r for r in rows}
+    for row in rows:
+        base = by_name.get(row["baseline"] or "")
+        for mode in ("train", "infer"):
+            key, best = f"{mode}_images_per_s", f"{mode}_best_images_per_s"
+            if base and key in row and key in base:
+                row[f"{mode}_ratio"] = row[key] / base[key]
+                row[f"{mode}_best_ratio"] = row[best] / base[best]
+
+
+def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
+    head = ["model", "params (M)"]
+    for mode in modes:
+        head += [f"{mode} img/s", f"{mode} spread", f"{mode} vs (best-round ratio)", f"{mode} peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        cells = [row["model"], f"{row['params_m']:.2f}"]
+        for mode in modes:
+            if row["error"]:
+                cells += [row["error"], "-", "-", "-"]
+                continue
+            ratio = row.get(f"{mode}_ratio")
+            vs = f"{ratio:.2f}x ({row[f'{mode}_best_ratio']:.2f}x) {row['baseline']}" if ratio is not None else "-"
+            peak = row[f"peak_{mode}_mib"]
+            cells += [f"{row[f'{mode}_images_per_s']:.2f}", f"{100 * row[f'{mode}_spread']:.0f}%", vs,
+                      f"{peak:.0f}" if peak is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Images/s of the training loader alone for every (decode, workers) pair."""
+    from aaconv.data.gpu_decode import loader_throughput
+
+    data = group_config("data", args.data, args.set)
+    if args.synthetic_jpeg:
+        data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train")
+    elif args.data_root:
+        data["root"] = args.data_root
+    rows = []
+    for decode in args.decode:
+        for workers in args.workers:
+            rate = loader_throughput(data, decode=decode, workers=workers, batch_size=args.batch,
+                                     image_size=args.image_size[0], batches=args.loader_batches, device=device)
+            rows.append({"decode": decode, "workers": workers, "images_per_s": rate})
+            print(f"| {decode} | {workers} | {rate:.1f} |", flush=True)
+    return rows
+
+
+def synthetic_jpegs(count: int, folder: Path = Path("/tmp/aaconv-synthetic-jpeg")) -> Path:
+    """``count`` ImageNet-like JPEGs (500x375, quality 90, smooth random content) in ``folder/train/<class>/``."""
+    import numpy as np
+    from PIL import Image
+
+    done = folder / f"train/.{count}"
+    if not done.exists():
+        rng = np.random.default_rng(0)
+        for index in range(count):
+            small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # upsampled: natural-image-like spectra
+            image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+            path = folder / "train" / f"c{index % 10}" / f"{index}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, quality=90)
+        done.touch()
+    return folder
+
+
+def device_name(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({threads} threads)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["resnet50:none", "resnet50:se", "resnet50:aa", "resnet50:aw"],
+                        help="<backbone>:<attention> option names (configs/backbone, configs/attention)")
+    parser.add_argument("--task", default="classification", choices=("classification", *DETECTION_TASKS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=VALUE",
+                        help="config overrides, e.g. attention.aa.impl=reference backbone.attention_stages=[3,4]")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--image-size", type=parse_size, default=(160, 160), metavar="N|HxW",
+                        help="input size; HxW (e.g. 800x1333) for detection")
+    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (peers too)")
+    parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=("train", "infer"))
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; images/s is their median")
+    parser.add_argument("--steps", type=int, default=1, help="steps per model in each round")
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU intra-op threads")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print torch.profiler's top N ops of one training step per model")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--loader", action="store_true", help="measure the training data loader alone")
+    parser.add_argument("--data", default="imagenet", help="data option for --loader (configs/data)")
+    parser.add_argument("--data-root", help="dataset folder for --loader")
+    parser.add_argument("--synthetic-jpeg", type=int, default=0, metavar="N",
+                        help="--loader on N generated 500x375 JPEGs instead of --data-root")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
+    parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")
+    parser.add_argument("--loader-batches", type=int, default=20, help="--loader batches timed after 2 warm-up")
+    return parser.parse_args(argv)
+
+
+def report(rows: list[dict[str, Any]], modes: list[str]) -> str:
+    """The markdown table of rows (as in the JSON), ratios added."""
+    add_ratios(rows)
+    return markdown(rows, modes)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.task == "classification" and args.image_size[0] != args.image_size[1]:
+        sys.exit("benchmark: classification takes a square --image-size")
+    size = "x".join(map(str, dict.fromkeys(args.image_size)))
+    header = (f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
+              f"batch {args.batch}, "
+              f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
+              f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up")
+    result: dict[str, Any] = {"device": device_name(device, args.threads), "torch": torch.__version__,
+                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if args.loader:
+        print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n")
+        print("| decode | workers | images/s |\n|---|---|---|")
+        result["loader"] = run_loader(args, device)
+    if args.models:
+        rows = [summarize(e, args.batch) for e in run_models(args, device)]
+        print(header + "\n")
+        print(report(rows, [m for m in ("train", "infer") if m in args.modes]), flush=True)
+        result["models"] = rows
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

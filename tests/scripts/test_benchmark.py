@@ -1,0 +1,60 @@
+"""scripts/benchmark.py at a tiny size: its JSON, ratios and peers (timings themselves are not asserted)."""
+import importlib.util
+import json
+import sys
+
+import pytest
+from helpers.config import REPO, TINY_SHAPES
+
+spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+benchmark = sys.modules["benchmark"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+TINY = ["--batch", "2", "--image-size", "32", "--warmup", "1", "--repeats", "2", "--threads", "1"]
+
+
+def test_classification_rows_peers_and_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    result = benchmark.main(["--models", "resnet50:se", "resnet18:aw", *TINY, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    rows = {row["model"]: row for row in result["models"]}
+    # resnet18:none is added for the attention row; timm's seresnet50 is the peer of resnet50:se
+    assert list(rows) == ["resnet18:none", "timm:seresnet50", "resnet50:se", "resnet18:aw"]
+    assert rows["resnet50:se"]["baseline"] == "timm:seresnet50" and rows["resnet18:aw"]["baseline"] == "resnet18:none"
+    assert rows["timm:seresnet50"]["params_m"] == pytest.approx(rows["resnet50:se"]["params_m"])
+    assert rows["resnet18:none"]["baseline"] is None and "train_ratio" not in rows["resnet18:none"]
+    for row in rows.values():
+        for mode in ("train", "infer"):
+            assert len(row[f"{mode}_seconds"]) == 2 and row[f"{mode}_images_per_s"] > 0
+            assert row[f"peak_{mode}_mib"] is not None
+        base = rows.get(row["baseline"] or "")
+        if base:
+            assert row["train_ratio"] == pytest.approx(row["train_images_per_s"] / base["train_images_per_s"])
+    assert json.loads(out.read_text())["settings"]["image_size"] == [32, 32]
+
+
+def test_config_overrides_reach_the_model():
+    entries = benchmark.build_entries(
+        benchmark.parse_args(["--models", "resnet18:aa", "--no-peers", "--set", "attention.aa.impl=reference",
+                              "attention.aa.num_heads=4", *TINY]),
+        benchmark.torch.device("cpu"),
+    )
+    layers = [m for m in entries[-1].model.modules() if type(m).__name__ == "AAConv2d"]
+    assert layers and all(m.impl == "reference" and m.attention.num_heads == 4 for m in layers)
+
+
+def test_retinanet_against_torchvision():
+    result = benchmark.main(["--task", "retinanet", "--models", "resnet50:none", "--batch", "1", "--image-size",
+                             "64x96", "--warmup", "1", "--repeats", "1", "--modes", "train", "--threads", "1"])
+    peer, ours = result["models"]
+    assert peer["model"] == "torchvision:retinanet_resnet50_fpn" and ours["baseline"] == peer["model"]
+    assert ours["params_m"] == pytest.approx(peer["params_m"])
+    assert ours["train_images_per_s"] > 0 and "infer_images_per_s" not in ours
+
+
+def test_loader_mode_on_the_shapes_set(data_cache):
+    sets = [f"data.root={data_cache}"] + [f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items()]
+    result = benchmark.main(["--models", "--loader", "--data", "shapes", "--set", *sets, "--batch", "8",
+                             "--image-size", "32", "--workers", "0", "--decode", "pil", "gpu", "--loader-batches", "2"])
+    assert [(row["decode"], row["workers"]) for row in result["loader"]] == [("pil", 0), ("gpu", 0)]
+    assert all(row["images_per_s"] > 0 for row in result["loader"]) and "models" not in result
