@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aaconv.engine.loaders import build_eval_loader
+from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
 
@@ -50,18 +51,24 @@ def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
 ) -> dict[str, Any]:
     """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
-    split; writes and returns results.json in `output_dir`."""
+    split; writes and returns results.json in `output_dir`.
+
+    Under torchrun / Slurm (a process group set up by the caller), each process evaluates its shard of
+    the split (every image on exactly one rank), and rank 0 alone writes the files."""
     model = task.build_model()
     load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_eval_loader(val_set, batch_size=int(run_cfg.data.batch_size), data=run_cfg.data,
-                               collate_fn=task.collate_fn, rank=0, world_size=1)
+                               collate_fn=task.collate_fn, rank=dist.rank(), world_size=dist.world_size())
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    if dist.is_main_process():
+        output.mkdir(parents=True, exist_ok=True)
     metrics = task.evaluate(model, loader, device, output_dir=output)
-    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(checkpoint)}
-    write_json_atomic(results, output / "results.json")
-    log.info("results: %s", json.dumps(results))
-    log.info("results written to %s", (output / "results.json").resolve())
+    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"],
+               "world_size": dist.world_size(), "checkpoint": str(checkpoint)}
+    if dist.is_main_process():
+        write_json_atomic(results, output / "results.json")
+        log.info("results: %s", json.dumps(results))
+        log.info("results written to %s", (output / "results.json").resolve())
     return results

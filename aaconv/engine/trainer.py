@@ -4,6 +4,10 @@ clipped, EMA), evaluates, checkpoints and resumes, and stops cleanly on preempti
 A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_steps` updates and on preemption),
 best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved) and
 results.json (at the end). Rerunning the same command in the same directory continues from last.pt.
+
+With several processes, BatchNorm running statistics are averaged over the ranks before every evaluation
+and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
+rank would otherwise evaluate, and rank 0 save, a model of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import json
 import logging
 import os
 import resource
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +55,29 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def average_batchnorm_buffers(model: nn.Module) -> None:
+    """Replaces each BatchNorm running mean / variance by its mean over all processes (in place; a no-op in
+    one process), so that every rank holds the same model."""
+    if not dist.is_distributed():
+        return
+    world = dist.world_size()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var):
+                buffer.copy_(dist.all_reduce_sum(buffer) / world)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Drops the records of logger `name` for the block."""
+    logger = logging.getLogger(name)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -99,14 +128,19 @@ class Trainer:
             group_ids=self.task.group_ids(train_set),
         )
         self.val_loader = build_eval_loader(val_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn,
-                                            rank=self.env.rank, world_size=self.env.world_size)
+                                            rank=self.env.rank, world_size=self.env.world_size,
+                                            max_batches=t.max_eval_batches)
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}")
         self.epochs = int(t.epochs)
+        self.max_steps = int(t.max_steps) if t.max_steps else None
         self.global_batch = batch_size * self.env.world_size * self.accum_steps
         self.optimizer = instantiate(cfg.optim, self.model, self.global_batch)
-        self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+        # timm warns that cosine annealing "will have no effect" when the schedule is one update long (a smoke run)
+        with _quiet_logger("timm.scheduler.cosine_lr"):
+            self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs,
+                                         steps_per_epoch=self.steps_per_epoch)
         self.precision = Precision(t.precision, self.device)
         self.guard = NonFiniteGuard(int(t.max_bad_steps))
         self.ema = (
@@ -125,6 +159,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
+        self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
         config = OmegaConf.to_container(cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
@@ -155,8 +190,19 @@ class Trainer:
             state["ema"] = self.ema.module.state_dict()
         return state
 
+    def sync_buffers(self) -> None:
+        """Averages BatchNorm statistics over the ranks (model and EMA), once per optimizer step at most;
+        every rank must call it."""
+        if self._buffers_averaged_at == self.global_step:
+            return
+        average_batchnorm_buffers(self.model)
+        if self.ema is not None:
+            average_batchnorm_buffers(self.ema.module)
+        self._buffers_averaged_at = self.global_step
+
     def save(self, *names: str) -> None:
         """Writes the state to each of `names` in the run directory (rank 0; all ranks must call)."""
+        self.sync_buffers()
         state = self.state_dict()
         if self.is_main:
             for name in names:
@@ -217,11 +263,12 @@ class Trainer:
         log_every = int(self.cfg.logger.log_every_steps)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on device: no sync per step
         images, window_bad, start = 0, False, time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   disable=not (self.cfg.logger.progress_bar and self.is_main), initial=self.batch_in_epoch,
-                   total=batches_per_epoch)
+        # on a terminal only: redirected to a file, the bar's redraws would flood the log
+        show_bar = bool(self.cfg.logger.progress_bar) and self.is_main and sys.stderr.isatty()
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not show_bar,
+                   initial=self.batch_in_epoch, total=batches_per_epoch)
         for batch in bar:
-            if self.batch_in_epoch >= batches_per_epoch:
+            if self.batch_in_epoch >= batches_per_epoch or self.reached_max_steps():
                 break
             update = (self.batch_in_epoch + 1) % self.accum_steps == 0
             sync = update or not isinstance(self.train_model, DistributedDataParallel)
@@ -272,9 +319,11 @@ class Trainer:
             self.ema.update(self.model, step=self.global_step)
 
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics on the whole validation set (each image once across ranks), and the EMA's
-        as `ema_<metric>` when EMA is on. Random states are put back afterwards: evaluating (or not, or the
-        EMA too) never changes the training run's random streams."""
+        """The task's metrics on the whole validation set (each image once across ranks; the first
+        `trainer.max_eval_batches` batches per rank when set), and the EMA's as `ema_<metric>` when EMA is on.
+        BatchNorm statistics are averaged over the ranks first. Random states are put back afterwards:
+        evaluating (or not, or the EMA too) never changes the training run's random streams."""
+        self.sync_buffers()
         state = rng_state()
         with self.precision.autocast():
             metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device, output_dir=self.run_dir)
@@ -283,6 +332,13 @@ class Trainer:
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
         set_rng_state(state)
         return metrics
+
+    def reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.global_step >= self.max_steps
+
+    def finished(self) -> bool:
+        """All epochs trained, or `trainer.max_steps` updates made."""
+        return self.epoch >= self.epochs or self.reached_max_steps()
 
     def fit(self) -> dict[str, Any]:
         """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
@@ -295,21 +351,22 @@ class Trainer:
         return results
 
     def _fit(self) -> dict[str, Any]:
-        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g",
+        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g (scaled)",
                  self.cfg.backbone.name, self.cfg.attention.variant, count_parameters(self.model) / 1e6, self.device,
-                 self.env.world_size, self.precision.name, self.global_batch, self.optimizer.param_groups[0]["lr"])
+                 self.env.world_size, self.precision.name, self.global_batch, self.scheduler.base_values[0])
         train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
         maximize = self.task.primary_metric_mode == "max"
         start = time.perf_counter()
-        while self.epoch < self.epochs:
+        while not self.finished():
             train_stats = self.train_one_epoch()
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
             record = {"epoch": self.epoch + 1, "step": self.global_step, "lr": lr, **train_stats, **metrics,
                       "peak_memory_mb": peak_memory_mb(self.device)}
             self.logger.log_epoch(record, self.global_step)
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.batch_in_epoch >= self.steps_per_epoch * self.accum_steps:  # else stopped by max_steps
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             value = metrics[self.task.primary_metric]
             improved = self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric)
             if improved:
@@ -322,6 +379,7 @@ class Trainer:
             **metrics,
             **run_facts(self.cfg, self.model),
             "epochs": self.epochs,
+            "steps": self.global_step,
             "train_images_per_s": train_stats.get("train_images_per_s"),
             "train_time_s": time.perf_counter() - start,
             "nonfinite_skipped": self.guard.skipped,
