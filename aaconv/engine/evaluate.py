@@ -38,8 +38,10 @@ def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
 
 
 def run_config(state: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The training run's config with eval.yaml's data overrides applied."""
+    """The training run's config with eval.yaml's data overrides applied, and no pretrained backbone
+    weights to fetch: the checkpoint holds the trained ones."""
     run_cfg = OmegaConf.create(state["config"])
+    run_cfg.backbone.weights = None
     for key, value in (("root", cfg.data_root), ("batch_size", cfg.batch_size), ("workers", cfg.workers)):
         if value is not None:
             run_cfg.data[key] = value

@@ -17,6 +17,9 @@ from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
 from aaconv.utils.distributed import all_reduce_sum
 from aaconv.models import create_model
+from aaconv.models.pretrained import init_backbone
+
+CLASSIFIERS = ("fc.", "classifier.")  # the last layer of our ResNets / MnasNets
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:
@@ -62,11 +65,16 @@ class ClassificationTask:
             self.criterion = SoftTargetCrossEntropy()
 
     def build_model(self) -> nn.Module:
-        kwargs = {k: v for k, v in self.backbone.items() if k != "name"}
-        return create_model(
+        """The classifier, initialised from `backbone.weights` when set; a pretrained classifier for another
+        number of classes (ImageNet's 1000 when fine-tuning) is left out, the rest loaded or adapted."""
+        kwargs = {k: v for k, v in self.backbone.items() if k not in ("name", "weights")}
+        model = create_model(
             self.backbone["name"], self.attention, num_classes=self.data["num_classes"],
             input_size=self.data["image_size"], **kwargs,
         )
+        if self.backbone.get("weights"):
+            init_backbone(model, self.backbone["weights"], exact=CLASSIFIERS)
+        return model
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         root = dataset_root(self.data, "imagefolder")

@@ -53,7 +53,8 @@ class DetectionTask:
     Args:
         backbone, attention, data: the config groups (data: root, generate, num_classes, splits).
         head: "retinanet" or "faster_rcnn".
-        weights, frozen_bn, trainable_layers: backbone initialisation (aaconv.models.detection.build_backbone).
+        frozen_bn, trainable_layers: backbone BN and freezing (aaconv.models.detection.build_backbone); the
+            pretrained weights are `backbone.weights`, as for every task.
         hflip: training flip probability.
         detector: further keywords for create_detector (min_size, max_size, score_thresh, ...).
 
@@ -71,14 +72,13 @@ class DetectionTask:
         attention: Mapping[str, Any],
         data: Mapping[str, Any],
         head: str,
-        weights: str | None = None,
         frozen_bn: bool = True,
         trainable_layers: int = 3,
         hflip: float = 0.5,
         detector: Mapping[str, Any] | None = None,
     ):
         self.backbone, self.attention, self.data = dict(backbone), dict(attention), data
-        self.head, self.weights, self.frozen_bn, self.trainable_layers = head, weights, frozen_bn, trainable_layers
+        self.head, self.frozen_bn, self.trainable_layers = head, frozen_bn, trainable_layers
         self.hflip = hflip
         self.detector = dict(detector or {})
 
@@ -90,7 +90,7 @@ class DetectionTask:
                               "classification data (no `detection` block); use data=shapes_det (built-in) "
                               "or data=coco data.root=...")
         return create_detector(
-            self.head, self.backbone, self.attention, num_classes=self.data["num_classes"], weights=self.weights,
+            self.head, self.backbone, self.attention, num_classes=self.data["num_classes"],
             frozen_bn=self.frozen_bn, trainable_layers=self.trainable_layers, **self.detector,
         )
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torchvision
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader, Subset
@@ -73,3 +74,14 @@ def test_shapes_recipes_build_and_train(tiny_config, experiment):
     loss, images = task.training_loss(model, batch, torch.device("cpu"))
     loss.backward()
     assert torch.isfinite(loss) and images == 4
+
+
+@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+def test_backbone_weights_load_a_torchvision_file_into_the_detector(tiny_config, tmp_path, head):
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(reference, tmp_path / "resnet18.pth")
+    cfg = tiny_config(f"task={head}", "data=shapes_det", f"backbone.weights={tmp_path / 'resnet18.pth'}",
+                      "data.detection.frozen_bn=true")
+    body = build_task(cfg).build_model().backbone.body.state_dict()
+    for key in ("conv1.weight", "layer2.0.conv1.weight", "layer4.1.bn2.running_mean"):
+        assert torch.equal(body[key], reference[key]), key
