@@ -75,7 +75,8 @@ class CocoDetection(Dataset):
         self.images = self.root / split
         if not self.images.is_dir():
             raise DataError(f"COCO image folder {self.images} not found; data.root must hold {split}/")
-        self.coco = load_coco(self.root / "annotations" / f"instances_{split}.json")
+        self.annotation_file = self.root / "annotations" / f"instances_{split}.json"
+        self.coco = load_coco(self.annotation_file)
         self.train, self.hflip = train, hflip
         self.ids = sorted(self.coco.imgs)
         if train:
