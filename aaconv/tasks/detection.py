@@ -1,8 +1,8 @@
 """Object detection on COCO-layout data: RetinaNet / Faster R-CNN losses, COCO box AP.
 
-AP is pycocotools' COCOeval, or faster-coco-eval's COCOeval_faster when that is installed (the `fast-eval`
-extra; the same numbers, tested, in a fraction of the time on COCO val). As in pycocotools, a size range
-without ground-truth objects scores -1 (APs / APm / APl).
+AP is pycocotools' COCOeval, or faster-coco-eval's C++ COCOeval_faster when that is installed (the
+`fast-eval` extra; the same numbers, tested). As in pycocotools, a size range without ground-truth objects
+scores -1 (APs / APm / APl).
 """
 
 from __future__ import annotations
