@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from aaconv.data import SkipUnreadable
 from aaconv.engine.samplers import GroupedBatchSampler, SampleKey, ShardSampler, SkipBatches, TrainSampler
 
 
@@ -50,7 +51,10 @@ class SeededSamples(Dataset):
 
 
 def _loader_kwargs(data: Mapping[str, Any], collate_fn: Callable | None) -> dict[str, Any]:
+    """DataLoader keywords from the `data` config (workers; `skip_unreadable` leaves None samples out)."""
     workers = int(data["workers"])
+    if data.get("skip_unreadable"):
+        collate_fn = SkipUnreadable(collate_fn)
     return dict(
         num_workers=workers,
         persistent_workers=workers > 0,

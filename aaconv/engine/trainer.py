@@ -121,7 +121,7 @@ class Trainer:
 
         train_set, val_set = self.task.build_datasets()
         self.accum_steps = int(t.accum_steps)
-        batch_size = int(cfg.data.batch_size)
+        self.batch_size = batch_size = int(cfg.data.batch_size)
         self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
             train_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn, rank=self.env.rank,
             world_size=self.env.world_size, seed=int(cfg.seed),
@@ -262,7 +262,7 @@ class Trainer:
         batches_per_epoch = self.steps_per_epoch * self.accum_steps  # the tail that fills no update is dropped
         log_every = int(self.cfg.logger.log_every_steps)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on device: no sync per step
-        images, window_bad, start = 0, False, time.perf_counter()
+        images, unreadable, window_bad, start = 0, 0, False, time.perf_counter()
         # on a terminal only: redirected to a file, the bar's redraws would flood the log
         show_bar = bool(self.cfg.logger.progress_bar) and self.is_main and sys.stderr.isatty()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not show_bar,
@@ -275,6 +275,7 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.train_model.no_sync():
                 with self.precision.autocast():
                     loss, batch_images = self.task.training_loss(self.train_model, batch, self.device)
+                unreadable += self.batch_size - batch_images  # left out by data.skip_unreadable
                 if self.guard.bad(loss):
                     window_bad = True
                     log.warning("non-finite loss at epoch %d batch %d: step skipped", self.epoch, self.batch_in_epoch)
@@ -299,10 +300,15 @@ class Trainer:
                 self.save("last.pt")
             self._handle_preemption()
         seconds = time.perf_counter() - start
-        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images)])).tolist()
+        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images), loss_sum.new_tensor(unreadable)]))
+        loss_total, images_total, unreadable_total = sums.tolist()
+        if unreadable_total:
+            log.warning("epoch %d: %d unreadable training images skipped (data.skip_unreadable=true); list them with "
+                        "python scripts/check_data.py", self.epoch + 1, unreadable_total)
         return {
-            "train_loss": sums[0] / max(sums[1], 1),
-            "train_images_per_s": sums[1] / seconds,
+            "train_loss": loss_total / max(images_total, 1),
+            "train_images_per_s": images_total / seconds,
+            "unreadable_skipped": int(unreadable_total),
             "epoch_time_s": seconds,
             "nonfinite_skipped": self.guard.skipped,
         }

@@ -79,12 +79,11 @@ class ClassificationTask:
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         root = dataset_root(self.data, "imagefolder")
         size, options = self.data["image_size"], self.data["transform"]
-        train = build_imagefolder(
-            root, self.data["train_split"], classification_transform(size, True, options["train"]), self.data["num_classes"]
-        )
-        val = build_imagefolder(
-            root, self.data["val_split"], classification_transform(size, False, options["eval"]), self.data["num_classes"]
-        )
+        skip = bool(self.data.get("skip_unreadable", False))
+        train = build_imagefolder(root, self.data["train_split"], classification_transform(size, True, options["train"]),
+                                  self.data["num_classes"], skip_unreadable=skip)
+        val = build_imagefolder(root, self.data["val_split"], classification_transform(size, False, options["eval"]),
+                                self.data["num_classes"], skip_unreadable=skip)
         return train, val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:

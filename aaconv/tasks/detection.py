@@ -118,8 +118,9 @@ class DetectionTask:
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         root = dataset_root(self.data, "coco")
-        train = CocoDetection(root, self.data["train_split"], train=True, hflip=self.hflip)
-        val = CocoDetection(root, self.data["val_split"], train=False)
+        skip = bool(self.data.get("skip_unreadable", False))
+        train = CocoDetection(root, self.data["train_split"], train=True, hflip=self.hflip, skip_unreadable=skip)
+        val = CocoDetection(root, self.data["val_split"], train=False, skip_unreadable=skip)
         largest = max(val.coco.getCatIds() + train.coco.getCatIds())
         if largest >= self.data["num_classes"]:
             raise DataError(f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
