@@ -34,7 +34,8 @@ def check_image(item: ImageCheck) -> str | None:
     try:
         image = load_rgb(path)
     except DataError as e:
-        return f"{path}: {e.__cause__ or e}"
+        empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        return f"{path}: {'empty file (0 bytes)' if empty else e.__cause__ or e}"
     if size is not None and image.size != size:
         return f"{path}: is {image.width}x{image.height} but the annotation file says {size[0]}x{size[1]}"
     return None

@@ -42,6 +42,7 @@ def test_imagefolder_every_bad_file_in_one_run(tmp_path: Path, workers: str, in_
     lines = result.stdout.strip().splitlines()
     assert sorted(line.split(": ", 1)[0] for line in lines[:-1]) == sorted(map(str, bad))
     assert "checked 26 images" in lines[-1] and "4 unreadable" in lines[-1]
+    assert sum("empty file (0 bytes)" in line for line in lines) == 2
 
 
 def test_coco_images_sizes_and_annotations(tmp_path: Path, tiny_config):
