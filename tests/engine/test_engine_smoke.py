@@ -53,3 +53,8 @@ def test_first_line_shows_the_scaled_lr_and_timm_cosine_warning_is_silent(toy_co
         fit(cfg, tmp_path)
     assert "global batch 8, lr 0.0125 (scaled)" in caplog.text  # 0.4 x 8 / 256, not the warm-up start 1e-06
     assert "no effect" not in caplog.text
+
+
+def test_progress_bar_stays_out_of_a_redirected_log(toy_config, tmp_path: Path, capsys):
+    fit(toy_config("logger.progress_bar=true"), tmp_path)  # pytest captures stderr: not a terminal
+    assert "epoch 1/" not in capsys.readouterr().err
