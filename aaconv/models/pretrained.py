@@ -129,7 +129,7 @@ def torchvision_weights(name: str) -> StateDict:
         raise _unknown_name("torchvision", name, torchvision.models.list_models()) from None
     path = hub_checkpoint_path(url)
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_weights(path)
     return _download(f"torchvision:{name}", url, path,
                      lambda: torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True))
 
