@@ -42,6 +42,7 @@ def run_config(state: dict[str, Any], cfg: DictConfig) -> DictConfig:
     weights to fetch: the checkpoint holds the trained ones."""
     run_cfg = OmegaConf.create(state["config"])
     run_cfg.backbone.weights = None
+    run_cfg.task.pop("weights", None)  # where detection runs kept it before backbone.weights
     for key, value in (("root", cfg.data_root), ("batch_size", cfg.batch_size), ("workers", cfg.workers)):
         if value is not None:
             run_cfg.data[key] = value
