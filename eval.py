@@ -2,6 +2,8 @@
 
 Under torchrun the processes split the validation data; results.json is written once."""
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -10,9 +12,12 @@ from aaconv.engine.checkpoint import load_checkpoint
 from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.runtime import select_device
+from aaconv.engine.stored_config import known_targets
 from aaconv.errors import exit_on_user_error, require_values
 from aaconv.tasks import build_task
 from aaconv.utils.distributed import broadcast_object
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")
@@ -20,7 +25,7 @@ from aaconv.utils.distributed import broadcast_object
 def main(cfg: DictConfig) -> None:
     require_values(cfg)
     state = load_checkpoint(cfg.checkpoint)
-    run_cfg = run_config(state, cfg)
+    run_cfg = run_config(state, cfg, known_targets(CONFIGS))  # plain values only: a checkpoint runs no code
     task = build_task(run_cfg)
     env = init_distributed()
     output_dir = broadcast_object(HydraConfig.get().runtime.output_dir)  # rank 0's: timestamps may differ per process

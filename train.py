@@ -4,6 +4,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from aaconv.engine.config_checks import check_config
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import exit_on_user_error, require_values
 from aaconv.tasks import build_task
@@ -14,6 +15,7 @@ from aaconv.tasks import build_task
 def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
     require_values(cfg)
+    check_config(cfg)
     task = build_task(cfg)
     trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir)
     return trainer.fit()[task.primary_metric]

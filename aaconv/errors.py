@@ -28,6 +28,31 @@ class ConfigError(AAConvError):
     """A config value that is required but unset, or that cannot work."""
 
 
+class RunDirError(AAConvError):
+    """A run directory that another process is writing, that cannot be written, or that a setting would corrupt."""
+
+
+class DistributedError(AAConvError):
+    """A collective that failed: another process died, hangs, or cannot be reached."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message, or its type name when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def user_message(error: BaseException) -> str:
+    """`error`'s message on one line. An error re-raised from a DataLoader worker carries the worker's whole
+    traceback in its message; its last line holds the original message after the exception's name."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last.removeprefix(name).removeprefix(f"{type(error).__qualname__}: ")
+
+
 def require_values(cfg: DictConfig) -> None:
     """Raises ConfigError naming every mandatory (`???`) value the user has not set."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -45,7 +70,7 @@ def exit_on_user_error(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (AAConvError, MissingMandatoryValue) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {user_message(e)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

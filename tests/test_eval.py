@@ -1,7 +1,10 @@
-"""eval.py's failure modes: missing, foreign and mismatched checkpoints give errors that name the fix."""
+"""eval.py's failure modes: missing, foreign, mismatched and malicious checkpoints give errors that name the fix."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +13,11 @@ from omegaconf import OmegaConf
 
 from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
+from aaconv.engine.stored_config import known_targets
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
 from aaconv.tasks import build_task
+from conftest import CONFIGS, REPO
 
 
 def eval_config(checkpoint: Path):
@@ -23,7 +28,7 @@ def eval_config(checkpoint: Path):
 def evaluate(cfg, output_dir: Path) -> dict:
     """What eval.py does with its config."""
     state = load_checkpoint(cfg.checkpoint)
-    run_cfg = run_config(state, cfg)
+    run_cfg = run_config(state, cfg, known_targets(CONFIGS))
     return evaluate_checkpoint(build_task(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint)
 
 
@@ -64,3 +69,57 @@ def test_checkpoint_never_fetches_pretrained_weights_and_reads_older_detection_c
     path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
     results = evaluate(eval_config(path), tmp_path / "eval")
     assert results["val_images"] == 16 and -1 <= results["AP"] <= 1
+
+
+def test_empty_checkpoint_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    path.touch()
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*last.pt: \w+"):
+        evaluate(eval_config(path), tmp_path)
+
+
+def crafted_checkpoint(path: Path, config: dict) -> Path:
+    """A checkpoint that torch.load(weights_only=True) reads without complaint: only the config is hostile."""
+    return save_checkpoint({"model": {}, "epoch": 1, "config": config}, path)
+
+
+def copy_payload(src: Path, dst: Path) -> dict:
+    return {"_target_": "shutil.copyfile", "src": str(src), "dst": str(dst)}
+
+
+def test_eval_py_refuses_a_checkpoint_whose_config_would_run_code(tmp_path: Path, tiny_config) -> None:
+    config = OmegaConf.to_container(tiny_config(), resolve=True)
+    secret, stolen = tmp_path / "secret.txt", tmp_path / "stolen.txt"
+    secret.write_text("secret")
+    config["task"]["label_smoothing"] = copy_payload(secret, stolen)
+    path = crafted_checkpoint(tmp_path / "last.pt", config)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run([sys.executable, str(REPO / "eval.py"), f"checkpoint={path}",
+                             f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: checkpoint {path} is refused: its config has task.label_smoothing._target_='shutil.copyfile' "
+        "(only the project's own optim/schedule/task targets are accepted); a checkpoint's config is read as plain "
+        "values only, so use a checkpoint written by train.py"]
+    assert not stolen.exists()
+
+
+@pytest.mark.parametrize("where", ["interpolation", "unknown_task", "nested_in_data", "args"])
+def test_no_stored_config_route_reaches_instantiate(tmp_path: Path, tiny_config, where: str) -> None:
+    config = OmegaConf.to_container(tiny_config(), resolve=True)
+    secret, stolen = tmp_path / "secret.txt", tmp_path / "stolen.txt"
+    secret.write_text("secret")
+    if where == "interpolation":  # a resolver that builds a `_target_` node when the config is resolved
+        payload = f"{{_target_: shutil.copyfile, src: {secret}, dst: {stolen}}}"
+        config["task"]["label_smoothing"] = f"${{oc.create:{payload}}}"
+    elif where == "unknown_task":
+        config["task"] = copy_payload(secret, stolen)
+    elif where == "nested_in_data":
+        config["data"]["transform"]["train"]["scale"] = copy_payload(secret, stolen)
+    else:  # an allowed target, but positional arguments smuggled in
+        config["task"]["_args_"] = [copy_payload(secret, stolen)]
+    path = crafted_checkpoint(tmp_path / "last.pt", config)
+    with pytest.raises(CheckpointError, match="is refused: its config has"):
+        evaluate(eval_config(path), tmp_path)
+    assert not stolen.exists()

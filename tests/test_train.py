@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO
 
@@ -88,3 +89,26 @@ def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download torchvision:resnet18"), result.stderr
     assert str(tmp_path / "torch/hub/checkpoints/resnet18-f37072fd.pth") in lines[0]
+
+
+def test_bad_config_value_is_one_line_quoting_it(tmp_path: Path) -> None:
+    result = run("train.py", "data.batch_size=3.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: data.batch_size=3.5 is not valid: it must be a positive integer"]
+
+
+def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    for split in ("train", "val"):
+        for label, color in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+            (root / split / label).mkdir(parents=True)
+            for i in range(3 if label == "a" else 4):  # with the broken file 8 samples: 4 full batches
+                Image.new("RGB", (16, 16), color).save(root / split / label / f"{i}.png")
+    bad = root / "train" / "b" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    result = run("train.py", "data=imagenet", f"data.root={root}", "data.num_classes=2", "data.workers=2",
+                 "data.batch_size=2", "data.image_size=16", "trainer.epochs=1", "logger.progress_bar=false",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors[-1].startswith(f"error: cannot decode image {bad} (") and "Traceback" not in result.stderr

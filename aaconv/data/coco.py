@@ -4,17 +4,20 @@ Labels: a box's label is its COCO `category_id` itself (COCO: 1..90 with gaps), 
 `num_classes = largest category id + 1` (torchvision's 91 for COCO; 0 is Faster R-CNN's background).
 Predictions therefore need no mapping back: label == category_id.
 
-Cleaning (training split only): crowd boxes (`iscrowd=1`) are ignored, boxes with no area after
-clipping to the image are dropped, then images left without boxes are dropped; the counts are logged.
-The validation split keeps every image (pycocotools scores against the annotation file as it is).
-An image that cannot be decoded stops the run with an error naming it, or with `skip_unreadable` comes
-out as None and is left out of its batch (aaconv.data.SkipUnreadable).
+Every split: crowd boxes (`iscrowd=1`) are not training targets, boxes with no area after clipping to the
+image (degenerate, or outside it) are dropped from the targets, and annotations whose `image_id` names no
+image are ignored; one line per split counts each. An annotation whose `category_id` is not among the
+file's categories is an error. Training split only: images left without boxes are dropped. The validation
+split keeps every image, and pycocotools scores against the annotation file as it is (its degenerate boxes
+included). An image that cannot be decoded stops the run with an error naming it, or with `skip_unreadable`
+comes out as None and is left out of its batch (aaconv.data.SkipUnreadable).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,8 +41,27 @@ def load_coco(annotation_file: Path) -> Any:
     if not annotation_file.is_file():
         raise DataError(f"COCO annotations {annotation_file} not found; data.root must hold "
                         "annotations/instances_<split>.json next to the <split>/ image folder")
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(annotation_file))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(annotation_file))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"COCO annotations {annotation_file} are not valid JSON ({e}); "
+                        "re-download or fix the file") from e
+    except (KeyError, TypeError) as e:
+        raise DataError(f"COCO annotations {annotation_file} lack the COCO layout (missing {e}); "
+                        "expected 'images', 'annotations' and 'categories' lists") from e
+    check_categories(coco, annotation_file)
+    return coco
+
+
+def check_categories(coco: Any, annotation_file: Path) -> None:
+    """DataError naming the first annotation whose category_id is not among the file's categories."""
+    known = set(coco.cats)
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("category_id") not in known:
+            raise DataError(f"annotation {ann.get('id')} in {annotation_file} has category_id "
+                            f"{ann.get('category_id')}, which is not among the file's {len(known)} categories; "
+                            "fix or remove that annotation")
 
 
 def annotations_to_target(annotations: list[dict[str, Any]], width: int, height: int) -> tuple[Target, int]:
@@ -81,25 +103,31 @@ class CocoDetection(Dataset):
         self.annotation_file = self.root / "annotations" / f"instances_{split}.json"
         self.coco = load_coco(self.annotation_file)
         self.train, self.hflip, self.skip_unreadable = train, hflip, skip_unreadable
-        self.ids = sorted(self.coco.imgs)
-        if train:
-            self.ids = self._drop_unusable(self.ids)
+        self.ids = self._summarize(sorted(self.coco.imgs))
         if not self.ids:
             raise DataError(f"COCO split {split} under {self.root} has no usable image")
 
-    def _drop_unusable(self, ids: list[int]) -> list[int]:
-        kept, empty, boxes_dropped = [], 0, 0
+    def _summarize(self, ids: list[int]) -> list[int]:
+        """The images this split uses (training: those with a box left), after one log line that counts the
+        boxes, the degenerate boxes and crowd boxes left out of the targets, the orphan annotations and the
+        images without boxes."""
+        kept, empty, boxes, degenerate = [], 0, 0, 0
         for image_id in ids:
             info = self.coco.imgs[image_id]
             target, dropped = annotations_to_target(self.coco.imgToAnns[image_id], info["width"], info["height"])
-            boxes_dropped += dropped
-            if len(target["boxes"]):
+            boxes, degenerate = boxes + len(target["boxes"]), degenerate + dropped
+            if len(target["boxes"]) or not self.train:
                 kept.append(image_id)
-            else:
+            if not len(target["boxes"]):
                 empty += 1
-        if empty or boxes_dropped:
-            log.info("COCO %s: dropped %d degenerate boxes and %d images without boxes (%d images left)",
-                     self.images.name, boxes_dropped, empty, len(kept))
+        anns = self.coco.dataset.get("annotations", [])
+        crowd = sum(1 for ann in anns if ann.get("iscrowd", 0) and ann["image_id"] in self.coco.imgs)
+        orphans = sum(1 for ann in anns if ann["image_id"] not in self.coco.imgs)
+        scored = "dropped from training" if self.train else "kept (pycocotools scores the file as it is)"
+        log.info("COCO %s: %d images used of %d, %d boxes; %d degenerate or outside-the-image boxes left out of the "
+                 "targets, %d crowd boxes ignored, %d annotations for image ids with no image ignored; %d images "
+                 "without boxes %s", self.images.name, len(kept), len(ids), boxes, degenerate, crowd, orphans, empty,
+                 scored)
         return kept
 
     def __len__(self) -> int:

@@ -1,20 +1,28 @@
-"""Checkpoints: written atomically, read with `weights_only=True` (nothing is unpickled)."""
+"""Checkpoints: written atomically, read with `weights_only=True` (nothing is unpickled), never saved with
+NaN / inf weights."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from aaconv.errors import CheckpointError, first_line
 from aaconv.utils.atomic import atomic_write
-from aaconv.errors import CheckpointError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Writes `state` to `path` atomically (see aaconv.utils.atomic): never a truncated checkpoint."""
-    return atomic_write(path, lambda f: torch.save(state, f))
+    """Writes `state` to `path` atomically (see aaconv.utils.atomic): never a truncated checkpoint.
+    A failed write (disk full, permissions) is a CheckpointError that leaves the previous file in place."""
+    try:
+        return atomic_write(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError ("unexpected pos")
+        raise CheckpointError(f"cannot write checkpoint {path} ({first_line(e)}): the disk is full or the folder "
+                              "is not writable; free space or fix the permissions, then rerun the same command to "
+                              "resume") from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -24,8 +32,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} does not exist; pass the last.pt or best.pt of a run directory")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign / pickled files
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # torch raises several types for truncated / foreign / pickled / empty files
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an aaconv checkpoint (no 'model' entry)")
     return state
+
+
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state_dict` holding a NaN or inf (weights and buffers alike:
+    BatchNorm statistics go non-finite from a diverged forward pass even when no step was taken)."""
+    return [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

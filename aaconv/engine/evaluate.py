@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
+from aaconv.engine.stored_config import check_stored_config
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
@@ -37,10 +40,11 @@ def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def run_config(state: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The training run's config with eval.yaml's data overrides applied, and no pretrained backbone
-    weights to fetch: the checkpoint holds the trained ones."""
-    run_cfg = OmegaConf.create(state["config"])
+def run_config(state: dict[str, Any], cfg: DictConfig, targets: Mapping[str, set[str]]) -> DictConfig:
+    """The training run's config, checked to be plain data that names only `targets` (see
+    aaconv.engine.stored_config), with eval.yaml's data overrides applied, and no pretrained backbone weights
+    to fetch: the checkpoint holds the trained ones."""
+    run_cfg = check_stored_config(state.get("config"), f"checkpoint {cfg.checkpoint}", targets)
     run_cfg.backbone.weights = None
     run_cfg.task.pop("weights", None)  # where detection runs kept it before backbone.weights
     for key, value in (("root", cfg.data_root), ("batch_size", cfg.batch_size), ("workers", cfg.workers)):
@@ -58,7 +62,7 @@ def evaluate_checkpoint(
 
     Under torchrun / Slurm (a process group set up by the caller), each process evaluates its shard of
     the split (every image on exactly one rank), and rank 0 alone writes the files."""
-    model = task.build_model()
+    model = build_model(task.build_model)
     load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()

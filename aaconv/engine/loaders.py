@@ -13,6 +13,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from aaconv.data import SkipUnreadable
 from aaconv.engine.samplers import GroupedBatchSampler, SampleKey, ShardSampler, SkipBatches, TrainSampler
+from aaconv.errors import ConfigError
 
 
 @contextmanager
@@ -87,7 +88,8 @@ def build_train_loader(
     )
     skipper = SkipBatches(batches)
     if len(batches) == 0:
-        raise ValueError(f"{len(sampler)} training samples per process make no batch of {batch_size}")
+        raise ConfigError(f"{len(sampler)} training samples per process make no batch of data.batch_size={batch_size}; "
+                          "lower data.batch_size or use fewer processes")
     loader = DataLoader(
         SeededSamples(dataset),
         batch_sampler=skipper,

@@ -1,9 +1,10 @@
 """Mixed precision: autocast to bf16 / fp16 (with a GradScaler for fp16 only), and a guard that skips
-steps whose loss is not finite and stops training after too many in a row."""
+steps whose loss or gradients are not finite and stops training after too many in a row."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import torch
 
@@ -14,7 +15,11 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bf
 
 
 class NonFiniteLossError(AAConvError):
-    """Training produced too many NaN / inf losses in a row."""
+    """Training produced too many NaN / inf losses or gradients in a row."""
+
+
+class NonFiniteWeightsError(AAConvError):
+    """The weights (or BatchNorm statistics) went NaN / inf: the run diverged and is not saved."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -42,10 +47,18 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
-class NonFiniteGuard:
-    """Counts non-finite losses; `bad(loss)` is True (on every rank) when any rank's loss is NaN / inf.
+def gradient_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The total L2 norm of the gradients (`clip_grad_norm_` with no limit: one fused pass, grads unchanged);
+    NaN / inf when any gradient is."""
+    return torch.nn.utils.clip_grad_norm_(parameters, float("inf"))
 
-    Raises `NonFiniteLossError` once `max_consecutive` steps in a row were bad (0: never abort).
+
+class NonFiniteGuard:
+    """Counts non-finite losses and gradient norms; `bad(value)` is True (on every rank) when any rank's
+    value is NaN / inf. Checking the gradients before the optimizer step keeps NaN out of the weights.
+
+    Raises `NonFiniteLossError` once `max_consecutive` values were bad with no update taken in between
+    (`stepped()` after each update; 0: never abort).
     """
 
     def __init__(self, max_consecutive: int):
@@ -53,17 +66,20 @@ class NonFiniteGuard:
         self.consecutive = 0
         self.skipped = 0
 
-    def bad(self, loss: torch.Tensor) -> bool:
-        flag = all_reduce_max((~torch.isfinite(loss.detach())).to(torch.int32).reshape(1))
-        is_bad = bool(flag.item())
-        if not is_bad:
-            self.consecutive = 0
+    def bad(self, value: torch.Tensor) -> bool:
+        flag = all_reduce_max((~torch.isfinite(value.detach())).to(torch.int32).reshape(1))
+        if not bool(flag.item()):
             return False
         self.consecutive += 1
         self.skipped += 1
         if self.max_consecutive and self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
-                f"the loss was NaN/inf in {self.consecutive} steps in a row ({self.skipped} skipped in all): "
+                f"the loss or gradients were NaN/inf in {self.consecutive} steps in a row "
+                f"({self.skipped} skipped in all): "
                 "lower optim.lr, add trainer.clip_grad_norm, or use trainer.precision=bf16/fp32 instead of fp16"
             )
         return True
+
+    def stepped(self) -> None:
+        """An optimizer update was taken: the run of bad steps is over."""
+        self.consecutive = 0

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from aaconv.errors import ConfigError
+
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """"auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device."""
@@ -16,7 +18,7 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+        raise ConfigError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device

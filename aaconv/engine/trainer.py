@@ -8,6 +8,11 @@ results.json (at the end). Rerunning the same command in the same directory cont
 With several processes, BatchNorm running statistics are averaged over the ranks before every evaluation
 and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
 rank would otherwise evaluate, and rank 0 save, a model of its own.
+
+Reliability (docs/reliability.md): one process writes a run directory at a time (run_lock); an epoch's line
+is appended to metrics.jsonl before its checkpoint, and lines past the checkpoint are dropped on resume;
+best.pt is written before the last.pt that names it; NaN / inf weights are never saved; a collective that
+waits longer than `trainer.dist_timeout_s` (a dead or hung process) fails the run instead of hanging it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import resource
 import sys
@@ -31,15 +37,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
+from aaconv.engine.checkpoint import load_checkpoint, nonfinite_tensors, save_checkpoint
+from aaconv.engine.config_checks import build_model
 from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.evaluate import count_parameters, run_facts
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
 from aaconv.engine.loggers import build_logger
-from aaconv.engine.precision import NonFiniteGuard, Precision
+from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
+from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_records
+from aaconv.engine.run_lock import RunLock, claim_run_dir
 from aaconv.engine.runtime import rng_state, seed_everything, select_device, set_deterministic, set_rng_state
 from aaconv.engine.signals import PreemptionHandler
-from aaconv.errors import AAConvError, CheckpointError
+from aaconv.errors import AAConvError, CheckpointError, DistributedError, RunDirError, first_line
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
@@ -48,6 +57,8 @@ if TYPE_CHECKING:  # the engine receives a task; it never imports one
     from aaconv.tasks.base import Task
 
 log = logging.getLogger("aaconv")
+
+CHECKPOINTS = ["best.pt", "last.pt"]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -80,6 +91,15 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.disabled = disabled
 
 
+def _collective_failure(error: BaseException) -> bool:
+    """Whether `error` is a failed collective: torch's DistError (NCCL), or gloo's RuntimeError for a timed-out
+    or broken connection to another process."""
+    text = str(error).lower()
+    return isinstance(error, torch.distributed.DistError) or (
+        isinstance(error, RuntimeError) and any(s in text for s in ("timed out", "connection closed", "connection reset"))
+    )
+
+
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a for a in args)
 
@@ -95,19 +115,17 @@ class Trainer:
     def __init__(self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike):
         self.cfg = cfg
         t = cfg.trainer
-        self.env = init_distributed(t.dist_backend)
+        self.env = init_distributed(t.dist_backend, timeout_min=float(t.dist_timeout_s) / 60)
         self.is_main = self.env.rank == 0
         if not self.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = select_device(t.device, self.env.local_rank)
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
         seed_everything(cfg.seed)  # the same initial weights on every rank
 
         self.task = task
-        model = self.task.build_model()
+        model = build_model(self.task.build_model)
         if t.sync_bn and self.env.world_size > 1:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -160,13 +178,39 @@ class Trainer:
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
         self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
-        config = OmegaConf.to_container(cfg, resolve=True)
+        self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
+        try:
+            self._open_run(t.resume)
+        except BaseException:
+            if self.run_lock is not None:
+                self.run_lock.release()
+            raise
+        self.preemption = PreemptionHandler(list(t.preempt_signals), requeue=bool(t.requeue))
+
+    def _claim_run_dir(self, resume: str | None) -> RunLock | None:
+        """Rank 0 locks the run directory (aaconv.engine.run_lock); every rank raises when it could not."""
+        lock, error = None, None
+        if self.is_main:
+            try:
+                lock = claim_run_dir(self.run_dir, resume, CHECKPOINTS)
+            except RunDirError as e:
+                error = str(e)
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise RunDirError(error)
+        return lock
+
+    def _open_run(self, resume: str | None) -> None:
+        """Resumes (or seeds a fresh run), then writes config.yaml and opens the loggers: a refused resume
+        leaves the run's files as they were."""
+        if not self.resume(resume):
+            seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
+        if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epochs_done())):
+            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %g", dropped, self.epochs_done())
+        config = OmegaConf.to_container(self.cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        self.logger = build_logger(cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
-        if not self.resume(t.resume):
-            seed_everything(int(cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
-        self.preemption = PreemptionHandler(list(t.preempt_signals), requeue=bool(t.requeue))
+        self.logger = build_logger(self.cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
@@ -201,13 +245,25 @@ class Trainer:
         self._buffers_averaged_at = self.global_step
 
     def save(self, *names: str) -> None:
-        """Writes the state to each of `names` in the run directory (rank 0; all ranks must call)."""
+        """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
+        Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
+        finite state."""
         self.sync_buffers()
         state = self.state_dict()
+        self._check_finite(state)
         if self.is_main:
             for name in names:
                 save_checkpoint(state, self.run_dir / name)
         dist.barrier()
+
+    def _check_finite(self, state: dict[str, Any]) -> None:
+        bad = nonfinite_tensors(state["model"]) + [f"ema.{k}" for k in nonfinite_tensors(state.get("ema", {}))]
+        if dist.all_reduce_max(torch.tensor([len(bad)], device=self.device)).item():  # every rank stops, or none
+            raise NonFiniteWeightsError(
+                f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf after step {self.global_step} "
+                f"(e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
+                f"{self.run_dir / 'last.pt'} keeps the last finite state (best.pt the best one): lower optim.lr or "
+                "set trainer.clip_grad_norm, then rerun (trainer.resume=<run dir>/best.pt to go back further)")
 
     def resume(self, resume: str | None) -> bool:
         """trainer.resume: "auto" continues from <run_dir>/last.pt when there is one; a path continues
@@ -219,8 +275,8 @@ class Trainer:
             return False
         state = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         load_model_state(self.model, state["model"], source=f"checkpoint {path}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        check_same_optimizer(state["config"], self.cfg, path)
+        self._load_optimizer(state, path)
         self.precision.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if "ema" not in state:
@@ -236,6 +292,29 @@ class Trainer:
             seed_everything(int(self.cfg.seed) + self.env.rank + self.global_step)
         log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step)
         return True
+
+    def _load_optimizer(self, state: dict[str, Any], path: Path) -> None:
+        """The checkpoint's optimizer state (momenta, ...) under the current config's hyperparameters. The
+        schedule is restored when nothing it is built from changed, else rebuilt from the current config at
+        the checkpoint's step (extending a finished run: trainer.epochs=<more>), and the change is logged."""
+        current = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:
+            raise CheckpointError(f"{path}'s optimizer state does not fit this run's optim config ({e}); "
+                                  "resume with the run's optim settings, or start a new run") from e
+        changes = changed_keys(state["config"], self.cfg)
+        if state["world_size"] != self.env.world_size:
+            changes.append(f"processes={state['world_size']} -> {self.env.world_size}")
+        if not changes:
+            self.scheduler.load_state_dict(state["scheduler"])
+            return
+        for group, settings in zip(self.optimizer.param_groups, current):
+            group.update(settings)
+        self.scheduler.step_update(state["global_step"])
+        log.warning("resume: %s changed since the checkpoint: learning-rate schedule rebuilt from the current "
+                    "config at step %d (lr %.4g)", ", ".join(changes), state["global_step"],
+                    self.optimizer.param_groups[0]["lr"])
 
     # ---- training ----------------------------------------------------------------------------------------
 
@@ -286,8 +365,8 @@ class Trainer:
             self.batch_in_epoch += 1
             if not update:
                 continue
-            if not window_bad:
-                self.optimizer_step(t)
+            if not window_bad and self.optimizer_step(t):
+                self.guard.stepped()
             self.optimizer.zero_grad(set_to_none=True)
             window_bad = False
             self.global_step += 1
@@ -313,16 +392,25 @@ class Trainer:
             "nonfinite_skipped": self.guard.skipped,
         }
 
-    def optimizer_step(self, t: DictConfig) -> None:
-        """Unscale (fp16), clip, step, update the scaler and the EMA."""
+    def optimizer_step(self, t: DictConfig) -> bool:
+        """Unscale (fp16), clip, step, update the scaler and the EMA. Without fp16's scaler (which skips
+        steps with inf / NaN gradients itself) a step whose gradient norm is not finite is skipped here, before
+        it reaches the weights. Returns whether the step was taken."""
         scaler = self.precision.scaler
+        norm = None
         if t.clip_grad_norm:
             scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(t.clip_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(t.clip_grad_norm))
+        if not scaler.is_enabled():
+            norm = gradient_norm(self.model.parameters()) if norm is None else norm
+            if self.guard.bad(norm):
+                log.warning("non-finite gradients at epoch %d step %d: step skipped", self.epoch, self.global_step + 1)
+                return False
         scaler.step(self.optimizer)
         scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
+        return True
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the whole validation set (each image once across ranks; the first
@@ -339,6 +427,16 @@ class Trainer:
         set_rng_state(state)
         return metrics
 
+    def epoch_complete(self) -> bool:
+        return self.batch_in_epoch >= self.steps_per_epoch * self.accum_steps
+
+    def epochs_done(self) -> float:
+        """Epochs trained and evaluated: fractional after a trainer.max_steps stop mid-epoch (what its
+        metrics.jsonl line says); a whole epoch's last batches count once its evaluation is recorded."""
+        if self.epoch_complete():
+            return float(self.epoch)
+        return round(self.epoch + self.batch_in_epoch / (self.steps_per_epoch * self.accum_steps), 6)
+
     def reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
 
@@ -350,8 +448,13 @@ class Trainer:
         """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
         try:
             results = self._fit()
-        except BaseException:
+        except BaseException as e:
             self.close(graceful=False)  # no barrier: the other ranks may never reach it
+            if self.env.world_size > 1 and _collective_failure(e):
+                raise DistributedError(
+                    f"rank {self.env.rank}: a collective failed ({first_line(e)}): another process died, or hung for "
+                    f"longer than trainer.dist_timeout_s={self.cfg.trainer.dist_timeout_s} s (its log says why); "
+                    "rerun to resume from the last checkpoint") from e
             raise
         self.close()
         return results
@@ -368,16 +471,18 @@ class Trainer:
             train_stats = self.train_one_epoch()
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
-            record = {"epoch": self.epoch + 1, "step": self.global_step, "lr": lr, **train_stats, **metrics,
+            epoch = self.epoch + 1 if self.epoch_complete() else self.epochs_done()  # fractional: max_steps stop
+            record = {"epoch": epoch, "step": self.global_step, "lr": lr, **train_stats, **metrics,
                       "peak_memory_mb": peak_memory_mb(self.device)}
-            self.logger.log_epoch(record, self.global_step)
-            if self.batch_in_epoch >= self.steps_per_epoch * self.accum_steps:  # else stopped by max_steps
+            self._log_epoch(record)
+            if self.epoch_complete():  # else stopped by trainer.max_steps
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             value = metrics[self.task.primary_metric]
-            improved = self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric)
+            improved = math.isfinite(value) and (
+                self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric))
             if improved:
                 self.best_metric = value
-            self.save("last.pt", *(["best.pt"] if improved else []))
+            self.save(*(["best.pt"] if improved else []), "last.pt")  # no last.pt names a best.pt not yet written
             self._handle_preemption()
         if not metrics:  # resumed a finished run: report its final weights
             metrics = self.evaluate()
@@ -403,9 +508,20 @@ class Trainer:
             log.info("run directory: %s", self.run_dir.resolve())
         return results
 
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        """Appends the epoch's line to metrics.jsonl (before its checkpoint: a resume drops lines past it)."""
+        try:
+            self.logger.log_epoch(record, self.global_step)
+        except OSError as e:
+            raise RunDirError(f"cannot write {self.run_dir / 'metrics.jsonl'} ({first_line(e)}); free space or fix "
+                              "the permissions, then rerun the same command to resume") from e
+
     def close(self, graceful: bool = True) -> None:
-        """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`)."""
+        """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`),
+        unlocks the run directory."""
         self.preemption.close()
         self.logger.close()
         destroy_distributed(barrier=graceful)
+        if self.run_lock is not None:
+            self.run_lock.release()
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from aaconv.utils.state_dict import load_model_state
-from aaconv.errors import CheckpointError
+from aaconv.errors import CheckpointError, first_line
 
 StateDict = dict[str, Tensor]
 log = logging.getLogger("aaconv")
@@ -170,7 +170,7 @@ def read_weights(source: str | os.PathLike) -> StateDict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign / pickled files
-        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"cannot read weights {path}: {first_line(e)}") from e
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict (expected name -> tensor)")

@@ -1,6 +1,7 @@
 """COCO reading: xywh -> xyxy targets, crowd / degenerate boxes and empty images dropped, flips, errors."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -45,3 +46,41 @@ def test_no_usable_image_and_missing_layout_are_data_errors(tmp_path):
         CocoDetection(tmp_path, "train2017", train=True)
     with pytest.raises(DataError, match="val2017"):
         CocoDetection(tmp_path, "val2017", train=False)
+
+
+def _split_line(caplog, split):
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"COCO {split}:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_each_split_states_its_degenerate_boxes_and_orphan_annotations(tmp_path, caplog, train):
+    _write_coco(tmp_path, [
+        {"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "bbox": [25, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},  # outside
+        {"id": 3, "image_id": 2, "bbox": [3, 3, 0, 4], "category_id": 5, "area": 0, "iscrowd": 0},  # no width
+        {"id": 4, "image_id": 9, "bbox": [1, 1, 4, 4], "category_id": 5, "area": 16, "iscrowd": 0},  # no image 9
+    ])
+    with caplog.at_level(logging.INFO, logger="aaconv"):
+        dataset = CocoDetection(tmp_path, "train2017", train=train)
+    line = _split_line(caplog, "train2017")
+    used = 1 if train else 2  # image 2 has no usable box: training drops it, evaluation keeps it
+    assert len(dataset) == used
+    assert line.startswith(f"COCO train2017: {used} images used of 2, 1 boxes; 2 degenerate or outside-the-image boxes")
+    assert "1 annotations for image ids with no image ignored" in line
+    assert ("dropped from training" if train else "kept (pycocotools") in line
+
+
+def test_unknown_category_id_is_a_data_error_naming_the_annotation(tmp_path):
+    _write_coco(tmp_path, [{"id": 7, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 200, "area": 24,
+                            "iscrowd": 0}])
+    with pytest.raises(DataError, match="annotation 7 in .* has category_id 200, which is not among"):
+        CocoDetection(tmp_path, "train2017", train=True)
+
+
+def test_invalid_annotation_json_is_a_data_error(tmp_path):
+    _write_coco(tmp_path, [])
+    (tmp_path / "annotations" / "instances_train2017.json").write_text('{"images": [')
+    with pytest.raises(DataError, match="are not valid JSON"):
+        CocoDetection(tmp_path, "train2017", train=True)

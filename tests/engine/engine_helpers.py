@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 import sys
 from pathlib import Path
 
@@ -26,12 +27,19 @@ def toy_config(tiny_config):
     return make
 
 
-def run_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
+def entry_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for train.py / torchrun with the toy task importable."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ENGINE_TESTS), str(REPO)]), "OMP_NUM_THREADS": "1",
                 **(env or {})}
     full_env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return full_env
+
+
+def run_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240,
+              preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+    """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=entry_env(env), capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec_fn)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

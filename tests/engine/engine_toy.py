@@ -2,16 +2,20 @@
 
 Used as `task._target_=engine_toy.ToyTask` (tests/engine on the Python path). Training samples get
 random noise from the global torch RNG (like a random augmentation) and the model may have dropout, so
-resume tests exercise the data and model random streams. Hooks for fault injection:
-`poison_batches` (1-based training_loss calls whose inputs are made NaN) and the environment variable
-AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss call; under torchrun only on
-rank AACONV_TEST_SIGTERM_RANK, default 0).
+resume tests exercise the data and model random streams; `batchnorm` adds a BatchNorm layer (buffers a
+diverged forward pass corrupts). Hooks for fault injection: `poison_batches` (1-based training_loss calls
+whose inputs are made NaN), `nan_grad_batches` (calls whose loss stays finite but whose gradients are NaN),
+and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
+call) and AACONV_TEST_HANG_AT (hang there for good, as a stuck process would); under torchrun only on rank
+AACONV_TEST_SIGTERM_RANK, default 0.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,15 +51,20 @@ class ToyTask:
 
     def __init__(self, *, backbone: Mapping[str, Any], attention: Mapping[str, Any], data: Mapping[str, Any],
                  label_smoothing: float = 0.0, train_size: int = 64, val_size: int = 45, noise: float = 0.1,
-                 dropout: float = 0.0, poison_batches: Sequence[int] = (), **_: Any):
+                 dropout: float = 0.0, batchnorm: bool = False, poison_batches: Sequence[int] = (),
+                 nan_grad_batches: Sequence[int] = (), **_: Any):
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
-        self.poison_batches = set(poison_batches)
+        self.batchnorm = batchnorm
+        self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
         self.calls = 0
         on_this_rank = os.environ.get("RANK", "0") == os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
         self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0")) if on_this_rank else 0
+        self.hang_at = int(os.environ.get("AACONV_TEST_HANG_AT", "0")) if on_this_rank else 0
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(16, CLASSES))
+        norm = [nn.BatchNorm1d(16)] if self.batchnorm else []
+        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), *norm,
+                             nn.Linear(16, CLASSES))
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         return ToyDataset(self.train_size, self.noise), ToyDataset(self.val_size, 0.0)
@@ -70,7 +79,15 @@ class ToyTask:
             x = x * float("nan")
         if self.calls == self.sigterm_at:
             os.kill(os.getpid(), signal.SIGTERM)
-        return nn.functional.cross_entropy(model(x.to(device)), y.to(device)), x.shape[0]
+        if self.calls == self.hang_at:
+            logging.getLogger("aaconv").warning("rank %s hangs at training step %d", os.environ.get("RANK"), self.calls)
+            while True:
+                time.sleep(1)
+        loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+        if self.calls in self.nan_grad_batches:  # d sqrt(|w - w|) / dw = 0 * inf = NaN; the value stays 0
+            weight = next(model.parameters())
+            loss = loss + (weight - weight.detach()).abs().sqrt().sum()
+        return loss, x.shape[0]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Any = None

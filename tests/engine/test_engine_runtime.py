@@ -77,11 +77,13 @@ def test_autocast_resnet_forward_backward_on_cpu(name: str):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_nonfinite_guard_counts_consecutive_bad_losses():
+def test_nonfinite_guard_counts_bad_values_until_an_update_is_taken():
     guard = NonFiniteGuard(max_consecutive=2)
     assert not guard.bad(torch.tensor(1.0))
     assert guard.bad(torch.tensor(float("nan")))
-    assert not guard.bad(torch.tensor(0.5)) and guard.consecutive == 0
+    assert not guard.bad(torch.tensor(0.5)) and guard.consecutive == 1  # a finite loss alone is no update
+    guard.stepped()
+    assert guard.consecutive == 0
     assert guard.bad(torch.tensor(float("inf")))
     with pytest.raises(NonFiniteLossError):
         guard.bad(torch.tensor(float("nan")))

@@ -52,6 +52,9 @@ def test_unreadable_file_is_a_checkpoint_error(tmp_path):
         load_pretrained(create_model("resnet18"), bad)
     with pytest.raises(CheckpointError, match="do not exist"):
         load_pretrained(create_model("resnet18"), tmp_path / "missing.pth")
+    bad.write_bytes(b"")  # an empty file: torch's error message is empty too
+    with pytest.raises(CheckpointError, match=r"cannot read weights .*bad.pth: \w+"):
+        load_pretrained(create_model("resnet18"), bad)
 
 
 def test_relative_tables_of_another_size_keep_their_offsets():

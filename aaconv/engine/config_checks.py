@@ -1,0 +1,87 @@
+"""The training config checked once, up front: every value that must be a positive integer, a non-negative
+number, ... is one, and the error quotes the value as the user typed it (not a derived one such as the
+batch-scaled learning rate), so a typo never surfaces as a traceback halfway through a run."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from aaconv.errors import ConfigError, first_line
+
+_UNSET = object()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer >= 0", "a number > 0", "a number >= 0"
+POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
+POSITIVE_INT_OR_NULL = "a positive integer, or null"
+RULES: dict[str, Callable[[object], bool]] = {
+    POSITIVE_INT: lambda v: _is_int(v) and v > 0,
+    COUNT: lambda v: _is_int(v) and v >= 0,
+    POSITIVE: lambda v: _is_number(v) and v > 0,
+    NON_NEGATIVE: lambda v: _is_number(v) and v >= 0,
+    POSITIVE_OR_NULL: lambda v: v is None or (_is_number(v) and v > 0),
+    POSITIVE_INT_OR_NULL: lambda v: v is None or (_is_int(v) and v > 0),
+    STAGES: lambda v: isinstance(v, list) and all(_is_int(s) for s in v),
+}
+
+# Keys absent from a config (another task's or attention variant's) are skipped.
+CHECKS: dict[str, str] = {
+    "data.batch_size": POSITIVE_INT,
+    "data.image_size": POSITIVE_INT,
+    "data.num_classes": POSITIVE_INT,
+    "data.workers": COUNT,
+    "trainer.epochs": POSITIVE_INT,
+    "trainer.accum_steps": POSITIVE_INT,
+    "trainer.max_steps": POSITIVE_INT_OR_NULL,
+    "trainer.max_eval_batches": POSITIVE_INT_OR_NULL,
+    "trainer.max_bad_steps": COUNT,
+    "trainer.checkpoint_every_steps": COUNT,
+    "trainer.clip_grad_norm": POSITIVE_OR_NULL,
+    "trainer.dist_timeout_s": POSITIVE,
+    "logger.log_every_steps": POSITIVE_INT,
+    "optim.lr": POSITIVE,
+    "optim.lr_base_batch": POSITIVE_INT,
+    "optim.weight_decay": NON_NEGATIVE,
+    "schedule.warmup_epochs": NON_NEGATIVE,
+    "backbone.attention_stages": STAGES,
+    "attention.aa.num_heads": POSITIVE_INT,
+    "attention.aa.kappa": POSITIVE,
+    "attention.aa.upsilon": POSITIVE,
+    "attention.aw.reduction": POSITIVE_INT,
+    "attention.aw.num_maps": POSITIVE_INT,
+    "attention.se.reduction": POSITIVE_INT,
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raises ConfigError for the first value of CHECKS that does not fit its rule."""
+    for key, rule in CHECKS.items():
+        value = OmegaConf.select(cfg, key, default=_UNSET)
+        if value is _UNSET:
+            continue
+        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not RULES[rule](value):
+            raise ConfigError(f"{key}={value} is not valid: it must be {rule}")
+
+
+def build_model(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` (a task's build_model), with the layers' and backbones' argument checks (ValueError: stages a
+    backbone lacks, more attention heads than channels, ...) turned into one ConfigError line."""
+    try:
+        return build()
+    except ValueError as e:
+        raise ConfigError(f"the backbone / attention config cannot build a model: {first_line(e)}; "
+                          "fix backbone.* / attention.*") from e

@@ -1,0 +1,65 @@
+"""Bad config values stop before training with one line that quotes the value as typed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aaconv.engine.config_checks import build_model, check_config
+from aaconv.engine.runtime import select_device
+from aaconv.engine.trainer import Trainer
+from aaconv.errors import ConfigError
+from aaconv.tasks import build_task
+from engine_helpers import toy_config  # noqa: F401  (pytest fixture)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.batch_size=0", "data.batch_size=0 is not valid: it must be a positive integer"),
+    ("data.batch_size=3.5", "data.batch_size=3.5 is not valid: it must be a positive integer"),
+    ("trainer.epochs=abc", "trainer.epochs=abc is not valid: it must be a positive integer"),
+    ("trainer.epochs=0", "trainer.epochs=0 is not valid: it must be a positive integer"),
+    ("trainer.epochs=true", "trainer.epochs=True is not valid: it must be a positive integer"),
+    ("optim.lr=-1", "optim.lr=-1 is not valid: it must be a number > 0"),  # as typed, not scaled by the batch
+    ("data.workers=-2", "data.workers=-2 is not valid: it must be an integer >= 0"),
+    ("trainer.clip_grad_norm=0", "trainer.clip_grad_norm=0 is not valid: it must be a number > 0, or null"),
+    ("backbone.attention_stages=5", "backbone.attention_stages=5 is not valid: it must be a list of stage numbers"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is not valid: it must be a positive integer, or null"),
+    ("trainer.max_eval_batches=1.5", "trainer.max_eval_batches=1.5 is not valid: it must be a positive integer, or null"),
+])
+def test_bad_values_are_named_as_typed(tiny_config, override: str, message: str):
+    with pytest.raises(ConfigError) as error:
+        check_config(tiny_config(override))
+    assert str(error.value).startswith(message)
+
+
+def test_zero_heads_are_caught_before_the_model_divides_by_them(tiny_config):
+    with pytest.raises(ConfigError, match=r"attention.aa.num_heads=0 is not valid"):
+        check_config(tiny_config("attention=aa", "attention.aa.num_heads=0"))
+
+
+def test_the_quickstart_and_every_attention_pass(tiny_config):
+    for attention in ("none", "se", "aa", "aw", "aa_se", "aw_se", "aw_aa"):
+        check_config(tiny_config(f"attention={attention}"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("backbone.attention_stages=[5]", "attention=aa"), r"attention_stages must be among 1..4 .*, got \[5\]"),
+    (("attention=aa", "attention.aa.num_heads=1024"), "AA needs out_channels >= num_heads"),
+])
+def test_what_only_the_model_can_check_is_one_config_error(tiny_config, overrides, message: str):
+    cfg = tiny_config(*overrides)
+    check_config(cfg)
+    with pytest.raises(ConfigError, match=rf"the backbone / attention config cannot build a model: {message}"):
+        build_model(build_task(cfg).build_model)
+
+
+def test_a_batch_larger_than_the_training_set_is_one_line(toy_config, tmp_path):
+    cfg = toy_config("data.batch_size=128")  # the toy training set has 64 samples
+    with pytest.raises(ConfigError, match="64 training samples per process make no batch of data.batch_size=128"):
+        Trainer(cfg, build_task(cfg), tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_one_line():
+    with pytest.raises(ConfigError, match="trainer.device=cuda but no CUDA device is visible"):
+        select_device("cuda")
