@@ -22,15 +22,20 @@ def fit(cfg, run_dir: Path) -> tuple[Trainer, dict]:
     return trainer, trainer.fit()
 
 
+def records(run_dir: Path) -> list[tuple[float, int]]:
+    """(epoch, step) of each metrics.jsonl line."""
+    return [(r["epoch"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
 def test_max_steps_trains_that_many_steps_and_resumes_to_a_larger_limit_exactly(toy_config, tmp_path: Path):
     three, results = fit(toy_config(*SMOKE, "trainer.max_steps=3"), tmp_path / "run")
     assert three.global_step == results["steps"] == 3
     state = load_checkpoint(tmp_path / "run/last.pt")
     assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 3, 3)
-    assert [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [3]
+    assert records(tmp_path / "run") == [(0.375, 3)]  # 3 of 8 updates of epoch 1
 
     again, _ = fit(toy_config(*SMOKE, "trainer.max_steps=3"), tmp_path / "run")  # the same command: nothing to train
-    assert again.global_step == 3
+    assert again.global_step == 3 and records(tmp_path / "run") == [(0.375, 3)]
     assert all(torch.equal(v, three.model.state_dict()[k]) for k, v in again.model.state_dict().items())
 
     # raised to 10 (one epoch and 2 steps): continues mid-epoch and ends where an uninterrupted run does
@@ -39,6 +44,7 @@ def test_max_steps_trains_that_many_steps_and_resumes_to_a_larger_limit_exactly(
     assert resumed.global_step == straight.global_step == 10 and (resumed.epoch, resumed.batch_in_epoch) == (1, 2)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert records(tmp_path / "run") == [(0.375, 3), (1, 8), (1.25, 10)]
 
 
 def test_max_eval_batches_limits_validation(toy_config, tmp_path: Path):
