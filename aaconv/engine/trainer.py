@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # the engine receives a task; it never imports one
 
 log = logging.getLogger("aaconv")
 
-CHECKPOINTS = ["best.pt", "last.pt"]
+ATOMIC_FILES = ["best.pt", "last.pt", "results.json", "metrics.jsonl", "predictions.json"]  # written by atomic_write
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -192,7 +192,7 @@ class Trainer:
         lock, error = None, None
         if self.is_main:
             try:
-                lock = claim_run_dir(self.run_dir, resume, CHECKPOINTS)
+                lock = claim_run_dir(self.run_dir, resume, ATOMIC_FILES)
             except RunDirError as e:
                 error = str(e)
         error = dist.broadcast_object(error)

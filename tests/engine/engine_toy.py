@@ -5,6 +5,7 @@ random noise from the global torch RNG (like a random augmentation) and the mode
 resume tests exercise the data and model random streams; `batchnorm` adds a BatchNorm layer (buffers a
 diverged forward pass corrupts). Hooks for fault injection: `poison_batches` (1-based training_loss calls
 whose inputs are made NaN), `nan_grad_batches` (calls whose loss stays finite but whose gradients are NaN),
+`nan_metric_evals` (1-based evaluate calls that report a NaN accuracy),
 and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
 call) and AACONV_TEST_HANG_AT (hang there for good, as a stuck process would); under torchrun only on rank
 AACONV_TEST_SIGTERM_RANK, default 0.
@@ -52,10 +53,11 @@ class ToyTask:
     def __init__(self, *, backbone: Mapping[str, Any], attention: Mapping[str, Any], data: Mapping[str, Any],
                  label_smoothing: float = 0.0, train_size: int = 64, val_size: int = 45, noise: float = 0.1,
                  dropout: float = 0.0, batchnorm: bool = False, poison_batches: Sequence[int] = (),
-                 nan_grad_batches: Sequence[int] = (), **_: Any):
+                 nan_grad_batches: Sequence[int] = (), nan_metric_evals: Sequence[int] = (), **_: Any):
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
         self.batchnorm = batchnorm
         self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
+        self.nan_metric_evals, self.evals = set(nan_metric_evals), 0
         self.calls = 0
         on_this_rank = os.environ.get("RANK", "0") == os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
         self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0")) if on_this_rank else 0
@@ -99,7 +101,10 @@ class ToyTask:
             sums[0] += (model(x.to(device)).argmax(1).cpu() == y).sum()
             sums[1] += len(y)
             seen += index.tolist()
+        self.evals += 1
         correct, count = all_reduce_sum(sums).tolist()
+        if self.evals in self.nan_metric_evals:
+            correct = float("nan")
         everyone = [i for part in all_gather_objects(seen) for i in part]
         return {"accuracy": 100 * correct / count, "val_images": int(count), "val_unique": len(set(everyone)),
                 "val_seen": len(everyone)}

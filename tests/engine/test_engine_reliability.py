@@ -57,6 +57,12 @@ def test_diverged_run_saves_no_nonfinite_weights_and_keeps_the_last_good_checkpo
     assert epochs_logged(good) == [1, 2, 3]  # the diverged attempt's epoch lines were dropped on resume
 
 
+def test_a_nan_metric_never_becomes_the_best(toy_config, tmp_path: Path):
+    trainer, results = fit(toy_config("trainer.epochs=2", "+task.nan_metric_evals=[1]"), tmp_path)
+    assert trainer.best_metric == results["accuracy"] == results["best_accuracy"] > 0  # epoch 2's, not NaN
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+
+
 def test_nan_gradients_behind_a_finite_loss_never_reach_the_weights(toy_config, tmp_path: Path):
     trainer, results = fit(toy_config("+task.nan_grad_batches=[2]"), tmp_path / "one")
     assert results["nonfinite_skipped"] == 1 and trainer.global_step == 8
