@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint: python eval.py checkpoint=PATH  (see configs/eval.yaml)."""
+"""Evaluate a checkpoint: python eval.py checkpoint=PATH  (see configs/eval.yaml).
+
+Under torchrun the processes split the validation data; results.json is written once."""
 
 from pathlib import Path
 
@@ -7,11 +9,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from aaconv.engine.checkpoint import load_checkpoint
+from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.runtime import select_device
 from aaconv.engine.stored_config import known_targets
 from aaconv.errors import exit_on_user_error, require_values
 from aaconv.tasks import task_from_saved_config
+from aaconv.utils.distributed import broadcast_object
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -23,8 +27,15 @@ def main(cfg: DictConfig) -> None:
     state = load_checkpoint(cfg.checkpoint)
     run_cfg = run_config(state, cfg, known_targets(CONFIGS))  # plain values only: a checkpoint runs no code
     task = task_from_saved_config(run_cfg)
-    evaluate_checkpoint(task, state, run_cfg, select_device(cfg.device), HydraConfig.get().runtime.output_dir,
-                        checkpoint=cfg.checkpoint)
+    env = init_distributed()
+    output_dir = broadcast_object(HydraConfig.get().runtime.output_dir)  # rank 0's: timestamps may differ per process
+    try:
+        evaluate_checkpoint(task, state, run_cfg, select_device(cfg.device, env.local_rank), output_dir,
+                            checkpoint=cfg.checkpoint)
+    except BaseException:
+        destroy_distributed(barrier=False)
+        raise
+    destroy_distributed()
 
 
 if __name__ == "__main__":

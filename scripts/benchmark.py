@@ -51,7 +51,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.models import create_detector, create_model
+from aaconv.models import backbone_options, create_detector, create_model
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -102,7 +102,7 @@ def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: lis
     backbone = group_config("backbone", backbone_name, overrides)
     attention = group_config("attention", attention_name or "none", overrides)
     if task == "classification":
-        kwargs = {k: v for k, v in backbone.items() if k != "name"}
+        kwargs = backbone_options(backbone)
         return create_model(backbone["name"], attention, num_classes=1000, input_size=max(image_size), **kwargs)
     return create_detector(task, backbone, attention, num_classes=91, min_size=min(image_size),
                            max_size=max(image_size), frozen_bn=True, trainable_layers=3)

@@ -16,7 +16,7 @@ from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.stored_config import known_targets
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
-from aaconv.tasks import task_from_saved_config
+from aaconv.tasks import build_task, task_from_saved_config
 from helpers.config import CONFIGS, REPO
 
 
@@ -59,6 +59,17 @@ def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config)
                             "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \d+ \['layer1.2"):
         evaluate(eval_config(path), tmp_path)
+
+
+def test_checkpoint_never_fetches_pretrained_weights_and_reads_older_detection_configs(tmp_path: Path, tiny_config):
+    cfg = tiny_config("task=retinanet", "data=shapes_det", "data.detection.fpn_channels=32")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["backbone"]["weights"] = "torchvision:no_such_model"  # would fail if it were read
+    config["task"]["weights"] = None  # detection configs kept it here before backbone.weights
+    model = build_task(cfg).build_model()
+    path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
+    results = evaluate(eval_config(path), tmp_path / "eval")
+    assert results["val_images"] == 16 and -1 <= results["AP"] <= 1
 
 
 def test_empty_checkpoint_file_is_one_line(tmp_path: Path) -> None:

@@ -78,6 +78,19 @@ def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -> None:
+    # an empty torch.hub cache and a proxy that refuses every connection: the download fails at once
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "backbone.weights=torchvision:resnet18",
+                             f"data.root={data_cache}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download torchvision:resnet18"), result.stderr
+    assert str(tmp_path / "torch/hub/checkpoints/resnet18-f37072fd.pth") in lines[0]
+
+
 def test_bad_config_value_is_one_line_quoting_it(tmp_path: Path) -> None:
     result = run("train.py", "data.batch_size=3.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2

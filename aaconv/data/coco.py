@@ -9,7 +9,8 @@ image (degenerate, or outside it) are dropped from the targets, and annotations 
 image are ignored; one line per split counts each. An annotation whose `category_id` is not among the
 file's categories is an error. Training split only: images left without boxes are dropped. The validation
 split keeps every image, and pycocotools scores against the annotation file as it is (its degenerate boxes
-included).
+included). An image that cannot be decoded stops the run with an error naming it, or with `skip_unreadable`
+comes out as None and is left out of its batch (aaconv.data.SkipUnreadable).
 """
 
 from __future__ import annotations
@@ -91,15 +92,17 @@ class CocoDetection(Dataset):
         split: "train2017" or "val2017" (any name following that layout).
         train: clean the targets (module docstring) and flip images horizontally with probability `hflip`.
         hflip: flip probability (training only).
+        skip_unreadable: an image that cannot be decoded is None (logged) instead of a DataError.
     """
 
-    def __init__(self, root: str | Path, split: str, train: bool, hflip: float = 0.5):
+    def __init__(self, root: str | Path, split: str, train: bool, hflip: float = 0.5, skip_unreadable: bool = False):
         self.root = Path(root)
         self.images = self.root / split
         if not self.images.is_dir():
             raise DataError(f"COCO image folder {self.images} not found; data.root must hold {split}/")
-        self.coco = load_coco(self.root / "annotations" / f"instances_{split}.json")
-        self.train, self.hflip = train, hflip
+        self.annotation_file = self.root / "annotations" / f"instances_{split}.json"
+        self.coco = load_coco(self.annotation_file)
+        self.train, self.hflip, self.skip_unreadable = train, hflip, skip_unreadable
         self.ids = self._summarize(sorted(self.coco.imgs))
         if not self.ids:
             raise DataError(f"COCO split {split} under {self.root} has no usable image")
@@ -134,14 +137,18 @@ class CocoDetection(Dataset):
         """width / height of every image, from the annotation file (no image is opened)."""
         return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Target] | None:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.images / info["file_name"]
         try:
             image = Image.open(path).convert("RGB")
         except OSError as e:
-            raise DataError(f"cannot read COCO image {path}: {e}") from e
+            error = DataError(f"cannot read COCO image {path}: {e}")
+            if self.skip_unreadable:
+                log.warning("skipped: %s", error)
+                return None
+            raise error from e
         target, _ = annotations_to_target(self.coco.imgToAnns[image_id], image.width, image.height)
         pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
         if self.train and torch.rand(()) < self.hflip:

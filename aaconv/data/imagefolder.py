@@ -2,19 +2,24 @@
 
     <root>/<split>/<class name>/<image>     e.g. /data/imagenet/train/n01440764/n01440764_10026.JPEG
 
-Real ImageNet and the built-in shapes set are read by the same code.
+Real ImageNet and the built-in shapes set are read by the same code. An image that cannot be decoded
+stops the run with an error naming it, or with `skip_unreadable` is left out of its batch (see
+`aaconv.data.SkipUnreadable`); scripts/check_data.py lists every such file up front.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 
 from aaconv.errors import DataError
 
+log = logging.getLogger("aaconv")
 LAYOUT_HINT = "expected <root>/{split}/<class>/<image>, e.g. <root>/train/n01440764/x.JPEG (one folder per class)"
 
 
@@ -42,13 +47,27 @@ def check_split_dir(root: str | Path, split: str) -> Path:
     return split_dir
 
 
+class SkippingImageFolder(ImageFolder):
+    """An ImageFolder whose unreadable images come out as None (logged with their path) instead of an error."""
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return super().__getitem__(index)
+        except DataError as e:
+            log.warning("skipped: %s", e)
+            return None
+
+
 def build_imagefolder(
-    root: str | Path, split: str, transform: Callable | None, num_classes: int | None = None
+    root: str | Path, split: str, transform: Callable | None, num_classes: int | None = None,
+    skip_unreadable: bool = False,
 ) -> ImageFolder:
-    """An ImageFolder over root/split whose class count is checked against `num_classes`."""
+    """An ImageFolder over root/split whose class count is checked against `num_classes`; with
+    `skip_unreadable` an image that cannot be decoded is None instead of a DataError."""
     split_dir = check_split_dir(root, split)
+    folder = SkippingImageFolder if skip_unreadable else ImageFolder
     try:
-        dataset = ImageFolder(str(split_dir), transform=transform, loader=load_rgb)
+        dataset = folder(str(split_dir), transform=transform, loader=load_rgb)
     except FileNotFoundError as e:
         raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
     if num_classes is not None and len(dataset.classes) != num_classes:

@@ -25,7 +25,7 @@ def _is_number(value: object) -> bool:
 
 POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer >= 0", "a number > 0", "a number >= 0"
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
-# null in attention.aa: the backbone's paper value (aaconv.models.attention)
+# null in attention.aa: the backbone's paper setting (AA_SETTINGS in aaconv/models/resnet.py, mnasnet.py)
 POSITIVE_INT_OR_NULL = "a positive integer, or null"
 RULES: dict[str, Callable[[object], bool]] = {
     POSITIVE_INT: lambda v: _is_int(v) and v > 0,
@@ -45,6 +45,8 @@ CHECKS: dict[str, str] = {
     "data.workers": COUNT,
     "trainer.epochs": POSITIVE_INT,
     "trainer.accum_steps": POSITIVE_INT,
+    "trainer.max_steps": POSITIVE_INT_OR_NULL,
+    "trainer.max_eval_batches": POSITIVE_INT_OR_NULL,
     "trainer.max_bad_steps": COUNT,
     "trainer.checkpoint_every_steps": COUNT,
     "trainer.clip_grad_norm": POSITIVE_OR_NULL,

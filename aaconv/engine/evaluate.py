@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
 from aaconv.engine.stored_config import check_stored_config
+from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
 
@@ -41,8 +42,11 @@ def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
 
 def run_config(state: dict[str, Any], cfg: DictConfig, targets: Mapping[str, set[str]]) -> DictConfig:
     """The training run's config, checked to be plain data that names only `targets` (see
-    aaconv.engine.stored_config), with eval.yaml's data overrides applied."""
+    aaconv.engine.stored_config), with eval.yaml's data overrides applied, and no pretrained backbone weights
+    to fetch: the checkpoint holds the trained ones."""
     run_cfg = check_stored_config(state.get("config"), f"checkpoint {cfg.checkpoint}", targets)
+    run_cfg.backbone.weights = None
+    run_cfg.task.pop("weights", None)  # where detection runs kept it before backbone.weights
     for key, value in (("root", cfg.data_root), ("batch_size", cfg.batch_size), ("workers", cfg.workers)):
         if value is not None:
             run_cfg.data[key] = value
@@ -54,18 +58,24 @@ def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
 ) -> dict[str, Any]:
     """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
-    split; writes and returns results.json in `output_dir`."""
+    split; writes and returns results.json in `output_dir`.
+
+    Under torchrun / Slurm (a process group set up by the caller), each process evaluates its shard of
+    the split (every image on exactly one rank), and rank 0 alone writes the files."""
     model = build_model(task.build_model)
     load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_eval_loader(val_set, batch_size=int(run_cfg.data.batch_size), data=run_cfg.data,
-                               collate_fn=task.collate_fn, rank=0, world_size=1)
+                               collate_fn=task.collate_fn, rank=dist.rank(), world_size=dist.world_size())
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    if dist.is_main_process():
+        output.mkdir(parents=True, exist_ok=True)
     metrics = task.evaluate(model, loader, device, output_dir=output)
-    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"], "checkpoint": str(checkpoint)}
-    write_json_atomic(results, output / "results.json")
-    log.info("results: %s", json.dumps(results))
-    log.info("results written to %s", (output / "results.json").resolve())
+    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"],
+               "world_size": dist.world_size(), "checkpoint": str(checkpoint)}
+    if dist.is_main_process():
+        write_json_atomic(results, output / "results.json")
+        log.info("results: %s", json.dumps(results))
+        log.info("results written to %s", (output / "results.json").resolve())
     return results

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from aaconv.data import SkipUnreadable
 from aaconv.engine.samplers import GroupedBatchSampler, SampleKey, ShardSampler, SkipBatches, TrainSampler
 from aaconv.errors import ConfigError
 
@@ -51,7 +52,10 @@ class SeededSamples(Dataset):
 
 
 def _loader_kwargs(data: Mapping[str, Any], collate_fn: Callable | None) -> dict[str, Any]:
+    """DataLoader keywords from the `data` config (workers; `skip_unreadable` leaves None samples out)."""
     workers = int(data["workers"])
+    if data.get("skip_unreadable"):
+        collate_fn = SkipUnreadable(collate_fn)
     return dict(
         num_workers=workers,
         persistent_workers=workers > 0,
@@ -96,13 +100,18 @@ def build_train_loader(
 
 
 def build_eval_loader(
-    dataset: Dataset, *, batch_size: int, data: Mapping[str, Any], collate_fn: Callable | None, rank: int, world_size: int
+    dataset: Dataset, *, batch_size: int, data: Mapping[str, Any], collate_fn: Callable | None, rank: int, world_size: int,
+    max_batches: int | None = None,
 ) -> DataLoader:
-    """Loader over this rank's share of `dataset` in order; every sample is on exactly one rank."""
+    """Loader over this rank's share of `dataset` in order; every sample is on exactly one rank. With
+    `max_batches`, only the first max_batches x batch_size x world_size samples are shared out (smoke runs)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if max_batches:
+        size = min(size, int(max_batches) * batch_size * world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), rank=rank, world_size=world_size),  # type: ignore[arg-type]
+        sampler=ShardSampler(size, rank=rank, world_size=world_size),
         drop_last=False,
         **_loader_kwargs(data, collate_fn),
     )

@@ -40,9 +40,9 @@ def check_same_optimizer(stored: Mapping[str, Any], cfg: DictConfig, path: Path)
                               f"resume with optim.opt={old}, or start a new run (another hydra.run.dir)")
 
 
-def trim_epoch_records(path: Path, epochs_done: int) -> int:
+def trim_epoch_records(path: Path, epochs_done: float) -> int:
     """Drops the lines of metrics.jsonl `path` for epochs after `epochs_done` (written before a crash
-    stopped their checkpoint); returns how many were dropped."""
+    stopped their checkpoint; fractional for a run stopped by trainer.max_steps); returns how many were dropped."""
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines(keepends=True)

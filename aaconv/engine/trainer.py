@@ -5,6 +5,10 @@ A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_step
 best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved) and
 results.json (at the end). Rerunning the same command in the same directory continues from last.pt.
 
+With several processes, BatchNorm running statistics are averaged over the ranks before every evaluation
+and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
+rank would otherwise evaluate, and rank 0 save, a model of its own.
+
 Reliability (docs/reliability.md): one process writes a run directory at a time (run_lock); an epoch's line
 is appended to metrics.jsonl before its checkpoint, and lines past the checkpoint are dropped on resume;
 best.pt is written before the last.pt that names it; NaN / inf weights are never saved; a collective that
@@ -19,7 +23,9 @@ import logging
 import math
 import os
 import resource
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +66,29 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def average_batchnorm_buffers(model: nn.Module) -> None:
+    """Replaces each BatchNorm running mean / variance by its mean over all processes (in place; a no-op in
+    one process), so that every rank holds the same model."""
+    if not dist.is_distributed():
+        return
+    world = dist.world_size()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var):
+                buffer.copy_(dist.all_reduce_sum(buffer) / world)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Drops the records of logger `name` for the block."""
+    logger = logging.getLogger(name)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _collective_failure(error: BaseException) -> bool:
@@ -110,21 +139,26 @@ class Trainer:
 
         train_set, val_set = self.task.build_datasets()
         self.accum_steps = int(t.accum_steps)
-        batch_size = int(cfg.data.batch_size)
+        self.batch_size = batch_size = int(cfg.data.batch_size)
         self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
             train_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn, rank=self.env.rank,
             world_size=self.env.world_size, seed=int(cfg.seed),
             group_ids=self.task.group_ids(train_set),
         )
         self.val_loader = build_eval_loader(val_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn,
-                                            rank=self.env.rank, world_size=self.env.world_size)
+                                            rank=self.env.rank, world_size=self.env.world_size,
+                                            max_batches=t.max_eval_batches)
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}")
         self.epochs = int(t.epochs)
+        self.max_steps = int(t.max_steps) if t.max_steps else None
         self.global_batch = batch_size * self.env.world_size * self.accum_steps
         self.optimizer = instantiate(cfg.optim, self.model, self.global_batch)
-        self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+        # timm warns that cosine annealing "will have no effect" when the schedule is one update long (a smoke run)
+        with _quiet_logger("timm.scheduler.cosine_lr"):
+            self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs,
+                                         steps_per_epoch=self.steps_per_epoch)
         self.precision = Precision(t.precision, self.device)
         self.guard = NonFiniteGuard(int(t.max_bad_steps))
         self.ema = (
@@ -143,6 +177,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
+        self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
         self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
         try:
             self._open_run(t.resume)
@@ -170,8 +205,8 @@ class Trainer:
         leaves the run's files as they were."""
         if not self.resume(resume):
             seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
-        if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epoch)):
-            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %d", dropped, self.epoch)
+        if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epochs_done())):
+            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %g", dropped, self.epochs_done())
         config = OmegaConf.to_container(self.cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
@@ -199,10 +234,21 @@ class Trainer:
             state["ema"] = self.ema.module.state_dict()
         return state
 
+    def sync_buffers(self) -> None:
+        """Averages BatchNorm statistics over the ranks (model and EMA), once per optimizer step at most;
+        every rank must call it."""
+        if self._buffers_averaged_at == self.global_step:
+            return
+        average_batchnorm_buffers(self.model)
+        if self.ema is not None:
+            average_batchnorm_buffers(self.ema.module)
+        self._buffers_averaged_at = self.global_step
+
     def save(self, *names: str) -> None:
         """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
         Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
         finite state."""
+        self.sync_buffers()
         state = self.state_dict()
         self._check_finite(state)
         if self.is_main:
@@ -295,18 +341,20 @@ class Trainer:
         batches_per_epoch = self.steps_per_epoch * self.accum_steps  # the tail that fills no update is dropped
         log_every = int(self.cfg.logger.log_every_steps)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on device: no sync per step
-        images, window_bad, start = 0, False, time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   disable=not (self.cfg.logger.progress_bar and self.is_main), initial=self.batch_in_epoch,
-                   total=batches_per_epoch)
+        images, unreadable, window_bad, start = 0, 0, False, time.perf_counter()
+        # on a terminal only: redirected to a file, the bar's redraws would flood the log
+        show_bar = bool(self.cfg.logger.progress_bar) and self.is_main and sys.stderr.isatty()
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not show_bar,
+                   initial=self.batch_in_epoch, total=batches_per_epoch)
         for batch in bar:
-            if self.batch_in_epoch >= batches_per_epoch:
+            if self.batch_in_epoch >= batches_per_epoch or self.reached_max_steps():
                 break
             update = (self.batch_in_epoch + 1) % self.accum_steps == 0
             sync = update or not isinstance(self.train_model, DistributedDataParallel)
             with contextlib.nullcontext() if sync else self.train_model.no_sync():
                 with self.precision.autocast():
                     loss, batch_images = self.task.training_loss(self.train_model, batch, self.device)
+                unreadable += self.batch_size - batch_images  # left out by data.skip_unreadable
                 if self.guard.bad(loss):
                     window_bad = True
                     log.warning("non-finite loss at epoch %d batch %d: step skipped", self.epoch, self.batch_in_epoch)
@@ -331,10 +379,15 @@ class Trainer:
                 self.save("last.pt")
             self._handle_preemption()
         seconds = time.perf_counter() - start
-        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images)])).tolist()
+        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images), loss_sum.new_tensor(unreadable)]))
+        loss_total, images_total, unreadable_total = sums.tolist()
+        if unreadable_total:
+            log.warning("epoch %d: %d unreadable training images skipped (data.skip_unreadable=true); list them with "
+                        "python scripts/check_data.py", self.epoch + 1, unreadable_total)
         return {
-            "train_loss": sums[0] / max(sums[1], 1),
-            "train_images_per_s": sums[1] / seconds,
+            "train_loss": loss_total / max(images_total, 1),
+            "train_images_per_s": images_total / seconds,
+            "unreadable_skipped": int(unreadable_total),
             "epoch_time_s": seconds,
             "nonfinite_skipped": self.guard.skipped,
         }
@@ -360,9 +413,11 @@ class Trainer:
         return True
 
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics on the whole validation set (each image once across ranks), and the EMA's
-        as `ema_<metric>` when EMA is on. Random states are put back afterwards: evaluating (or not, or the
-        EMA too) never changes the training run's random streams."""
+        """The task's metrics on the whole validation set (each image once across ranks; the first
+        `trainer.max_eval_batches` batches per rank when set), and the EMA's as `ema_<metric>` when EMA is on.
+        BatchNorm statistics are averaged over the ranks first. Random states are put back afterwards:
+        evaluating (or not, or the EMA too) never changes the training run's random streams."""
+        self.sync_buffers()
         state = rng_state()
         with self.precision.autocast():
             metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device, output_dir=self.run_dir)
@@ -371,6 +426,23 @@ class Trainer:
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
         set_rng_state(state)
         return metrics
+
+    def epoch_complete(self) -> bool:
+        return self.batch_in_epoch >= self.steps_per_epoch * self.accum_steps
+
+    def epochs_done(self) -> float:
+        """Epochs trained and evaluated: fractional after a trainer.max_steps stop mid-epoch (what its
+        metrics.jsonl line says); a whole epoch's last batches count once its evaluation is recorded."""
+        if self.epoch_complete():
+            return float(self.epoch)
+        return round(self.epoch + self.batch_in_epoch / (self.steps_per_epoch * self.accum_steps), 6)
+
+    def reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.global_step >= self.max_steps
+
+    def finished(self) -> bool:
+        """All epochs trained, or `trainer.max_steps` updates made."""
+        return self.epoch >= self.epochs or self.reached_max_steps()
 
     def fit(self) -> dict[str, Any]:
         """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
@@ -388,21 +460,23 @@ class Trainer:
         return results
 
     def _fit(self) -> dict[str, Any]:
-        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g",
+        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g (scaled)",
                  self.cfg.backbone.name, self.cfg.attention.variant, count_parameters(self.model) / 1e6, self.device,
-                 self.env.world_size, self.precision.name, self.global_batch, self.optimizer.param_groups[0]["lr"])
+                 self.env.world_size, self.precision.name, self.global_batch, self.scheduler.base_values[0])
         train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
         maximize = self.task.primary_metric_mode == "max"
         start = time.perf_counter()
-        while self.epoch < self.epochs:
+        while not self.finished():
             train_stats = self.train_one_epoch()
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
-            record = {"epoch": self.epoch + 1, "step": self.global_step, "lr": lr, **train_stats, **metrics,
+            epoch = self.epoch + 1 if self.epoch_complete() else self.epochs_done()  # fractional: max_steps stop
+            record = {"epoch": epoch, "step": self.global_step, "lr": lr, **train_stats, **metrics,
                       "peak_memory_mb": peak_memory_mb(self.device)}
             self._log_epoch(record)
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.epoch_complete():  # else stopped by trainer.max_steps
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             value = metrics[self.task.primary_metric]
             improved = math.isfinite(value) and (
                 self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric))
@@ -416,6 +490,7 @@ class Trainer:
             **metrics,
             **run_facts(self.cfg, self.model),
             "epochs": self.epochs,
+            "steps": self.global_step,
             "train_images_per_s": train_stats.get("train_images_per_s"),
             "train_time_s": time.perf_counter() - start,
             "nonfinite_skipped": self.guard.skipped,

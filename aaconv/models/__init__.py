@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from aaconv.models.backbone import Backbone
-from aaconv.models.registry import BUILDERS, create_model
+from aaconv.models.registry import BUILDERS, backbone_options, create_model
 
 MODELS: tuple[str, ...] = tuple(BUILDERS)
 
@@ -30,4 +30,4 @@ def create_detector(
     return build_detector(head, backbone, attention, num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODELS", "Backbone", "create_model", "create_detector"]
+__all__ = ["MODELS", "Backbone", "backbone_options", "create_model", "create_detector"]

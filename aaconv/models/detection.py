@@ -21,7 +21,6 @@ paper's RetinaNet parameter counts point to another setting (no minimum key dept
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,11 +34,9 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-from aaconv.models import create_model
+from aaconv.models import backbone_options, create_model
 from aaconv.models.backbone import Backbone
-from aaconv.models.pretrained import load_pretrained
-
-log = logging.getLogger("aaconv")
+from aaconv.models.pretrained import init_backbone
 
 HEADS = ("retinanet", "faster_rcnn")
 # Feature strides each head's FPN reads (torchvision: RetinaNet C3-C5, Faster R-CNN C2-C5).
@@ -122,18 +119,19 @@ def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, An
     """The classification backbone without its classifier, initialised from `weights` (or from scratch).
 
     Args:
-        backbone: {name, ...backbone keywords} (the `backbone` config group).
+        backbone: {name, weights, ...backbone keywords} (the `backbone` config group).
         weights: an aaconv ImageNet checkpoint (the classifier's keys; its `fc` / `classifier` is dropped),
             a torchvision / timm state-dict file, or "torchvision:<name>" / "timm:<name>"; None: from scratch.
+            None takes `backbone["weights"]` (the config's `backbone.weights`), if any.
         frozen_bn: replace BN by FrozenBatchNorm2d (torchvision's default with pretrained weights).
         trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
     """
-    options = {k: v for k, v in backbone.items() if k != "name"}
+    options = backbone_options(backbone)
     size = math.ceil(max_size / 32) * 32
     body = create_model(backbone["name"], attention, num_classes=0, input_size=size, headless=True, **options)
+    weights = weights if weights is not None else backbone.get("weights")
     if weights:
-        report = load_pretrained(body, weights)
-        log.info("backbone weights %s: %s", weights, report.summary())
+        init_backbone(body, weights)
     if frozen_bn:
         freeze_batchnorm(body)
     freeze_units(body, trainable_layers)

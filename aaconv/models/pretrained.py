@@ -13,10 +13,17 @@ model) fails with the lists of missing / unexpected keys instead.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
+import logging
 import os
 import re
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +32,7 @@ from aaconv.utils.state_dict import load_model_state
 from aaconv.errors import CheckpointError, first_line
 
 StateDict = dict[str, Tensor]
+log = logging.getLogger("aaconv")
 
 
 @dataclass
@@ -72,19 +80,89 @@ def _normalise(state: StateDict) -> StateDict:
     return convert_timm(state)
 
 
+def _unknown_name(library: str, name: str, known: list[str]) -> CheckpointError:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return CheckpointError(f"{library} has no pretrained model {name!r}{hint}; {library}:<name> takes a name "
+                           f"from {library}'s model list, or pass a local weights file")
+
+
+def _download_failed(source: str, error: BaseException, url: str, path: Path) -> CheckpointError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CheckpointError(f"cannot download {source} ({reason}); without network access, download {url} "
+                           f"and place it at {path}, or pass a local file as the weights")
+
+
+def _check_reachable(source: str, url: str, path: Path) -> None:
+    """Fails at once when the download host has no address (no network), instead of after the retries of
+    huggingface_hub (about a minute). Behind a proxy the host may not resolve locally: no check then."""
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return
+    try:
+        socket.getaddrinfo(urlparse(url).hostname, 443)
+    except OSError as e:
+        raise _download_failed(source, e, url, path) from None
+
+
+def _download(source: str, url: str, path: Path, fetch: Callable[[], StateDict]) -> StateDict:
+    _check_reachable(source, url, path)
+    log.info("downloading %s from %s", source, url)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's and huggingface_hub's progress lines
+            return fetch()
+    except Exception as e:  # urllib's, requests', httpx' and huggingface_hub's errors share no base class
+        raise _download_failed(source, e, url, path) from None
+
+
+def hub_checkpoint_path(url: str) -> Path:
+    """Where torch.hub (torchvision, timm's URL weights) keeps the download of `url`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def torchvision_weights(name: str) -> StateDict:
+    """torchvision's default ImageNet weights of model `name`, from the torch.hub cache or downloaded."""
+    import torchvision
+
+    try:
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+    except (ValueError, KeyError):
+        raise _unknown_name("torchvision", name, torchvision.models.list_models()) from None
+    path = hub_checkpoint_path(url)
+    if path.is_file():
+        return read_weights(path)
+    return _download(f"torchvision:{name}", url, path,
+                     lambda: torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True))
+
+
+def timm_weights(name: str) -> StateDict:
+    """timm's pretrained weights of model `name` (a tag such as resnet18.a1_in1k allowed): from
+    <torch.hub dir>/checkpoints when placed there, else downloaded (Hugging Face hub or URL)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown_name("timm", name, timm.list_models())
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise CheckpointError(f"timm has no pretrained weights for {name!r}; pass a local weights file")
+    if cfg.hf_hub_id:
+        url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{cfg.hf_hub_filename or 'model.safetensors'}"
+        path = Path(torch.hub.get_dir()) / "checkpoints" / "timm" / f"{cfg.hf_hub_id.split('/')[-1]}{Path(url).suffix}"
+    else:
+        url, path = cfg.url, hub_checkpoint_path(cfg.url)
+    if path.is_file():
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}).state_dict()
+    return _download(f"timm:{name}", url, path, lambda: timm.create_model(name, pretrained=True).state_dict())
+
+
 def read_weights(source: str | os.PathLike) -> StateDict:
     """A state dict from a file (torchvision / timm state dict, an aaconv checkpoint's `model`, or a
     `.safetensors` file such as scripts/export.py writes), or by name: "torchvision:<model>" /
-    "timm:<model>" (downloaded, needs the network)."""
+    "timm:<model>" (downloaded, needs the network, or placed in the cache path that the error message names)."""
     text = str(source)
     if text.startswith("torchvision:"):
-        import torchvision
-
-        return torchvision.models.get_model(text.split(":", 1)[1], weights="DEFAULT").state_dict()
+        return torchvision_weights(text.split(":", 1)[1])
     if text.startswith("timm:"):
-        import timm
-
-        return timm.create_model(text.split(":", 1)[1], pretrained=True).state_dict()
+        return timm_weights(text.split(":", 1)[1])
     path = Path(text).expanduser()
     if not path.is_file():
         raise CheckpointError(f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
@@ -139,12 +217,14 @@ def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
 
 @torch.no_grad()
 def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, strict: bool = False,
-                    prefix: str = "") -> LoadReport:
+                    prefix: str = "", exact: tuple[str, ...] = ()) -> LoadReport:
     """Loads `source` (see read_weights, or a state dict) into `model` wherever shapes match.
 
     Args:
         strict: every key must match in name and shape (CheckpointError listing the differences).
         prefix: drop this prefix from the source keys first (e.g. "backbone.body.").
+        exact: model key prefixes loaded only when the shape matches, never adapted (a classifier for
+            another number of classes keeps its initialisation).
     """
     state = source if isinstance(source, dict) else read_weights(source)
     state = _normalise({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
@@ -162,7 +242,7 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, 
         if found == key and value.shape == target.shape:
             target.copy_(value)
             report.loaded.append(key)
-        elif _overlap_copy(key, target, value):
+        elif not key.startswith(exact) and _overlap_copy(key, target, value):
             report.adapted.append(key)
         else:
             report.missing.append(key)
@@ -170,4 +250,12 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, 
         used.add(found)
     report.unexpected = sorted(set(state) - used)
     model.load_state_dict(own)
+    return report
+
+
+def init_backbone(model: nn.Module, weights: str | os.PathLike, *, exact: tuple[str, ...] = ()) -> LoadReport:
+    """`backbone.weights` of every task: loads `weights` into `model` (see load_pretrained) and logs the
+    report (loaded / adapted / not in the weights / unused keys)."""
+    report = load_pretrained(model, weights, exact=exact)
+    log.info("backbone weights %s: %s", weights, report.summary())
     return report

@@ -48,6 +48,11 @@ def create_model(
     return BUILDERS[name](attention, num_classes=num_classes, **kwargs)
 
 
+def backbone_options(backbone: Mapping[str, Any]) -> dict[str, Any]:
+    """The `backbone` config group's constructor keywords: all but `name` and `weights` (loaded after building)."""
+    return {key: value for key, value in backbone.items() if key not in ("name", "weights")}
+
+
 # timm name prefix -> attention variant (the prefixes are the `attention=` config options).
 TIMM_VARIANTS = {
     "plain": "none",

@@ -16,8 +16,11 @@ from aaconv.data import dataset_root
 from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
-from aaconv.models import create_model
+from aaconv.models import backbone_options, create_model
+from aaconv.models.pretrained import init_backbone
 from aaconv.utils.distributed import all_reduce_sum
+
+CLASSIFIERS = ("fc.", "classifier.")  # the last layer of our ResNets / MnasNets
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:
@@ -67,23 +70,27 @@ class ClassificationTask:
             self.criterion = SoftTargetCrossEntropy()
 
     def build_model(self) -> nn.Module:
-        kwargs = {k: v for k, v in self.backbone.items() if k != "name"}
-        return create_model(
+        """The classifier, initialised from `backbone.weights` when set; a pretrained classifier for another
+        number of classes (ImageNet's 1000 when fine-tuning) is left out, the rest loaded or adapted."""
+        kwargs = backbone_options(self.backbone)
+        model = create_model(
             self.backbone["name"], self.attention, num_classes=self.data["num_classes"],
             input_size=self.data["image_size"], **kwargs,
         )
+        if self.backbone.get("weights"):
+            init_backbone(model, self.backbone["weights"], exact=CLASSIFIERS)
+        return model
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         root = dataset_root(self.data, "imagefolder")
         size, options = self.data["image_size"], self.data["transform"]
-        train = build_imagefolder(
-            root, self.data["train_split"], classification_transform(size, True, options["train"]), self.data["num_classes"]
-        )
+        skip = bool(self.data.get("skip_unreadable", False))
+        train = build_imagefolder(root, self.data["train_split"], classification_transform(size, True, options["train"]),
+                                  self.data["num_classes"], skip_unreadable=skip)
         if self.gpu_decode is not None:
             encoded(train)
-        val = build_imagefolder(
-            root, self.data["val_split"], classification_transform(size, False, options["eval"]), self.data["num_classes"]
-        )
+        val = build_imagefolder(root, self.data["val_split"], classification_transform(size, False, options["eval"]),
+                                self.data["num_classes"], skip_unreadable=skip)
         return train, val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:

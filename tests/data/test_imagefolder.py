@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from aaconv.data import SkipUnreadable
 from aaconv.data.imagefolder import build_imagefolder
+from aaconv.engine.trainer import Trainer
 from aaconv.errors import DataError
+from aaconv.tasks import build_task
+from helpers.config import compose_config
+from helpers.images import write_messy_imagefolder
 
 
 def make_tree(root: Path, classes: dict[str, int], split: str = "train") -> Path:
@@ -67,3 +74,37 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("broken.png")][0]
     with pytest.raises(DataError, match=r"cannot decode image .*broken.png.*delete or re-download"):
         dataset[index]
+
+
+def test_skip_unreadable_gives_none_for_exactly_the_bad_files(tmp_path: Path) -> None:
+    bad = {str(p) for p in write_messy_imagefolder(tmp_path) if "/train/" in str(p)}
+    strict = build_imagefolder(tmp_path, "train", transform=None)
+    skipping = build_imagefolder(tmp_path, "train", transform=None, skip_unreadable=True)
+    for index, (path, label) in enumerate(skipping.samples):
+        if path in bad:
+            assert skipping[index] is None
+            with pytest.raises(DataError, match="cannot decode image"):
+                strict[index]
+        else:
+            image, target = skipping[index]
+            assert image.mode == "RGB" and target == label
+    assert sum(skipping[i] is None for i in range(len(skipping))) == len(bad) == 2
+
+
+def test_skip_unreadable_collate_leaves_out_none_and_refuses_an_all_bad_batch() -> None:
+    collate = SkipUnreadable(None)
+    images, labels = collate([(torch.zeros(3), 0), None, (torch.ones(3), 1)])
+    assert images.shape == (2, 3) and labels.tolist() == [0, 1]
+    with pytest.raises(DataError, match="all 2 images of a batch are unreadable.*check_data.py"):
+        collate([None, None])
+
+
+def test_training_with_skip_unreadable_counts_the_skipped_images(tmp_path: Path) -> None:
+    write_messy_imagefolder(tmp_path / "data")
+    # 13 images per split, one batch of 13: every image is seen once per epoch, the 2 bad ones skipped
+    cfg = compose_config("data=imagenet", f"data.root={tmp_path / 'data'}", "data.num_classes=2", "data.image_size=32",
+                      "data.batch_size=13", "data.workers=0", "data.skip_unreadable=true", "trainer.epochs=1",
+                         "logger.progress_bar=false")
+    results = Trainer(cfg, build_task(cfg), tmp_path / "run").fit()
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert record["unreadable_skipped"] == 2 and results["val_images"] == 13 - 2

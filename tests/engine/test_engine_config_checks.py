@@ -22,6 +22,8 @@ from aaconv.tasks import build_task
     ("data.workers=-2", "data.workers=-2 is not valid: it must be an integer >= 0"),
     ("trainer.clip_grad_norm=0", "trainer.clip_grad_norm=0 is not valid: it must be a number > 0, or null"),
     ("backbone.attention_stages=5", "backbone.attention_stages=5 is not valid: it must be a list of stage numbers"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is not valid: it must be a positive integer, or null"),
+    ("trainer.max_eval_batches=1.5", "trainer.max_eval_batches=1.5 is not valid: it must be a positive integer, or null"),
 ])
 def test_bad_values_are_named_as_typed(tiny_config, override: str, message: str):
     with pytest.raises(ConfigError) as error:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from aaconv.layers import AAConv2d
-from aaconv.models import create_detector, create_model
+from aaconv.models import backbone_options, create_detector, create_model
 from helpers.config import CONFIGS
 
 # The paper's ImageNet table (224 px): (params in M, GFLOPs with a multiply-add counted as 2 FLOPs).
@@ -43,7 +43,7 @@ def from_config(*overrides: str) -> torch.nn.Module:
     """The classifier `python train.py <overrides>` builds (ClassificationTask's call), on the meta device."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
-    backbone = {k: v for k, v in cfg["backbone"].items() if k != "name"}
+    backbone = backbone_options(cfg["backbone"])
     with torch.device("meta"):
         return create_model(cfg["backbone"]["name"], cfg["attention"], num_classes=1000, input_size=224, **backbone)
 

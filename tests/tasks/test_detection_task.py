@@ -7,12 +7,14 @@ import json
 
 import pytest
 import torch
+import torchvision
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader, Subset
 
 from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
+from aaconv.tasks.detection import coco_metrics
 
 
 @pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
@@ -47,7 +49,10 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
         evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
     expected = dict(zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluator.stats[:6]))
     for name, value in expected.items():
-        assert metrics[name] == pytest.approx(max(0.0, value), abs=1e-9)
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+    assert metrics["APl"] == -1.0  # no large objects in 96 px images: pycocotools says -1, not 0
+    assert metrics["coco_eval"] in ("pycocotools", "faster_coco_eval")
+    assert metrics["annotation_file"] == str((val.root / "annotations" / "instances_val2017.json").resolve())
 
 
 @pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
@@ -73,3 +78,71 @@ def test_shapes_recipes_build_and_train(tiny_config, experiment):
     loss, images = task.training_loss(model, batch, torch.device("cpu"))
     loss.backward()
     assert torch.isfinite(loss) and images == 4
+
+
+@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+def test_backbone_weights_load_a_torchvision_file_into_the_detector(tiny_config, tmp_path, head):
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(reference, tmp_path / "resnet18.pth")
+    cfg = tiny_config(f"task={head}", "data=shapes_det", f"backbone.weights={tmp_path / 'resnet18.pth'}",
+                      "data.detection.frozen_bn=true")
+    body = build_task(cfg).build_model().backbone.body.state_dict()
+    for key in ("conv1.weight", "layer2.0.conv1.weight", "layer4.1.bn2.running_mean"):
+        assert torch.equal(body[key], reference[key]), key
+
+
+def _predictions(gt: COCO, seed: int) -> list[dict]:
+    """Jittered, rescored copies of the ground-truth boxes, a few with the wrong category: AP strictly in (0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for ann in gt.dataset["annotations"]:
+        x, y, w, h = (torch.tensor(ann["bbox"]) + torch.randn(4, generator=g) * 2).tolist()
+        category = ann["category_id"] if torch.rand((), generator=g) > 0.2 else 1 + ann["category_id"] % 6
+        out.append({"image_id": ann["image_id"], "category_id": category, "bbox": [x, y, max(w, 1), max(h, 1)],
+                    "score": float(torch.rand((), generator=g))})
+    return out
+
+
+@pytest.fixture
+def small_objects_only(tiny_config):
+    """The tiny shapes COCO val split (16 images of 96 px) with only its small shapes (area < 32^2)."""
+    _, val = build_task(tiny_config("task=retinanet", "data=shapes_det")).build_datasets()
+    dataset = dict(val.coco.dataset)
+    dataset["annotations"] = [ann for ann in dataset["annotations"] if ann["area"] < 32**2]
+    assert 10 < len(dataset["annotations"]) < len(val.coco.dataset["annotations"])
+    gt = COCO()
+    gt.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def _pycocotools(gt: COCO, predictions: list[dict], image_ids: list[int]) -> list[float]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(predictions), "bbox")
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
+    return list(evaluator.stats[:6])
+
+
+def test_apm_apl_are_minus_one_as_pycocotools_says_without_medium_or_large_objects(small_objects_only):
+    gt = small_objects_only
+    predictions, ids = _predictions(gt, seed=0), sorted(gt.imgs)[:10]
+    expected = _pycocotools(gt, predictions, ids)
+    metrics = coco_metrics(gt, predictions, ids, backend="pycocotools")
+    assert list(metrics.values()) == pytest.approx(expected, abs=1e-12)
+    assert metrics["APm"] == metrics["APl"] == -1.0 and 0 < metrics["AP"] < 1
+    empty = coco_metrics(gt, [], None, backend="pycocotools")
+    assert (empty["AP"], empty["APs"], empty["APm"], empty["APl"]) == (0.0, 0.0, -1.0, -1.0)
+
+
+def test_faster_coco_eval_gives_pycocotools_numbers(small_objects_only):
+    pytest.importorskip("faster_coco_eval")
+    gt = small_objects_only
+    for seed in range(3):
+        predictions = _predictions(gt, seed)
+        for ids in (None, sorted(gt.imgs)[::2]):
+            faster = coco_metrics(gt, predictions, ids, backend="faster_coco_eval")
+            reference = coco_metrics(gt, predictions, ids, backend="pycocotools")
+            assert faster == pytest.approx(reference, abs=1e-12), (seed, ids)
+    assert coco_metrics(gt, [], None, backend="faster_coco_eval") == coco_metrics(gt, [], None, backend="pycocotools")

@@ -1,0 +1,127 @@
+"""Finds every unreadable image of a dataset in one run, before hours of training stop on the first one.
+
+    python scripts/check_data.py ROOT [--layout imagefolder|coco] [--workers N]
+
+imagefolder: decodes every image file under ROOT (all splits, e.g. ROOT/train/<class>/*.JPEG) the way the
+training loader does (aaconv.data.imagefolder.load_rgb). coco: for each ROOT/annotations/instances_<split>.json,
+decodes every image it lists from ROOT/<split>/ and checks its size against the file, and checks that each
+annotation names a listed image and category and has a box [x, y, w, h] with w, h >= 0.
+
+Prints one line per problem (`<file>: <what>`) and a summary; exits 1 if there is any problem, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from multiprocessing import Pool
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from aaconv.data.imagefolder import load_rgb
+from aaconv.errors import DataError
+
+ImageCheck = tuple[str, tuple[int, int] | None]  # (path, expected (width, height) or None)
+
+
+def check_image(item: ImageCheck) -> str | None:
+    """The problem with one image file, or None when it decodes (and has the expected size)."""
+    path, size = item
+    try:
+        image = load_rgb(path)
+    except DataError as e:
+        empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        return f"{path}: {'empty file (0 bytes)' if empty else e.__cause__ or e}"
+    if size is not None and image.size != size:
+        return f"{path}: is {image.width}x{image.height} but the annotation file says {size[0]}x{size[1]}"
+    return None
+
+
+def imagefolder_images(root: Path) -> list[ImageCheck]:
+    """Every file under `root` with an image extension (the files torchvision's ImageFolder reads)."""
+    return [(str(p), None) for p in sorted(root.rglob("*")) if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)]
+
+
+def _box_problem(box: object) -> str | None:
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+        return f"bbox {box!r} is not [x, y, w, h]"
+    if box[2] < 0 or box[3] < 0:
+        return f"bbox {box} has a negative width or height"
+    return None
+
+
+def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
+    """(images to decode with their annotated sizes, annotation problems) of every annotations/instances_*.json."""
+    files = sorted((root / "annotations").glob("instances_*.json"))
+    if not files:
+        raise DataError(f"no {root}/annotations/instances_<split>.json; the COCO layout is <root>/<split>/ + "
+                        "<root>/annotations/instances_<split>.json")
+    images: list[ImageCheck] = []
+    problems: list[str] = []
+    for file in files:
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            problems.append(f"{file}: cannot read ({e})")
+            continue
+        folder = root / file.stem.removeprefix("instances_")
+        image_ids = {image["id"] for image in data.get("images", [])}
+        category_ids = {category["id"] for category in data.get("categories", [])}
+        for image in data.get("images", []):
+            images.append((str(folder / image["file_name"]), (image["width"], image["height"])))
+        for ann in data.get("annotations", []):
+            where = f"{file}: annotation {ann.get('id')}"
+            if ann.get("image_id") not in image_ids:
+                problems.append(f"{where} names image {ann.get('image_id')}, which is not in the file's images")
+            if ann.get("category_id") not in category_ids:
+                problems.append(f"{where} names category {ann.get('category_id')}, which is not in its categories")
+            if (problem := _box_problem(ann.get("bbox"))) is not None:
+                problems.append(f"{where}: {problem}")
+    return images, problems
+
+
+def run_checks(images: list[ImageCheck], workers: int) -> Iterator[str | None]:
+    if workers <= 0:
+        yield from map(check_image, images)
+        return
+    with Pool(workers) as pool:
+        yield from pool.imap(check_image, images, chunksize=64)
+
+
+def report(problems: Iterable[str]) -> int:
+    """Prints each problem as it is found; returns how many."""
+    count = 0
+    for line in problems:
+        print(line, flush=True)
+        count += 1
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="dataset folder (ImageFolder root with its splits, or COCO root)")
+    parser.add_argument("--layout", choices=("imagefolder", "coco"), default="imagefolder")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes (0: in this process)")
+    args = parser.parse_args(argv)
+    root = args.root.expanduser()
+    start = time.perf_counter()
+    try:
+        if not root.is_dir():
+            raise DataError(f"{root} is not a folder")
+        images, problems = coco_checks(root) if args.layout == "coco" else (imagefolder_images(root), [])
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    bad = report(problems)
+    bad_images = report(p for p in run_checks(images, args.workers) if p is not None)
+    print(f"checked {len(images)} images under {root} in {time.perf_counter() - start:.1f} s: "
+          f"{bad_images} unreadable or mis-sized, {bad} annotation problems")
+    return 1 if bad or bad_images else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
