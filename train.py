@@ -5,7 +5,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from aaconv.engine.trainer import Trainer
-from aaconv.errors import exit_on_user_error, require_values
+from aaconv.errors import ConfigError, exit_on_user_error, require_values
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
@@ -13,6 +13,11 @@ from aaconv.errors import exit_on_user_error, require_values
 def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
     require_values(cfg)
+    choices = HydraConfig.get().runtime.choices
+    if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):
+        raise ConfigError(f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
+                          "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or experiment=null "
+                          "for the groups' own values")
     trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
     return trainer.fit()[trainer.task.primary_metric]
 

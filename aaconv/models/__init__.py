@@ -9,17 +9,20 @@ from torch import nn
 
 from aaconv.models.mnasnet import MNASNETS, build_mnasnet
 from aaconv.models.resnet import RESNETS, build_resnet
+from aaconv.models.wrn import WRNS, build_wrn
 
-MODELS: tuple[str, ...] = RESNETS + MNASNETS
+MODELS: tuple[str, ...] = RESNETS + MNASNETS + WRNS
 
 
 def create_model(name: str, attention: str | Mapping[str, Any] = "none", num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """Builds classifier `name` (one of MODELS) with `attention` (a variant name such as "aa+se" or the
-    `attention` config mapping {variant, aa, aw, se}); kwargs go to the backbone (ResNet / MnasNet)."""
+    `attention` config mapping {variant, aa, aw, se}); kwargs go to the backbone (ResNet / MnasNet / WRN)."""
     if name in RESNETS:
         return build_resnet(name, attention, num_classes=num_classes, **kwargs)
     if name in MNASNETS:
         return build_mnasnet(name, attention, num_classes=num_classes, **kwargs)
+    if name in WRNS:
+        return build_wrn(name, attention, num_classes=num_classes, **kwargs)
     raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
 
 
