@@ -22,7 +22,7 @@ from aaconv.data.shapes import CLASSES as SHAPES
 from aaconv.data.shapes import SPLITS, draw_shape
 
 CLASSES: tuple[str, ...] = ("different", "same")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PALETTE = np.array(  # saturated colours, each far from the grey background
     [(230, 40, 40), (40, 200, 40), (50, 80, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)])
 
@@ -69,7 +69,7 @@ def relation_sample(seed: int, split: str, index: int, image_size: int) -> tuple
     third = image_size // 3
     for region, colour in zip((0, 2 * third), colours):
         side = int(rng.integers(image_size // 6, third))
-        x0 = region + int(rng.integers(0, third - side + 1))
+        x0 = region + int(rng.integers(0, third - side))  # the box, edges included, stays inside the third
         y0 = int(rng.integers(0, image_size - side))
         kind = SHAPES[int(rng.integers(0, len(SHAPES)))]
         draw_shape(draw, kind, (x0, y0, x0 + side, y0 + side), tuple(int(c) for c in colour))
