@@ -13,13 +13,17 @@ on the meta device (no memory, no compute) and counting one forward with torch.u
 multiply-add as 2 FLOPs as the paper does; AA is counted in its reference formulation. Classification rows are
 counted at their training size (224 px ImageNet, 32 px CIFAR); detection rows count backbone + FPN + heads
 (RetinaNet: both heads; Faster R-CNN: the RPN head, the RoI head depends on the proposals) at 800 x 1344.
+The counts are cached in $AACONV_CACHE/paper_table/ (default ~/.cache/aaconv), keyed by a digest of configs/ and
+aaconv/: about 20 s of one core for all rows the first time, nothing after (--no-cache recounts).
 Paper numbers: the AA paper (Bello et al. 2019) as gathered in /work/shared/papers.md, the AW paper's abstract.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import math
 import statistics
 import sys
@@ -156,6 +160,37 @@ def model_size(row: Row) -> dict[str, Any]:
             "flops_at": f"{height}x{width}"}
 
 
+def source_digest() -> str:
+    """A digest of everything a model size depends on: the config tree and the library's source."""
+    digest = hashlib.sha256()
+    for path in sorted([*CONFIGS.rglob("*.yaml"), *(REPO / "aaconv").rglob("*.py")]):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class SizeCache:
+    """model_size() results in a JSON file per source digest; a changed config or layer starts a new file."""
+
+    def __init__(self, enabled: bool = True):
+        root = Path(os.environ.get("AACONV_CACHE", "~/.cache/aaconv")).expanduser() / "paper_table"
+        self.path = root / f"sizes-{source_digest()}.json" if enabled else None
+        self.sizes = json.loads(self.path.read_text()) if self.path and self.path.is_file() else {}
+        self.changed = False
+
+    def get(self, row: Row) -> dict[str, Any]:
+        key = " ".join([row.experiment, *(f"{g}={o}" for g, o in row.choices.items())])
+        if key not in self.sizes:
+            self.sizes[key], self.changed = model_size(row), True
+        return self.sizes[key]
+
+    def save(self) -> None:
+        if self.path and self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.path.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_text(json.dumps(self.sizes, indent=1))
+            staging.replace(self.path)
+
+
 # --- Our runs ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -205,12 +240,13 @@ def our_metrics(row: Row, runs: Sequence[Run]) -> dict[str, Any]:
     return out
 
 
-def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, count: bool = True) -> list[dict[str, Any]]:
+def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCache | None) -> list[dict[str, Any]]:
+    """One {table, row, experiment, paper, ours} object per row of the `tables` (all when empty)."""
     objects = []
     for row in ROWS:
         if tables and not any(t.lower() in row.table.lower() for t in tables):
             continue
-        ours = {**(model_size(row) if count else {}), **our_metrics(row, runs), "command": row.command()}
+        ours = {**(sizes.get(row) if sizes else {}), **our_metrics(row, runs), "command": row.command()}
         delta = {k: round(ours[k] - v, 2) for k, v in row.paper.items() if isinstance(ours.get(k), float)}
         if delta:
             ours["delta"] = delta
@@ -296,13 +332,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, help="write the Figure-1 chart (top-1 against parameters) to this PNG")
     parser.add_argument("--table", action="append", help="only tables whose name contains this (repeatable)")
     parser.add_argument("--no-count", action="store_true", help="skip building the models (no params / FLOPs)")
+    parser.add_argument("--no-cache", action="store_true", help="recount params / FLOPs instead of reading the cache")
     parser.add_argument("--sweep", type=Path, help="summarise one multirun folder instead, sorted by its metric")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.sweep:
         print(sweep_table(args.sweep))
         return
-    objects = table_rows(find_runs(args.runs), args.table, count=not args.no_count)
+    sizes = None if args.no_count else SizeCache(enabled=not args.no_cache)
+    objects = table_rows(find_runs(args.runs), args.table, sizes)
+    if sizes:
+        sizes.save()
     print(json.dumps(objects, indent=1) if args.format == "json" else markdown(objects))
     if args.plot:
         plot(objects, args.plot)

@@ -19,8 +19,10 @@ TINY = ["data.generate.train_per_class=8", "data.generate.val_per_class=4", "dat
 
 
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script in a subprocess; its caches (datasets, model sizes) in `cwd` unless `env` says otherwise."""
+    env = {"AACONV_CACHE": str(cwd / "cache"), **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,16 @@ def test_plot_needs_matplotlib_or_writes_the_figure(tmp_path: Path) -> None:
         assert shown.returncode != 0 and "--plot needs matplotlib" in shown.stderr
     else:
         assert shown.returncode == 0 and (tmp_path / "fig1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_model_sizes_are_cached_per_source_digest(tmp_path: Path) -> None:
+    args = (str(REPO / "scripts" / "paper_table.py"), "--table", "mini", "--format", "json")
+    first = json.loads(run(*args, cwd=tmp_path).stdout)
+    [cache] = (tmp_path / "cache" / "paper_table").glob("sizes-*.json")
+    sizes = json.loads(cache.read_text())
+    assert sizes["mini_relations attention=aa"]["params_m"] == first[2]["ours"]["params_m"]
+    sizes["mini_relations attention=aa"]["params_m"] = 1234.0  # read back, not recounted
+    cache.write_text(json.dumps(sizes))
+    assert json.loads(run(*args, cwd=tmp_path).stdout)[2]["ours"]["params_m"] == 1234.0
+    assert json.loads(run(*args, "--no-cache", cwd=tmp_path).stdout)[2]["ours"]["params_m"] == first[2]["ours"]["params_m"]
