@@ -14,10 +14,12 @@ def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
     require_values(cfg)
     choices = HydraConfig.get().runtime.choices
-    if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):
-        raise ConfigError(f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
-                          "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or experiment=null "
-                          "for the groups' own values")
+    if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):  # real data, the toy recipe
+        raise ConfigError(
+            f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
+            "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or experiment=null "
+            "for the groups' own values"
+        )
     trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
     return trainer.fit()[trainer.task.primary_metric]
 

@@ -67,58 +67,66 @@ def _p(params_m: float | None = None, gflops: float | None = None, **metrics: An
     return {k: v for k, v in {"params_m": params_m, "gflops": gflops, **metrics}.items() if v is not None}
 
 
-def _rows() -> list[Row]:
-    rows: list[Row] = []
-    imagenet = {  # AA paper Table 2 and Figure 1 (SE top-1)
-        "resnet34": {"none": _p(21.8, 7.4, top1=73.6, top5=91.5), "se": _p(top1=74.3), "aa": _p(20.7, 7.1, top1=74.7, top5=92.0)},
-        "resnet50": {"none": _p(25.6, 8.2, top1=76.4, top5=93.1), "se": _p(28.1, 8.2, top1=77.5, top5=93.7),
-                     "aa": _p(25.8, 8.3, top1=77.7, top5=93.8)},
-        "resnet101": {"none": _p(44.5, 15.6, top1=77.9, top5=94.0), "se": _p(top1=78.4), "aa": _p(45.4, 16.1, top1=78.7, top5=94.4)},
-        "resnet152": {"none": _p(60.2, 23.0, top1=78.4, top5=94.2), "se": _p(top1=78.9), "aa": _p(61.6, 23.8, top1=79.1, top5=94.6)},
-    }
-    for backbone, variants in imagenet.items():
-        for attention, paper in variants.items():
-            name = {"none": "", "se": "SE-", "aa": "AA-"}[attention] + "ResNet-" + backbone.removeprefix("resnet")
-            rows.append(Row("AA: ImageNet ResNet", name, f"paper/imagenet_{backbone}_{attention}", paper))
-    aw = {("resnet50", "aw"): "", ("resnet50", "aw_se"): "up to +0.57 top-1 over the activation-attention model",
-          ("resnet50", "aw_aa"): "up to +0.57 top-1 over the activation-attention model",
-          ("resnet101", "aw"): "+1.00 top-1 over ResNet-101"}
-    for (backbone, attention), note in aw.items():
-        name = {"aw": "AW-", "aw_se": "AW-SE-", "aw_aa": "AW-AA-"}[attention] + "ResNet-" + backbone.removeprefix("resnet")
-        rows.append(Row("AW: ImageNet ResNet", name, f"paper/imagenet_{backbone}_{attention}", _p(note=note or None)))
-    mnasnet = {"075": ((2.91, 73.3, 91.3), (3.02, 73.9, 91.6)), "100": ((3.89, 75.2, 92.4), (4.06, 75.7, 92.6)),
-               "125": ((5.26, 76.7, 93.2), (5.53, 77.2, 93.6)), "140": ((6.10, 77.2, 93.5), (6.44, 77.7, 93.8))}
-    for width, pair in mnasnet.items():
-        for attention, (params, top1, top5) in zip(("none", "aa"), pair):
-            name = f"{'AA-' if attention == 'aa' else ''}MnasNet-A1 {int(width) / 100:g}"
-            rows.append(Row("AA: MnasNet", name, f"paper/imagenet_mnasnet_a1_{width}_{attention}", _p(params, top1=top1, top5=top5)))
-    for encoding, top1 in (("none", 77.5), ("sine", 77.5), ("coordconv", 77.5), ("relative", 77.7)):
-        rows.append(Row("AA: position encoding", f"AA-ResNet-50, {encoding}", f"paper/imagenet_resnet50_aa_pos_{encoding}", _p(top1=top1)))
-    rows.append(Row("AA: position encoding", "AA-ResNet-50, fully attentional", "paper/imagenet_resnet50_aa_full",
-                    _p(note="relative encoding gives +2.8 top-1 over none here")))
-    for attention, params, top1 in (("none", 36.3, 80.3), ("se", 36.5, 81.0), ("aa", 36.2, 81.6)):
-        name = {"none": "", "se": "SE-", "aa": "AA-"}[attention] + "WRN-28-10"
-        rows.append(Row("AA: CIFAR-100", name, f"paper/cifar100_wrn28_10_{attention}", _p(params, top1=top1)))
-    retinanet = {("resnet50", "none"): _p(33.4, 182, ap=36.8, ap50=54.5, ap75=39.5),
-                 ("resnet50", "se"): _p(35.9, 183, ap=36.5, ap50=54.0, ap75=39.1),
-                 ("resnet50", "aa"): _p(33.1, 182, ap=38.2, ap50=56.5, ap75=40.7),
-                 ("resnet101", "none"): _p(52.4, 243, ap=38.5, ap50=56.4, ap75=41.2), ("resnet101", "se"): _p(),
-                 ("resnet101", "aa"): _p(51.7, 245, ap=39.2, ap50=57.8, ap75=41.9)}
-    for (backbone, attention), paper in retinanet.items():
-        name = f"RetinaNet {({'none': '', 'se': 'SE-', 'aa': 'AA-'})[attention]}R{backbone.removeprefix('resnet')}"
-        rows.append(Row("AA: COCO RetinaNet", name, f"paper/coco_retinanet_{backbone}_{attention}", paper))
-    for backbone in ("resnet50", "resnet101"):
-        for attention, note in (("none", None), ("aw", "+0.63 AP over Faster R-CNN R101-FPN" if backbone == "resnet101" else None),
-                                ("aw_se", "up to +0.45 AP over the activation-attention model")):
-            name = f"Faster R-CNN {({'none': '', 'aw': 'AW-', 'aw_se': 'AW-SE-'})[attention]}R{backbone.removeprefix('resnet')}-FPN"
-            rows.append(Row("AW: COCO Faster R-CNN", name, f"paper/coco_faster_rcnn_{backbone}_{attention}", _p(note=note)))
-    for attention in ("none", "se", "aa", "aw"):
-        rows.append(Row("Mini: built-in relations (CPU)", f"ResNet-18 {attention}", "mini_relations", {},
-                        {"attention": attention}))
-    return rows
-
-
-ROWS = _rows()
+AA_IN = "AA: ImageNet ResNet"  # AA paper Table 2; SE rows' top-1 from its Figure 1
+AW_IN = "AW: ImageNet ResNet"  # AW paper abstract: gains only, no absolute numbers
+MNAS = "AA: MnasNet"
+POS = "AA: position encoding"
+CIFAR = "AA: CIFAR-100"
+RETINA = "AA: COCO RetinaNet"
+FRCNN = "AW: COCO Faster R-CNN"
+MINI = "Mini: built-in relations (CPU)"
+AW_ON_TOP = "up to +0.57 top-1 over the activation-attention model"
+ROWS: list[Row] = [
+    Row(AA_IN, "ResNet-34", "paper/imagenet_resnet34_none", _p(21.8, 7.4, top1=73.6, top5=91.5)),
+    Row(AA_IN, "SE-ResNet-34", "paper/imagenet_resnet34_se", _p(top1=74.3)),
+    Row(AA_IN, "AA-ResNet-34", "paper/imagenet_resnet34_aa", _p(20.7, 7.1, top1=74.7, top5=92.0)),
+    Row(AA_IN, "ResNet-50", "paper/imagenet_resnet50_none", _p(25.6, 8.2, top1=76.4, top5=93.1)),
+    Row(AA_IN, "SE-ResNet-50", "paper/imagenet_resnet50_se", _p(28.1, 8.2, top1=77.5, top5=93.7)),
+    Row(AA_IN, "AA-ResNet-50", "paper/imagenet_resnet50_aa", _p(25.8, 8.3, top1=77.7, top5=93.8)),
+    Row(AA_IN, "ResNet-101", "paper/imagenet_resnet101_none", _p(44.5, 15.6, top1=77.9, top5=94.0)),
+    Row(AA_IN, "SE-ResNet-101", "paper/imagenet_resnet101_se", _p(top1=78.4)),
+    Row(AA_IN, "AA-ResNet-101", "paper/imagenet_resnet101_aa", _p(45.4, 16.1, top1=78.7, top5=94.4)),
+    Row(AA_IN, "ResNet-152", "paper/imagenet_resnet152_none", _p(60.2, 23.0, top1=78.4, top5=94.2)),
+    Row(AA_IN, "SE-ResNet-152", "paper/imagenet_resnet152_se", _p(top1=78.9)),
+    Row(AA_IN, "AA-ResNet-152", "paper/imagenet_resnet152_aa", _p(61.6, 23.8, top1=79.1, top5=94.6)),
+    Row(AW_IN, "AW-ResNet-50", "paper/imagenet_resnet50_aw", _p()),
+    Row(AW_IN, "AW-SE-ResNet-50", "paper/imagenet_resnet50_aw_se", _p(note=AW_ON_TOP)),
+    Row(AW_IN, "AW-AA-ResNet-50", "paper/imagenet_resnet50_aw_aa", _p(note=AW_ON_TOP)),
+    Row(AW_IN, "AW-ResNet-101", "paper/imagenet_resnet101_aw", _p(note="+1.00 top-1 over ResNet-101")),
+    Row(MNAS, "MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_none", _p(2.91, top1=73.3, top5=91.3)),
+    Row(MNAS, "AA-MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_aa", _p(3.02, top1=73.9, top5=91.6)),
+    Row(MNAS, "MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_none", _p(3.89, top1=75.2, top5=92.4)),
+    Row(MNAS, "AA-MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_aa", _p(4.06, top1=75.7, top5=92.6)),
+    Row(MNAS, "MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_none", _p(5.26, top1=76.7, top5=93.2)),
+    Row(MNAS, "AA-MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_aa", _p(5.53, top1=77.2, top5=93.6)),
+    Row(MNAS, "MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_none", _p(6.10, top1=77.2, top5=93.5)),
+    Row(MNAS, "AA-MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_aa", _p(6.44, top1=77.7, top5=93.8)),
+    Row(POS, "AA-ResNet-50, no position encoding", "paper/imagenet_resnet50_aa_pos_none", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, 2-D sine", "paper/imagenet_resnet50_aa_pos_sine", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, CoordConv", "paper/imagenet_resnet50_aa_pos_coordconv", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, relative", "paper/imagenet_resnet50_aa_pos_relative", _p(top1=77.7)),
+    Row(POS, "AA-ResNet-50, fully attentional", "paper/imagenet_resnet50_aa_full",
+        _p(note="relative encoding gives +2.8 top-1 over none here")),
+    Row(CIFAR, "WRN-28-10", "paper/cifar100_wrn28_10_none", _p(36.3, top1=80.3)),
+    Row(CIFAR, "SE-WRN-28-10", "paper/cifar100_wrn28_10_se", _p(36.5, top1=81.0)),
+    Row(CIFAR, "AA-WRN-28-10", "paper/cifar100_wrn28_10_aa", _p(36.2, top1=81.6)),
+    Row(RETINA, "RetinaNet R50", "paper/coco_retinanet_resnet50_none", _p(33.4, 182, ap=36.8, ap50=54.5, ap75=39.5)),
+    Row(RETINA, "RetinaNet SE-R50", "paper/coco_retinanet_resnet50_se", _p(35.9, 183, ap=36.5, ap50=54.0, ap75=39.1)),
+    Row(RETINA, "RetinaNet AA-R50", "paper/coco_retinanet_resnet50_aa", _p(33.1, 182, ap=38.2, ap50=56.5, ap75=40.7)),
+    Row(RETINA, "RetinaNet R101", "paper/coco_retinanet_resnet101_none", _p(52.4, 243, ap=38.5, ap50=56.4, ap75=41.2)),
+    Row(RETINA, "RetinaNet SE-R101", "paper/coco_retinanet_resnet101_se", _p()),
+    Row(RETINA, "RetinaNet AA-R101", "paper/coco_retinanet_resnet101_aa", _p(51.7, 245, ap=39.2, ap50=57.8, ap75=41.9)),
+    Row(FRCNN, "Faster R-CNN R50-FPN", "paper/coco_faster_rcnn_resnet50_none", _p()),
+    Row(FRCNN, "Faster R-CNN AW-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw", _p()),
+    Row(FRCNN, "Faster R-CNN AW-SE-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model")),
+    Row(FRCNN, "Faster R-CNN R101-FPN", "paper/coco_faster_rcnn_resnet101_none", _p()),
+    Row(FRCNN, "Faster R-CNN AW-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw",
+        _p(note="+0.63 AP over Faster R-CNN R101-FPN")),
+    Row(FRCNN, "Faster R-CNN AW-SE-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model")),
+    *(Row(MINI, f"ResNet-18 {a}", "mini_relations", {}, {"attention": a}) for a in ("none", "se", "aa", "aw")),
+]
 METRICS = ("top1", "top5", "ap", "ap50", "ap75")
 
 
@@ -211,7 +219,8 @@ def find_runs(folders: Iterable[Path]) -> list[Run]:
                 continue
             hydra = OmegaConf.load(record / "hydra.yaml").hydra
             choices = {k: str(v) for k, v in OmegaConf.to_container(hydra.runtime.choices, resolve=False).items()}
-            overrides = [str(o) for o in OmegaConf.load(record / "overrides.yaml")] if (record / "overrides.yaml").is_file() else []
+            overrides_file = record / "overrides.yaml"
+            overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
             runs.append(Run(results_file.parent, choices, overrides, json.loads(results_file.read_text())))
     return runs
 
@@ -250,7 +259,8 @@ def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCac
         delta = {k: round(ours[k] - v, 2) for k, v in row.paper.items() if isinstance(ours.get(k), float)}
         if delta:
             ours["delta"] = delta
-        objects.append({"table": row.table, "row": row.row, "experiment": row.experiment, "paper": row.paper, "ours": ours})
+        objects.append(
+            {"table": row.table, "row": row.row, "experiment": row.experiment, "paper": row.paper, "ours": ours})
     return objects
 
 
@@ -273,13 +283,15 @@ def markdown(objects: Sequence[dict[str, Any]]) -> str:
             paper, ours = o["paper"], o["ours"]
             metric = "ap" if o["experiment"].startswith("paper/coco") else "top1"
             if ours.get("runs"):
-                mine = _fmt(ours.get(metric), ours.get(f"{metric}_std")) + f" ({ours['runs']} run{'s' * (ours['runs'] > 1)})"
+                runs = f"{ours['runs']} run{'s' * (ours['runs'] > 1)}"
+                mine = f"{_fmt(ours.get(metric), ours.get(f'{metric}_std'))} ({runs})"
             else:
                 mine = "no run"
             note = f" ({paper['note']})" if "note" in paper else ""
             lines.append(
                 f"| {o['row']} | {_fmt(paper.get('params_m'))} / {_fmt(ours.get('params_m'))} | "
-                f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {metric} | {_fmt(paper.get(metric))}{note} | "
+                f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {metric} | "
+                f"{_fmt(paper.get(metric))}{note} | "
                 f"{mine} | {_fmt(ours.get('delta', {}).get(metric))} | `{ours['command']}` |")
     return "\n".join(lines).lstrip()
 
@@ -292,13 +304,14 @@ def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("error: --plot needs matplotlib; pip install matplotlib (or pip install -e '.[plot]')") from None
+        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") \
+            from None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
     for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red")):
         mine = [o for o in objects if o["table"] == "AA: ImageNet ResNet" and o["row"].startswith(prefix + "ResNet")]
-        paper = [(o["paper"]["params_m"], o["paper"]["top1"]) for o in mine if "params_m" in o["paper"] and "top1" in o["paper"]]
-        ours = [(o["ours"]["params_m"], o["ours"]["top1"]) for o in mine if "top1" in o["ours"] and "params_m" in o["ours"]]
+        paper = [(o["paper"]["params_m"], o["paper"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["paper"])]
+        ours = [(o["ours"]["params_m"], o["ours"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["ours"])]
         if paper:
             ax.plot(*zip(*paper), "o-", color=colour, label=f"{label} (paper)")
         if ours:

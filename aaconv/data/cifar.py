@@ -77,7 +77,7 @@ class CIFAR100(Dataset):
         content = load_pickle(folder / split)
         data, labels = content.get("data"), content.get("fine_labels")
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels is None:
-            raise DataError(f"{folder / split} has no (N, 3072) 'data' array with 'fine_labels'; re-extract the archive")
+            raise DataError(f"{folder / split} has no (N, 3072) 'data' array and 'fine_labels'; re-extract the archive")
         if len(labels) != len(data):
             raise DataError(f"{folder / split} has {len(data)} images but {len(labels)} labels; re-extract the archive")
         self.images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3) uint8

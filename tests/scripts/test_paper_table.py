@@ -100,4 +100,5 @@ def test_model_sizes_are_cached_per_source_digest(tmp_path: Path) -> None:
     sizes["mini_relations attention=aa"]["params_m"] = 1234.0  # read back, not recounted
     cache.write_text(json.dumps(sizes))
     assert json.loads(run(*args, cwd=tmp_path).stdout)[2]["ours"]["params_m"] == 1234.0
-    assert json.loads(run(*args, "--no-cache", cwd=tmp_path).stdout)[2]["ours"]["params_m"] == first[2]["ours"]["params_m"]
+    recounted = json.loads(run(*args, "--no-cache", cwd=tmp_path).stdout)
+    assert recounted[2]["ours"]["params_m"] == first[2]["ours"]["params_m"]
