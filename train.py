@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> float:
     if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):  # real data, the toy recipe
         raise ConfigError(
             f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
-            "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or experiment=null "
+            "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or '~experiment' "
             "for the groups' own values"
         )
     trainer = Trainer(cfg, HydraConfig.get().runtime.output_dir)
