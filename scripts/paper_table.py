@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import math
+import os
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
