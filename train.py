@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from aaconv.engine.config_checks import check_config
 from aaconv.engine.trainer import Trainer
-from aaconv.errors import exit_on_user_error, require_values
+from aaconv.errors import ConfigError, exit_on_user_error, require_values
 from aaconv.tasks import build_task
 
 
@@ -16,6 +16,13 @@ def main(cfg: DictConfig) -> float:
     """Returns the task's primary metric, for Hydra sweepers that optimise it."""
     require_values(cfg)
     check_config(cfg)
+    choices = HydraConfig.get().runtime.choices
+    if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):  # real data, the toy recipe
+        raise ConfigError(
+            f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
+            "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or '~experiment' "
+            "for the groups' own values"
+        )
     task = build_task(cfg)
     trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir)
     return trainer.fit()[task.primary_metric]

@@ -51,6 +51,11 @@ class ShapesSpec:
         fields = "-".join(str(v) for v in asdict(self).values())
         return f"shapes-v{FORMAT_VERSION}-{fields}"
 
+    def write(self, folder: Path) -> None:
+        """Draws the whole set into the empty `folder` (both layouts)."""
+        _write_imagefolder(folder / "imagefolder", self)
+        _write_coco(folder / "coco", self)
+
 
 def _split_rng(seed: int, split: str, index: int, layout: str) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index, 0 if layout == "cls" else 1])
@@ -187,6 +192,8 @@ def _write_coco(root: Path, spec: ShapesSpec) -> None:
 def materialize(cache_dir: str | os.PathLike, spec: ShapesSpec = ShapesSpec()) -> Path:
     """Generates the dataset into `cache_dir` unless already there; returns its root folder.
 
+    `spec` is any frozen dataclass with `folder_name()` and `write(folder)` (ShapesSpec, RelationsSpec).
+
     Safe to call from several processes at once (e.g. every rank of a distributed job): each
     writes a private temporary folder, the first rename wins, the others discard theirs.
     """
@@ -197,8 +204,7 @@ def materialize(cache_dir: str | os.PathLike, spec: ShapesSpec = ShapesSpec()) -
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shapes-", dir=cache_dir))
     try:
-        _write_imagefolder(staging / "imagefolder", spec)
-        _write_coco(staging / "coco", spec)
+        spec.write(staging)
         (staging / _COMPLETE_MARKER).write_text(json.dumps(asdict(spec), indent=2))
         try:
             os.rename(staging, root)

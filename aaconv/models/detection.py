@@ -34,9 +34,11 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
+from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
 from aaconv.models.backbone import Backbone
 from aaconv.models.pretrained import init_backbone
+from aaconv.models.registry import IMAGENET_BACKBONES
 
 HEADS = ("retinanet", "faster_rcnn")
 # Feature strides each head's FPN reads (torchvision: RetinaNet C3-C5, Faster R-CNN C2-C5).
@@ -126,6 +128,9 @@ def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, An
         frozen_bn: replace BN by FrozenBatchNorm2d (torchvision's default with pretrained weights).
         trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
     """
+    if backbone["name"] not in IMAGENET_BACKBONES:
+        raise ConfigError(f"backbone={backbone['name']} has no detection stages; detection takes one of "
+                          f"{', '.join(IMAGENET_BACKBONES)}")
     options = backbone_options(backbone)
     size = math.ceil(max_size / 32) * 32
     body = create_model(backbone["name"], attention, num_classes=0, input_size=size, headless=True, **options)

@@ -31,10 +31,12 @@ from torch import nn
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.models.mnasnet import MNASNETS, build_mnasnet
 from aaconv.models.resnet import RESNETS, build_resnet
+from aaconv.models.wrn import WRNS, build_wrn
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(build_resnet, name) for name in RESNETS},
     **{name: partial(build_mnasnet, name) for name in MNASNETS},
+    **{name: partial(build_wrn, name) for name in WRNS},
 }
 
 
@@ -63,8 +65,11 @@ TIMM_VARIANTS = {
     "aw_se": "aw+se",
     "aw_aa": "aw+aa",
 }
+# The ImageNet networks: Backbone protocol (detection, timm's features_only) and ImageNet preprocessing. The
+# CIFAR Wide ResNets are classifiers only, built by create_model and the configs.
+IMAGENET_BACKBONES: tuple[str, ...] = RESNETS + MNASNETS
 TIMM_MODELS: dict[str, tuple[str, str]] = {
-    f"{prefix}_{model}": (model, variant) for model in BUILDERS for prefix, variant in TIMM_VARIANTS.items()
+    f"{prefix}_{model}": (model, variant) for model in IMAGENET_BACKBONES for prefix, variant in TIMM_VARIANTS.items()
 }
 # How timm's feature extraction walks each family: ResNet's stages are top-level modules, MnasNet's are
 # children of `blocks` (flattened); by default every stage of `feature_info` is returned.

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import dataset_root
+from aaconv.data.cifar import CIFAR100, cifar_transform
 from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
@@ -82,6 +83,10 @@ class ClassificationTask:
         return model
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
+        if self.data.get("format") == "cifar":
+            options = self.data["transform"]
+            return (CIFAR100(self.data["root"], self.data["train_split"], cifar_transform(True, **options)),
+                    CIFAR100(self.data["root"], self.data["val_split"], cifar_transform(False)))
         root = dataset_root(self.data, "imagefolder")
         size, options = self.data["image_size"], self.data["transform"]
         skip = bool(self.data.get("skip_unreadable", False))

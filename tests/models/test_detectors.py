@@ -5,6 +5,7 @@ import torch
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
+from aaconv.errors import ConfigError
 from aaconv.models import create_detector, create_model
 from aaconv.engine.checkpoint import save_checkpoint
 
@@ -68,3 +69,8 @@ def test_backbone_from_aaconv_checkpoint_frozen_bn_and_trainable_layers(tmp_path
     torch.testing.assert_close(body.layer4[0].conv1.qkv.weight, classifier.layer4[0].conv1.qkv.weight)
     assert isinstance(body.bn1, FrozenBatchNorm2d)
     assert not body.layer2[0].conv1.qkv.weight.requires_grad and body.layer3[0].conv1.qkv.weight.requires_grad
+
+
+def test_cifar_backbone_is_refused_for_detection_by_name():
+    with pytest.raises(ConfigError, match="backbone=wrn28_10 has no detection stages.*resnet50"):
+        create_detector("retinanet", {"name": "wrn28_10"}, "none", num_classes=3)

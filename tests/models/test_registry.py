@@ -13,7 +13,7 @@ from aaconv.errors import CheckpointError, ConfigError
 from aaconv.layers import AAConv2d, AWConv2d, SqueezeExcite
 from aaconv.models import MODELS, create_model
 from aaconv.models.mnasnet import MnasNet
-from aaconv.models.registry import TIMM_MODELS, register_timm_models
+from aaconv.models.registry import IMAGENET_BACKBONES, TIMM_MODELS, register_timm_models
 from aaconv.models.resnet import ResNet
 
 PART_LAYERS = {"aa": AAConv2d, "aw": AWConv2d, "se": SqueezeExcite}
@@ -23,8 +23,9 @@ NAMES = [pytest.param(n, marks=pytest.mark.slow) if n.endswith(("101", "152")) e
 
 def test_every_model_and_variant_is_registered():
     assert sorted(timm.list_models("aa_*")) == sorted(n for n in TIMM_MODELS if n.startswith("aa_"))
-    assert {model for model, _ in TIMM_MODELS.values()} == set(MODELS)
-    assert len(TIMM_MODELS) == len(MODELS) * 7
+    assert {model for model, _ in TIMM_MODELS.values()} == set(IMAGENET_BACKBONES)
+    assert set(IMAGENET_BACKBONES) == {m for m in MODELS if not m.startswith("wrn")}
+    assert len(TIMM_MODELS) == len(IMAGENET_BACKBONES) * 7
     for name in TIMM_MODELS:  # our entry point, not a timm model of the same name
         assert model_entrypoint(name).__module__ == "aaconv.models.registry"
         cfg = get_pretrained_cfg(name)

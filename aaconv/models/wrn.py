@@ -1,0 +1,123 @@
+"""Wide ResNet (Zagoruyko & Komodakis 2016) for 32 px CIFAR images, with attention from a builder.
+
+WRN-d-k: a 3x3 stem conv to 16 channels, then three stages of (d - 4) / 6 pre-activation basic blocks of widths
+16k, 32k and 64k at strides 1, 2, 2, then BN-ReLU, global average pooling and the classifier. WRN-28-10 on
+CIFAR-100 has 36.5M parameters. The AA paper's CIFAR-100 rows (Bello et al. 2019, Table 1) compare WRN-28-10,
+SE-WRN and AA-WRN (N_h = 8, kappa = 2 upsilon = 0.2, at least 20 key dims per head); both 3x3 convs of every
+block in `attention_stages` are built by the attention variant, and SE goes after the second conv of every
+block, before the residual addition (Hu et al. 2018).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
+
+PostBuilder = Callable[[int], nn.Module] | None
+
+
+class WideBasicBlock(nn.Module):
+    """Pre-activation block: BN-ReLU-conv3x3 (stride here)-BN-ReLU-dropout-conv3x3 (+ post module), plus a
+    shortcut (a 1x1 conv of the pre-activated input where the shape changes, as in the WRN code)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv: Callable[..., nn.Module],
+                 post: PostBuilder, dropout: float = 0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = conv(in_channels, out_channels, 3, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = conv(out_channels, out_channels, 3, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.se = post(out_channels) if post is not None else None
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(out)))))
+        if self.se is not None:
+            out = self.se(out)
+        return out + shortcut
+
+
+class WideResNet(nn.Module):
+    """WRN-`depth`-`widen_factor` for (B, 3, H, W) images (H = W = 32 on CIFAR) -> (B, num_classes) logits.
+
+    Args:
+        depth: 6n + 4 (28 for WRN-28-10).
+        widen_factor: k, the stage widths are 16k, 32k, 64k.
+        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
+        attention_stages: stages (1..3) whose 3x3 convs are AA / AW convs; SE goes into every block.
+        num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
+        dropout: dropout between the two convs of a block (the WRN paper's 0.3 variant; 0: none).
+        input_size: input side; AA's relative tables of a stage cover its feature map.
+    """
+
+    stage_strides: tuple[int, ...] = (1, 2, 4)
+
+    def __init__(
+        self,
+        depth: int = 28,
+        widen_factor: int = 10,
+        attention: str | Mapping[str, Any] = "none",
+        attention_stages: Sequence[int] = (1, 2, 3),
+        num_classes: int = 100,
+        dropout: float = 0.0,
+        input_size: int | None = 32,
+    ):
+        super().__init__()
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (e.g. 16, 22, 28, 40), got {depth}")
+        unknown = set(attention_stages) - {1, 2, 3}
+        if unknown:
+            raise ValueError(f"attention_stages must be among 1..3 for a Wide ResNet, got {sorted(unknown)}")
+        blocks_per_stage = (depth - 4) // 6
+        spec = attention_spec(attention)
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        in_channels = 16
+        for stage, width in enumerate((16 * widen_factor, 32 * widen_factor, 64 * widen_factor), start=1):
+            stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
+            builders = stage_builders(stage_spec, feature_size(input_size, self.stage_strides[stage - 1]))
+            blocks = []
+            for index in range(blocks_per_stage):
+                stride = 2 if stage > 1 and index == 0 else 1
+                blocks.append(WideBasicBlock(in_channels, width, stride, builders.conv, builders.post, dropout))
+                in_channels = width
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(in_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.num_features = in_channels
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 64k, H/4, W/4), after the final BN-ReLU."""
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return self.relu(self.bn(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+_SIZES: dict[str, tuple[int, int]] = {"wrn16_8": (16, 8), "wrn28_10": (28, 10), "wrn40_4": (40, 4)}
+WRNS = tuple(_SIZES)
+
+
+def build_wrn(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> WideResNet:
+    """WRN-d-k by name ("wrn28_10": depth 28, widen factor 10)."""
+    depth, widen_factor = _SIZES[name]
+    return WideResNet(depth, widen_factor, attention, **kwargs)

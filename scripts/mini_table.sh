@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The mini reproduction on a CPU: ResNet-18 x {none, se, aa, aw} x 3 seeds on the built-in relations set
+# (configs/experiment/mini_relations.yaml), then its table (mean ± std over the seeds) from scripts/paper_table.py.
+#   scripts/mini_table.sh [SWEEP_DIR] [extra overrides...]      e.g. scripts/mini_table.sh multirun/mini trainer.epochs=3
+#   VARIANTS=none,se,aa scripts/mini_table.sh                   leave out AW, about 30x slower per step on a CPU
+# One training process at a time on one thread (figures and timings in docs/reproduce.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sweep_dir="${1:-multirun/mini_relations}"
+shift || true
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+python train.py -m experiment=mini_relations seed=0,1,2 attention="${VARIANTS:-none,se,aa,aw}" \
+    logger.progress_bar=false hydra.sweep.dir="$sweep_dir" "$@"
+python scripts/paper_table.py "$sweep_dir" --table mini
+python scripts/paper_table.py --sweep "$sweep_dir"

@@ -1,0 +1,365 @@
+"""The papers' tables with ours beside them: every row, its command, our model's size and our runs' metrics.
+
+    python scripts/paper_table.py                          every row, the paper's numbers and the command to run it
+    python scripts/paper_table.py outputs/ multirun/      + our metrics from the runs found there, and the difference
+    python scripts/paper_table.py RUNS --format json       one object per row: {table, row, experiment, paper, ours}
+    python scripts/paper_table.py RUNS --plot fig1.png     the AA paper's Figure 1 (top-1 against parameters)
+    python scripts/paper_table.py --sweep multirun/DATE/TIME   the jobs of one sweep sorted by their primary metric
+
+A run is any folder holding results.json (single runs and the job folders of a multirun) whose Hydra record
+(.hydra/hydra.yaml) names the row's experiment and the row's backbone / attention choices; several runs of a row
+(e.g. seeds) give mean and sample standard deviation. Our parameters and FLOPs come from building the row's model
+on the meta device (no memory, no compute) and counting one forward with torch.utils.flop_counter, which counts a
+multiply-add as 2 FLOPs as the paper does; AA is counted in its reference formulation. Classification rows are
+counted at their training size (224 px ImageNet, 32 px CIFAR); detection rows count backbone + FPN + heads
+(RetinaNet: both heads; Faster R-CNN: the RPN head, the RoI head depends on the proposals) at 800 x 1344.
+The counts are cached in $AACONV_CACHE/paper_table/ (default ~/.cache/aaconv), keyed by a digest of configs/ and
+aaconv/: about 20 s of one core for all rows the first time, nothing after (--no-cache recounts).
+Paper numbers: the AA paper (Bello et al. 2019) as gathered in /work/shared/papers.md, the AW paper's abstract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DATA_ROOTS = {"imagenet": "data.root=/path/to/imagenet", "coco": "data.root=/path/to/coco",
+              "cifar100": "data.root=/path/holding/cifar-100-python"}
+DETECTION_INPUT = (800, 1344)  # COCO's shorter side 800, the longer side padded to a multiple of 32
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    row: str
+    experiment: str
+    paper: dict[str, Any]
+    choices: dict[str, str] = field(default_factory=dict)  # group choices a run must have besides the experiment's
+
+    def command(self) -> str:
+        """The command that trains this row (8 GPUs for ImageNet / COCO, one process otherwise)."""
+        dataset = self.experiment.removeprefix("paper/").split("_")[0]
+        launcher = "torchrun --nproc_per_node=8 " if dataset in ("imagenet", "coco") else "python "
+        words = [f"{launcher}train.py experiment={self.experiment}", DATA_ROOTS.get(dataset, "")]
+        if self.experiment.startswith("paper/coco") and "_none" not in self.experiment:
+            words.append("data.detection.weights=<ImageNet run>/last.pt")
+        words += [f"{g}={o}" for g, o in self.choices.items()]
+        return " ".join(w for w in words if w)
+
+
+def _p(params_m: float | None = None, gflops: float | None = None, **metrics: Any) -> dict[str, Any]:
+    return {k: v for k, v in {"params_m": params_m, "gflops": gflops, **metrics}.items() if v is not None}
+
+
+AA_IN = "AA: ImageNet ResNet"  # AA paper Table 2; SE rows' top-1 from its Figure 1
+AW_IN = "AW: ImageNet ResNet"  # AW paper abstract: gains only, no absolute numbers
+MNAS = "AA: MnasNet"
+POS = "AA: position encoding"
+CIFAR = "AA: CIFAR-100"
+RETINA = "AA: COCO RetinaNet"
+FRCNN = "AW: COCO Faster R-CNN"
+MINI = "Mini: built-in relations (CPU)"
+AW_ON_TOP = "up to +0.57 top-1 over the activation-attention model"
+ROWS: list[Row] = [
+    Row(AA_IN, "ResNet-34", "paper/imagenet_resnet34_none", _p(21.8, 7.4, top1=73.6, top5=91.5)),
+    Row(AA_IN, "SE-ResNet-34", "paper/imagenet_resnet34_se", _p(top1=74.3)),
+    Row(AA_IN, "AA-ResNet-34", "paper/imagenet_resnet34_aa", _p(20.7, 7.1, top1=74.7, top5=92.0)),
+    Row(AA_IN, "ResNet-50", "paper/imagenet_resnet50_none", _p(25.6, 8.2, top1=76.4, top5=93.1)),
+    Row(AA_IN, "SE-ResNet-50", "paper/imagenet_resnet50_se", _p(28.1, 8.2, top1=77.5, top5=93.7)),
+    Row(AA_IN, "AA-ResNet-50", "paper/imagenet_resnet50_aa", _p(25.8, 8.3, top1=77.7, top5=93.8)),
+    Row(AA_IN, "ResNet-101", "paper/imagenet_resnet101_none", _p(44.5, 15.6, top1=77.9, top5=94.0)),
+    Row(AA_IN, "SE-ResNet-101", "paper/imagenet_resnet101_se", _p(top1=78.4)),
+    Row(AA_IN, "AA-ResNet-101", "paper/imagenet_resnet101_aa", _p(45.4, 16.1, top1=78.7, top5=94.4)),
+    Row(AA_IN, "ResNet-152", "paper/imagenet_resnet152_none", _p(60.2, 23.0, top1=78.4, top5=94.2)),
+    Row(AA_IN, "SE-ResNet-152", "paper/imagenet_resnet152_se", _p(top1=78.9)),
+    Row(AA_IN, "AA-ResNet-152", "paper/imagenet_resnet152_aa", _p(61.6, 23.8, top1=79.1, top5=94.6)),
+    Row(AW_IN, "AW-ResNet-50", "paper/imagenet_resnet50_aw", _p()),
+    Row(AW_IN, "AW-SE-ResNet-50", "paper/imagenet_resnet50_aw_se", _p(note=AW_ON_TOP)),
+    Row(AW_IN, "AW-AA-ResNet-50", "paper/imagenet_resnet50_aw_aa", _p(note=AW_ON_TOP)),
+    Row(AW_IN, "AW-ResNet-101", "paper/imagenet_resnet101_aw", _p(note="+1.00 top-1 over ResNet-101")),
+    Row(MNAS, "MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_none", _p(2.91, top1=73.3, top5=91.3)),
+    Row(MNAS, "AA-MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_aa", _p(3.02, top1=73.9, top5=91.6)),
+    Row(MNAS, "MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_none", _p(3.89, top1=75.2, top5=92.4)),
+    Row(MNAS, "AA-MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_aa", _p(4.06, top1=75.7, top5=92.6)),
+    Row(MNAS, "MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_none", _p(5.26, top1=76.7, top5=93.2)),
+    Row(MNAS, "AA-MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_aa", _p(5.53, top1=77.2, top5=93.6)),
+    Row(MNAS, "MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_none", _p(6.10, top1=77.2, top5=93.5)),
+    Row(MNAS, "AA-MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_aa", _p(6.44, top1=77.7, top5=93.8)),
+    Row(POS, "AA-ResNet-50, no position encoding", "paper/imagenet_resnet50_aa_pos_none", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, 2-D sine", "paper/imagenet_resnet50_aa_pos_sine", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, CoordConv", "paper/imagenet_resnet50_aa_pos_coordconv", _p(top1=77.5)),
+    Row(POS, "AA-ResNet-50, relative", "paper/imagenet_resnet50_aa_pos_relative", _p(top1=77.7)),
+    Row(POS, "AA-ResNet-50, fully attentional", "paper/imagenet_resnet50_aa_full",
+        _p(note="relative encoding gives +2.8 top-1 over none here")),
+    Row(CIFAR, "WRN-28-10", "paper/cifar100_wrn28_10_none", _p(36.3, top1=80.3)),
+    Row(CIFAR, "SE-WRN-28-10", "paper/cifar100_wrn28_10_se", _p(36.5, top1=81.0)),
+    Row(CIFAR, "AA-WRN-28-10", "paper/cifar100_wrn28_10_aa", _p(36.2, top1=81.6)),
+    Row(RETINA, "RetinaNet R50", "paper/coco_retinanet_resnet50_none", _p(33.4, 182, ap=36.8, ap50=54.5, ap75=39.5)),
+    Row(RETINA, "RetinaNet SE-R50", "paper/coco_retinanet_resnet50_se", _p(35.9, 183, ap=36.5, ap50=54.0, ap75=39.1)),
+    Row(RETINA, "RetinaNet AA-R50", "paper/coco_retinanet_resnet50_aa", _p(33.1, 182, ap=38.2, ap50=56.5, ap75=40.7)),
+    Row(RETINA, "RetinaNet R101", "paper/coco_retinanet_resnet101_none", _p(52.4, 243, ap=38.5, ap50=56.4, ap75=41.2)),
+    Row(RETINA, "RetinaNet SE-R101", "paper/coco_retinanet_resnet101_se", _p()),
+    Row(RETINA, "RetinaNet AA-R101", "paper/coco_retinanet_resnet101_aa", _p(51.7, 245, ap=39.2, ap50=57.8, ap75=41.9)),
+    Row(FRCNN, "Faster R-CNN R50-FPN", "paper/coco_faster_rcnn_resnet50_none", _p()),
+    Row(FRCNN, "Faster R-CNN AW-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw", _p()),
+    Row(FRCNN, "Faster R-CNN AW-SE-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model")),
+    Row(FRCNN, "Faster R-CNN R101-FPN", "paper/coco_faster_rcnn_resnet101_none", _p()),
+    Row(FRCNN, "Faster R-CNN AW-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw",
+        _p(note="+0.63 AP over Faster R-CNN R101-FPN")),
+    Row(FRCNN, "Faster R-CNN AW-SE-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model")),
+    *(Row(MINI, f"ResNet-18 {a}", "mini_relations", {}, {"attention": a}) for a in ("none", "se", "aa", "aw")),
+]
+METRICS = ("top1", "top5", "ap", "ap50", "ap75")
+
+
+# --- Our model: parameters and FLOPs ------------------------------------------------------------------------------
+
+def compose_row(row: Row) -> Any:
+    overrides = [f"experiment={row.experiment}", "data.root=/unused", *(f"{g}={o}" for g, o in row.choices.items())]
+    if row.experiment.startswith("paper/coco"):
+        overrides.append("data.detection.weights=null")  # the model's shape only: no checkpoint is read
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def model_size(row: Row) -> dict[str, Any]:
+    """{params_m, gflops, flops_at} of the row's model, built and counted on the meta device."""
+    from aaconv.layers import AAConv2d
+    from aaconv.tasks import build_task
+
+    cfg = compose_row(row)
+    try:
+        with torch.device("meta"):
+            model = build_task(cfg).build_model().eval()
+    except TypeError as e:  # a row whose option the layers do not have yet
+        return {"error": f"cannot build: {e}"}
+    for module in model.modules():
+        if isinstance(module, AAConv2d):
+            module.impl = "reference"  # the paper's FLOPs; the fused path spends more to save memory
+    params = sum(p.numel() for p in model.parameters())
+    detection = hasattr(model, "backbone")
+    height, width = DETECTION_INPUT if detection else (cfg.data.image_size, cfg.data.image_size)
+    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        image = torch.empty(1, 3, height, width)
+        if detection:
+            features = list(model.backbone(image).values())
+            (model.head if hasattr(model, "head") else model.rpn.head)(features)
+        else:
+            model(image)
+    return {"params_m": round(params / 1e6, 2), "gflops": round(counter.get_total_flops() / 1e9, 2),
+            "flops_at": f"{height}x{width}"}
+
+
+def source_digest() -> str:
+    """A digest of everything a model size depends on: the config tree and the library's source."""
+    digest = hashlib.sha256()
+    for path in sorted([*CONFIGS.rglob("*.yaml"), *(REPO / "aaconv").rglob("*.py")]):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class SizeCache:
+    """model_size() results in a JSON file per source digest; a changed config or layer starts a new file."""
+
+    def __init__(self, enabled: bool = True):
+        root = Path(os.environ.get("AACONV_CACHE", "~/.cache/aaconv")).expanduser() / "paper_table"
+        self.path = root / f"sizes-{source_digest()}.json" if enabled else None
+        self.sizes = json.loads(self.path.read_text()) if self.path and self.path.is_file() else {}
+        self.changed = False
+
+    def get(self, row: Row) -> dict[str, Any]:
+        key = " ".join([row.experiment, *(f"{g}={o}" for g, o in row.choices.items())])
+        if key not in self.sizes:
+            self.sizes[key], self.changed = model_size(row), True
+        return self.sizes[key]
+
+    def save(self) -> None:
+        if self.path and self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.path.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_text(json.dumps(self.sizes, indent=1))
+            staging.replace(self.path)
+
+
+# --- Our runs ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    folder: Path
+    choices: dict[str, str]
+    overrides: list[str]
+    results: dict[str, Any]
+
+
+def find_runs(folders: Iterable[Path]) -> list[Run]:
+    """Every run under `folders`: a results.json with the Hydra record of its choices (read as data)."""
+    runs = []
+    for folder in folders:
+        for results_file in sorted(Path(folder).rglob("results.json")):
+            record = results_file.parent / ".hydra"
+            if not (record / "hydra.yaml").is_file():
+                continue
+            hydra = OmegaConf.load(record / "hydra.yaml").hydra
+            choices = {k: str(v) for k, v in OmegaConf.to_container(hydra.runtime.choices, resolve=False).items()}
+            overrides_file = record / "overrides.yaml"
+            overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+            runs.append(Run(results_file.parent, choices, overrides, json.loads(results_file.read_text())))
+    return runs
+
+
+def row_choices(row: Row) -> dict[str, str]:
+    """The group choices the row's runs have: the experiment's own overrides, then the row's."""
+    content = OmegaConf.load(CONFIGS / "experiment" / f"{row.experiment}.yaml")
+    own = {k.removeprefix("override /"): str(v) for d in content.get("defaults", []) for k, v in d.items()}
+    return {**{g: o for g, o in own.items() if g in ("backbone", "attention")}, **row.choices}
+
+
+def our_metrics(row: Row, runs: Sequence[Run]) -> dict[str, Any]:
+    """Mean (and sample std over 2+ runs) of each metric over the row's runs; detection AP in percent."""
+    wanted = {"experiment": row.experiment, **row_choices(row)}
+    mine = [r for r in runs if all(r.choices.get(g) == o for g, o in wanted.items())]
+    if not mine:
+        return {"runs": 0}
+    out: dict[str, Any] = {"runs": len(mine), "epochs": sorted({r.results.get("epochs") for r in mine})}
+    for metric in METRICS:
+        key = metric.upper() if metric.startswith("ap") else metric  # results.json: top1, top5, AP, AP50, AP75
+        values = [float(r.results[key]) * (100.0 if metric.startswith("ap") else 1.0) for r in mine if key in r.results]
+        if values:
+            out[metric] = round(statistics.fmean(values), 2)
+            if len(values) > 1:
+                out[f"{metric}_std"] = round(statistics.stdev(values), 2)
+    return out
+
+
+def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCache | None) -> list[dict[str, Any]]:
+    """One {table, row, experiment, paper, ours} object per row of the `tables` (all when empty)."""
+    objects = []
+    for row in ROWS:
+        if tables and not any(t.lower() in row.table.lower() for t in tables):
+            continue
+        ours = {**(sizes.get(row) if sizes else {}), **our_metrics(row, runs), "command": row.command()}
+        delta = {k: round(ours[k] - v, 2) for k, v in row.paper.items() if isinstance(ours.get(k), float)}
+        if delta:
+            ours["delta"] = delta
+        objects.append(
+            {"table": row.table, "row": row.row, "experiment": row.experiment, "paper": row.paper, "ours": ours})
+    return objects
+
+
+# --- Output ------------------------------------------------------------------------------------------------------
+
+def _fmt(value: Any, std: Any = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} ± {std:g}" if std is not None else text
+
+
+def markdown(objects: Sequence[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for table in dict.fromkeys(o["table"] for o in objects):
+        lines += ["", f"### {table}", "",
+                  "| row | params M (paper / ours) | GFLOPs (paper / ours) | metric | paper | ours | diff | command |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for o in (o for o in objects if o["table"] == table):
+            paper, ours = o["paper"], o["ours"]
+            metric = "ap" if o["experiment"].startswith("paper/coco") else "top1"
+            if ours.get("runs"):
+                runs = f"{ours['runs']} run{'s' * (ours['runs'] > 1)}"
+                mine = f"{_fmt(ours.get(metric), ours.get(f'{metric}_std'))} ({runs})"
+            else:
+                mine = "no run"
+            note = f" ({paper['note']})" if "note" in paper else ""
+            lines.append(
+                f"| {o['row']} | {_fmt(paper.get('params_m'))} / {_fmt(ours.get('params_m'))} | "
+                f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {metric} | "
+                f"{_fmt(paper.get(metric))}{note} | "
+                f"{mine} | {_fmt(ours.get('delta', {}).get(metric))} | `{ours['command']}` |")
+    return "\n".join(lines).lstrip()
+
+
+def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
+    """The AA paper's Figure 1: ImageNet top-1 against parameters, the paper's points and ours."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") \
+            from None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
+    for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red")):
+        mine = [o for o in objects if o["table"] == "AA: ImageNet ResNet" and o["row"].startswith(prefix + "ResNet")]
+        paper = [(o["paper"]["params_m"], o["paper"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["paper"])]
+        ours = [(o["ours"]["params_m"], o["ours"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["ours"])]
+        if paper:
+            ax.plot(*zip(*paper), "o-", color=colour, label=f"{label} (paper)")
+        if ours:
+            ax.plot(*zip(*ours), "x--", color=colour, label=f"{label} (ours)")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("ImageNet top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def sweep_table(folder: Path) -> str:
+    """The jobs of a multirun folder sorted by their primary metric (best first), with each job's overrides."""
+    runs = find_runs([folder])
+    if not runs:
+        raise SystemExit(f"error: no finished jobs (results.json with .hydra/) under {folder}")
+    metric = "top1" if all("top1" in r.results for r in runs) else "AP"
+    runs.sort(key=lambda r: -float(r.results.get(metric, -math.inf)))
+    lines = [f"| rank | {metric} | epochs | overrides | folder |", "|---|---|---|---|---|"]
+    for rank, r in enumerate(runs, start=1):
+        lines.append(f"| {rank} | {_fmt(r.results.get(metric))} | {r.results.get('epochs')} | "
+                     f"{' '.join(r.overrides) or '-'} | {r.folder} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="folders searched for runs (results.json)")
+    parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument("--plot", type=Path, help="write the Figure-1 chart (top-1 against parameters) to this PNG")
+    parser.add_argument("--table", action="append", help="only tables whose name contains this (repeatable)")
+    parser.add_argument("--no-count", action="store_true", help="skip building the models (no params / FLOPs)")
+    parser.add_argument("--no-cache", action="store_true", help="recount params / FLOPs instead of reading the cache")
+    parser.add_argument("--sweep", type=Path, help="summarise one multirun folder instead, sorted by its metric")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    if args.sweep:
+        print(sweep_table(args.sweep))
+        return
+    sizes = None if args.no_count else SizeCache(enabled=not args.no_cache)
+    objects = table_rows(find_runs(args.runs), args.table, sizes)
+    if sizes:
+        sizes.save()
+    print(json.dumps(objects, indent=1) if args.format == "json" else markdown(objects))
+    if args.plot:
+        plot(objects, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""scripts/paper_table.py on folders made by real (tiny) training runs: rows, statistics, JSON schema, sweeps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.config import REPO
+
+TINY = ["data.generate.train_per_class=8", "data.generate.val_per_class=4", "data.batch_size=8",
+        "trainer.epochs=1", "logger.progress_bar=false"]
+
+
+def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script in a subprocess; its caches (datasets, model sizes) in `cwd` unless `env` says otherwise."""
+    env = {"AACONV_CACHE": str(cwd / "cache"), **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """outputs/: a two-seed multirun of the mini row 'none' and a single run of the row 'se'."""
+    root = tmp_path_factory.mktemp("runs")
+    env = {"AACONV_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    sweep = run(str(REPO / "train.py"), "-m", "experiment=mini_relations", "attention=none", "seed=0,1", *TINY,
+                f"hydra.sweep.dir={root / 'outputs' / 'sweep'}", cwd=root, env=env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    single = run(str(REPO / "train.py"), "experiment=mini_relations", "attention=se", *TINY,
+                 f"hydra.run.dir={root / 'outputs' / 'single'}", cwd=root, env=env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    return root / "outputs"
+
+
+def results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("results.json"))]
+
+
+@pytest.mark.slow
+def test_json_rows_carry_paper_ours_and_run_statistics(runs: Path) -> None:
+    shown = run(str(REPO / "scripts" / "paper_table.py"), str(runs), "--table", "mini", "--format", "json", cwd=runs)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    rows = {o["row"]: o for o in json.loads(shown.stdout)}
+    assert all(set(o) == {"table", "row", "experiment", "paper", "ours"} for o in rows.values())
+    seeds = [r["top1"] for r in results(runs / "sweep")]
+    none = rows["ResNet-18 none"]["ours"]
+    assert none["runs"] == 2 and none["epochs"] == [1]
+    assert none["top1"] == pytest.approx(statistics.fmean(seeds), abs=0.01)
+    assert none["top1_std"] == pytest.approx(statistics.stdev(seeds), abs=0.01)
+    se = rows["ResNet-18 se"]["ours"]
+    assert se["runs"] == 1 and se["top1"] == pytest.approx(results(runs / "single")[0]["top1"], abs=0.01)
+    assert se["params_m"] == pytest.approx(results(runs / "single")[0]["params"] / 1e6, abs=0.005)
+    assert rows["ResNet-18 aa"]["ours"]["runs"] == 0 and "top1" not in rows["ResNet-18 aa"]["ours"]
+
+
+@pytest.mark.slow
+def test_markdown_says_which_rows_have_no_run_and_gives_each_rows_command(runs: Path) -> None:
+    shown = run(str(REPO / "scripts" / "paper_table.py"), str(runs), "--table", "mini", "--table", "CIFAR", cwd=runs)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    lines = {line.split(" | ")[0].strip("| "): line for line in shown.stdout.splitlines() if line.startswith("| ")}
+    assert "(2 runs)" in lines["ResNet-18 none"] and "no run" in lines["ResNet-18 aw"]
+    assert "36.3 / 36.54" in lines["WRN-28-10"] and "| 80.3 | no run |" in lines["WRN-28-10"]
+    assert "`python train.py experiment=paper/cifar100_wrn28_10_none data.root=" in lines["WRN-28-10"]
+
+
+@pytest.mark.slow
+def test_sweep_summary_is_sorted_by_the_metric_with_each_jobs_overrides(runs: Path) -> None:
+    shown = run(str(REPO / "scripts" / "paper_table.py"), "--sweep", str(runs / "sweep"), cwd=runs)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    jobs = [line.split(" | ") for line in shown.stdout.splitlines()[2:]]
+    assert len(jobs) == 2
+    assert float(jobs[0][1]) >= float(jobs[1][1])
+    assert sorted(next(w for w in job[3].split() if w.startswith("seed=")) for job in jobs) == ["seed=0", "seed=1"]
+    assert all("experiment=mini_relations" in job[3] for job in jobs)
+
+
+def test_plot_needs_matplotlib_or_writes_the_figure(tmp_path: Path) -> None:
+    shown = run(str(REPO / "scripts" / "paper_table.py"), "--no-count", "--table", "ImageNet ResNet",
+                "--plot", str(tmp_path / "fig1.png"), cwd=tmp_path)
+    if importlib.util.find_spec("matplotlib") is None:
+        assert shown.returncode != 0 and "--plot needs matplotlib" in shown.stderr
+    else:
+        assert shown.returncode == 0 and (tmp_path / "fig1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_model_sizes_are_cached_per_source_digest(tmp_path: Path) -> None:
+    args = (str(REPO / "scripts" / "paper_table.py"), "--table", "mini", "--format", "json")
+    first = json.loads(run(*args, cwd=tmp_path).stdout)
+    [cache] = (tmp_path / "cache" / "paper_table").glob("sizes-*.json")
+    sizes = json.loads(cache.read_text())
+    assert sizes["mini_relations attention=aa"]["params_m"] == first[2]["ours"]["params_m"]
+    sizes["mini_relations attention=aa"]["params_m"] = 1234.0  # read back, not recounted
+    cache.write_text(json.dumps(sizes))
+    assert json.loads(run(*args, cwd=tmp_path).stdout)[2]["ours"]["params_m"] == 1234.0
+    recounted = json.loads(run(*args, "--no-cache", cwd=tmp_path).stdout)
+    assert recounted[2]["ours"]["params_m"] == first[2]["ours"]["params_m"]
