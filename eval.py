@@ -30,8 +30,9 @@ def main(cfg: DictConfig) -> None:
     env = init_distributed()
     output_dir = broadcast_object(HydraConfig.get().runtime.output_dir)  # rank 0's: timestamps may differ per process
     try:
-        evaluate_checkpoint(task, state, run_cfg, select_device(cfg.device, env.local_rank), output_dir,
-                            checkpoint=cfg.checkpoint)
+        evaluate_checkpoint(
+            task, state, run_cfg, select_device(cfg.device, env.local_rank), output_dir, checkpoint=cfg.checkpoint
+        )
     except BaseException:
         destroy_distributed(barrier=False)
         raise

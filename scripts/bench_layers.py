@@ -24,6 +24,7 @@ Each case runs in a fresh subprocess so allocator state cannot leak between case
 The reference path's (B, N_h, HW, HW) tensors are estimated first; a case whose estimate exceeds the
 memory available is not run and reported as out of memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,7 @@ def _status_kb(field: str) -> int:
 def build(case: dict) -> nn.Module:
     channels, kind = case["channels"], case["kind"]
     if kind.startswith("aa-"):
-        return AAConv2d(
-            channels, channels, 3, dk=case["dk"], dv=case["dv"], num_heads=case["heads"], impl=kind[3:]
-        )
+        return AAConv2d(channels, channels, 3, dk=case["dk"], dv=case["dv"], num_heads=case["heads"], impl=kind[3:])
     if kind.startswith("aw-"):
         return AWConv2d(channels, channels, 3, impl=kind[3:])
     return nn.Conv2d(channels, channels, 3, padding=1, bias=False)
@@ -104,8 +103,10 @@ def run_case(case: dict) -> dict:
 
 def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) -> str:
     """Median forward+backward time of AW's formulations relative to nn.Conv2d, per (channels x map) stage."""
-    lines = ["| stage (channels, map) | conv ms | " + " | ".join(f"aw-{k}" for k in AW_KINDS) + " | auto picks |",
-             "|---" * (len(AW_KINDS) + 3) + "|"]
+    lines = [
+        "| stage (channels, map) | conv ms | " + " | ".join(f"aw-{k}" for k in AW_KINDS) + " | auto picks |",
+        "|---" * (len(AW_KINDS) + 3) + "|",
+    ]
     for stage in stages:
         channels, size = (int(v) for v in stage.split("x"))
         torch.manual_seed(0)
@@ -123,8 +124,9 @@ def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) 
         median = {name: statistics.median(t[1:]) for name, t in times.items()}
         cells = [f"{median['conv'] / median[k]:.2f}x" for k in AW_KINDS]
         picked = layers["auto"].resolve_impl((size, size))
-        lines.append(f"| {channels}, {size}x{size} | {1000 * median['conv']:.1f} | " + " | ".join(cells)
-                     + f" | {picked} |")
+        lines.append(
+            f"| {channels}, {size}x{size} | {1000 * median['conv']:.1f} | " + " | ".join(cells) + f" | {picked} |"
+        )
     return "\n".join(lines)
 
 
@@ -146,9 +148,7 @@ def measure(case: dict) -> dict:
         need = reference_estimate(case)
         if need > 0.6 * available_bytes(case["device"]):
             return {"oom": f"OOM (needs ~{need / 2**30:.0f} GiB)"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
     if proc.returncode != 0:
         return {"oom": "failed: " + proc.stderr.strip().splitlines()[-1][:60]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--dv", type=int, default=16, help="default: upsilon=0.1 of 128, rounded to 8 heads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(),
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
         help="CPU threads; use 1 on a machine shared with other jobs (OpenMP barriers stall under contention)",
     )
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
@@ -183,8 +185,10 @@ def main() -> None:
         return
     if args.aw_stages:
         torch.set_num_threads(args.threads)
-        print(f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
-              "forward+backward, median of 7 interleaved rounds; speed relative to nn.Conv2d")
+        print(
+            f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
+            "forward+backward, median of 7 interleaved rounds; speed relative to nn.Conv2d"
+        )
         print(aw_stage_table(args.aw_stages, args.batch, args.device))
         return
 
@@ -202,9 +206,17 @@ def main() -> None:
         results = {}
         for kind in kinds:
             case = {
-                "kind": kind, "size": size, "batch": args.batch, "channels": args.channels, "heads": args.heads,
-                "dk": args.dk, "dv": args.dv, "device": args.device, "repeats": repeats_for(size),
-                "threads": args.threads, "dtype": args.dtype,
+                "kind": kind,
+                "size": size,
+                "batch": args.batch,
+                "channels": args.channels,
+                "heads": args.heads,
+                "dk": args.dk,
+                "dv": args.dv,
+                "device": args.device,
+                "repeats": repeats_for(size),
+                "threads": args.threads,
+                "dtype": args.dtype,
             }
             results[kind] = measure(case)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]
@@ -224,17 +236,30 @@ def backend_table(args: argparse.Namespace) -> str:
 
     from aaconv.layers.relative_attention import attention_fused
 
-    backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION}
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
     dtype, head_dim = DTYPES[args.dtype], args.dk // args.heads
-    lines = [(f"\n# SDPA kernels accepting the fused path ({args.dtype}, dk_h={head_dim}; head dim = dk_h + H + W "
-              "padded to 8)"), "| map | head dim | " + " | ".join(backends) + " |", "|---" * (len(backends) + 2) + "|"]
+    lines = [
+        (
+            f"\n# SDPA kernels accepting the fused path ({args.dtype}, dk_h={head_dim}; head dim = dk_h + H + W "
+            "padded to 8)"
+        ),
+        "| map | head dim | " + " | ".join(backends) + " |",
+        "|---" * (len(backends) + 2) + "|",
+    ]
     for text in args.sizes:
         height, width = (int(v) for v in text.split("x"))
         cells = []
         for backend in backends.values():
-            q, k = (torch.randn(args.batch, args.heads, height * width, head_dim, device="cuda", dtype=dtype,
-                                requires_grad=True) for _ in range(2))
+            q, k = (
+                torch.randn(
+                    args.batch, args.heads, height * width, head_dim, device="cuda", dtype=dtype, requires_grad=True
+                )
+                for _ in range(2)
+            )
             v = torch.randn(args.batch, args.heads, height * width, args.dv // args.heads, device="cuda", dtype=dtype)
             rel_w = torch.randn(2 * width - 1, head_dim, device="cuda", dtype=dtype)
             rel_h = torch.randn(2 * height - 1, head_dim, device="cuda", dtype=dtype)

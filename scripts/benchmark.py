@@ -28,6 +28,7 @@ benchmark follows whatever defaults they hold; ``--set attention.aa.impl=referen
 - ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
   (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.models import backbone_options, create_detector, create_model
+from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402  (after the sys.path line)
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -90,7 +91,7 @@ def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only)."""
+    """ "224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only)."""
     parts = [int(v) for v in text.lower().split("x")]
     if len(parts) not in (1, 2):
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
@@ -104,8 +105,16 @@ def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: lis
     if task == "classification":
         kwargs = backbone_options(backbone)
         return create_model(backbone["name"], attention, num_classes=1000, input_size=max(image_size), **kwargs)
-    return create_detector(task, backbone, attention, num_classes=91, min_size=min(image_size),
-                           max_size=max(image_size), frozen_bn=True, trainable_layers=3)
+    return create_detector(
+        task,
+        backbone,
+        attention,
+        num_classes=91,
+        min_size=min(image_size),
+        max_size=max(image_size),
+        frozen_bn=True,
+        trainable_layers=3,
+    )
 
 
 def build_peer(name: str, image_size: tuple[int, int]) -> nn.Module:
@@ -265,8 +274,12 @@ def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]
 
 def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
     entries = build_entries(args, device)
-    runner = Runner(args.task, device, args.precision,
-                    make_batch(args.task, args.batch, args.image_size, device, args.channels_last))
+    runner = Runner(
+        args.task,
+        device,
+        args.precision,
+        make_batch(args.task, args.batch, args.image_size, device, args.channels_last),
+    )
     modes = [m for m in ("train", "infer") if m in args.modes]
 
     def step(entry: Entry, mode: str) -> None:
@@ -317,8 +330,12 @@ def profile_table(step: Callable[[], None], device: torch.device, rows: int) -> 
 
 
 def summarize(entry: Entry, batch: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"model": entry.name, "baseline": entry.baseline, "error": entry.error,
-                           "params_m": sum(p.numel() for p in entry.model.parameters()) / 1e6}
+    row: dict[str, Any] = {
+        "model": entry.name,
+        "baseline": entry.baseline,
+        "error": entry.error,
+        "params_m": sum(p.numel() for p in entry.model.parameters()) / 1e6,
+    }
     for mode in ("train", "infer"):
         times = getattr(entry, mode)
         if times:
@@ -356,8 +373,12 @@ def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
             ratio = row.get(f"{mode}_ratio")
             vs = f"{ratio:.2f}x ({row[f'{mode}_best_ratio']:.2f}x) {row['baseline']}" if ratio is not None else "-"
             peak = row[f"peak_{mode}_mib"]
-            cells += [f"{row[f'{mode}_images_per_s']:.2f}", f"{100 * row[f'{mode}_spread']:.0f}%", vs,
-                      f"{peak:.0f}" if peak is not None else "-"]
+            cells += [
+                f"{row[f'{mode}_images_per_s']:.2f}",
+                f"{100 * row[f'{mode}_spread']:.0f}%",
+                vs,
+                f"{peak:.0f}" if peak is not None else "-",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -374,8 +395,15 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     rows = []
     for decode in args.decode:
         for workers in args.workers:
-            rate = loader_throughput(data, decode=decode, workers=workers, batch_size=args.batch,
-                                     image_size=args.image_size[0], batches=args.loader_batches, device=device)
+            rate = loader_throughput(
+                data,
+                decode=decode,
+                workers=workers,
+                batch_size=args.batch,
+                image_size=args.image_size[0],
+                batches=args.loader_batches,
+                device=device,
+            )
             rows.append({"decode": decode, "workers": workers, "images_per_s": rate})
             print(f"| {decode} | {workers} | {rate:.1f} |", flush=True)
     return rows
@@ -407,14 +435,28 @@ def device_name(device: torch.device, threads: int) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=["resnet50:none", "resnet50:se", "resnet50:aa", "resnet50:aw"],
-                        help="<backbone>:<attention> option names (configs/backbone, configs/attention)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=["resnet50:none", "resnet50:se", "resnet50:aa", "resnet50:aw"],
+        help="<backbone>:<attention> option names (configs/backbone, configs/attention)",
+    )
     parser.add_argument("--task", default="classification", choices=("classification", *DETECTION_TASKS))
-    parser.add_argument("--set", nargs="*", default=[], metavar="GROUP.KEY=VALUE",
-                        help="config overrides, e.g. attention.aa.impl=reference backbone.attention_stages=[3,4]")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
+        help="config overrides, e.g. attention.aa.impl=reference backbone.attention_stages=[3,4]",
+    )
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--image-size", type=parse_size, default=(160, 160), metavar="N|HxW",
-                        help="input size; HxW (e.g. 800x1333) for detection")
+    parser.add_argument(
+        "--image-size",
+        type=parse_size,
+        default=(160, 160),
+        metavar="N|HxW",
+        help="input size; HxW (e.g. 800x1333) for detection",
+    )
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (peers too)")
@@ -425,14 +467,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU intra-op threads")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also print torch.profiler's top N ops of one training step per model")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print torch.profiler's top N ops of one training step per model",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--loader", action="store_true", help="measure the training data loader alone")
     parser.add_argument("--data", default="imagenet", help="data option for --loader (configs/data)")
     parser.add_argument("--data-root", help="dataset folder for --loader")
-    parser.add_argument("--synthetic-jpeg", type=int, default=0, metavar="N",
-                        help="--loader on N generated 500x375 JPEGs instead of --data-root")
+    parser.add_argument(
+        "--synthetic-jpeg",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--loader on N generated 500x375 JPEGs instead of --data-root",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
     parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")
     parser.add_argument("--loader-batches", type=int, default=20, help="--loader batches timed after 2 warm-up")
@@ -452,12 +504,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.task == "classification" and args.image_size[0] != args.image_size[1]:
         sys.exit("benchmark: classification takes a square --image-size")
     size = "x".join(map(str, dict.fromkeys(args.image_size)))
-    header = (f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
-              f"batch {args.batch}, "
-              f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
-              f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up")
-    result: dict[str, Any] = {"device": device_name(device, args.threads), "torch": torch.__version__,
-                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    header = (
+        f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
+        f"batch {args.batch}, "
+        f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
+        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up"
+    )
+    result: dict[str, Any] = {
+        "device": device_name(device, args.threads),
+        "torch": torch.__version__,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
     if args.loader:
         print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n")
         print("| decode | workers | images/s |\n|---|---|---|")

@@ -58,8 +58,10 @@ def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
     """(images to decode with their annotated sizes, annotation problems) of every annotations/instances_*.json."""
     files = sorted((root / "annotations").glob("instances_*.json"))
     if not files:
-        raise DataError(f"no {root}/annotations/instances_<split>.json; the COCO layout is <root>/<split>/ + "
-                        "<root>/annotations/instances_<split>.json")
+        raise DataError(
+            f"no {root}/annotations/instances_<split>.json; the COCO layout is <root>/<split>/ + "
+            "<root>/annotations/instances_<split>.json"
+        )
     images: list[ImageCheck] = []
     problems: list[str] = []
     for file in files:
@@ -118,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bad = report(problems)
     bad_images = report(p for p in run_checks(images, args.workers) if p is not None)
-    print(f"checked {len(images)} images under {root} in {time.perf_counter() - start:.1f} s: "
-          f"{bad_images} unreadable or mis-sized, {bad} annotation problems")
+    print(
+        f"checked {len(images)} images under {root} in {time.perf_counter() - start:.1f} s: "
+        f"{bad_images} unreadable or mis-sized, {bad} annotation problems"
+    )
     return 1 if bad or bad_images else 0
 
 

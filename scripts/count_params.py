@@ -56,10 +56,22 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("RetinaNet AA-R50", "retinanet/resnet50", "aa", 33.1, None),
     PaperRow("RetinaNet R101", "retinanet/resnet101", "none", 52.4, None),
     PaperRow("RetinaNet AA-R101", "retinanet/resnet101", "aa", 51.7, None),
-    PaperRow("RetinaNet AA-R50, paper-count setting", "retinanet/resnet50", _DETECTION_AA, 33.1, None,
-             {"attention_stages": [3, 4]}),
-    PaperRow("RetinaNet AA-R101, paper-count setting", "retinanet/resnet101", _DETECTION_AA, 51.7, None,
-             {"attention_stages": [3, 4]}),
+    PaperRow(
+        "RetinaNet AA-R50, paper-count setting",
+        "retinanet/resnet50",
+        _DETECTION_AA,
+        33.1,
+        None,
+        {"attention_stages": [3, 4]},
+    ),
+    PaperRow(
+        "RetinaNet AA-R101, paper-count setting",
+        "retinanet/resnet101",
+        _DETECTION_AA,
+        51.7,
+        None,
+        {"attention_stages": [3, 4]},
+    ),
 )
 
 
@@ -99,9 +111,11 @@ def paper_table(flops: bool) -> None:
         model = build(row.model, row.attention, **row.kwargs)
         params = count_params(model)
         gflops = count_flops(model) / 1e9 if flops and row.gflops is not None else None
-        print(f"| {row.label} | {params:,} | {row.params_m}M | {_ratio(params / 1e6, row.params_m)} | "
-              f"{'-' if gflops is None else f'{gflops:.2f}'} | {row.gflops or '-'} | {_ratio(gflops, row.gflops)} |",
-              flush=True)
+        print(
+            f"| {row.label} | {params:,} | {row.params_m}M | {_ratio(params / 1e6, row.params_m)} | "
+            f"{'-' if gflops is None else f'{gflops:.2f}'} | {row.gflops or '-'} | {_ratio(gflops, row.gflops)} |",
+            flush=True,
+        )
 
 
 def grid(models: list[str], variants: list[str], size: int, flops: bool) -> None:

@@ -39,8 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-DATA_ROOTS = {"imagenet": "data.root=/path/to/imagenet", "coco": "data.root=/path/to/coco",
-              "cifar100": "data.root=/path/holding/cifar-100-python"}
+DATA_ROOTS = {
+    "imagenet": "data.root=/path/to/imagenet",
+    "coco": "data.root=/path/to/coco",
+    "cifar100": "data.root=/path/holding/cifar-100-python",
+}
 DETECTION_INPUT = (800, 1344)  # COCO's shorter side 800, the longer side padded to a multiple of 32
 
 
@@ -105,8 +108,12 @@ ROWS: list[Row] = [
     Row(POS, "AA-ResNet-50, 2-D sine", "paper/imagenet_resnet50_aa_pos_sine", _p(top1=77.5)),
     Row(POS, "AA-ResNet-50, CoordConv", "paper/imagenet_resnet50_aa_pos_coordconv", _p(top1=77.5)),
     Row(POS, "AA-ResNet-50, relative", "paper/imagenet_resnet50_aa_pos_relative", _p(top1=77.7)),
-    Row(POS, "AA-ResNet-50, fully attentional", "paper/imagenet_resnet50_aa_full",
-        _p(note="relative encoding gives +2.8 top-1 over none here")),
+    Row(
+        POS,
+        "AA-ResNet-50, fully attentional",
+        "paper/imagenet_resnet50_aa_full",
+        _p(note="relative encoding gives +2.8 top-1 over none here"),
+    ),
     Row(CIFAR, "WRN-28-10", "paper/cifar100_wrn28_10_none", _p(36.3, top1=80.3)),
     Row(CIFAR, "SE-WRN-28-10", "paper/cifar100_wrn28_10_se", _p(36.5, top1=81.0)),
     Row(CIFAR, "AA-WRN-28-10", "paper/cifar100_wrn28_10_aa", _p(36.2, top1=81.6)),
@@ -118,19 +125,32 @@ ROWS: list[Row] = [
     Row(RETINA, "RetinaNet AA-R101", "paper/coco_retinanet_resnet101_aa", _p(51.7, 245, ap=39.2, ap50=57.8, ap75=41.9)),
     Row(FRCNN, "Faster R-CNN R50-FPN", "paper/coco_faster_rcnn_resnet50_none", _p()),
     Row(FRCNN, "Faster R-CNN AW-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw", _p()),
-    Row(FRCNN, "Faster R-CNN AW-SE-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw_se",
-        _p(note="up to +0.45 AP over the activation-attention model")),
+    Row(
+        FRCNN,
+        "Faster R-CNN AW-SE-R50-FPN",
+        "paper/coco_faster_rcnn_resnet50_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model"),
+    ),
     Row(FRCNN, "Faster R-CNN R101-FPN", "paper/coco_faster_rcnn_resnet101_none", _p()),
-    Row(FRCNN, "Faster R-CNN AW-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw",
-        _p(note="+0.63 AP over Faster R-CNN R101-FPN")),
-    Row(FRCNN, "Faster R-CNN AW-SE-R101-FPN", "paper/coco_faster_rcnn_resnet101_aw_se",
-        _p(note="up to +0.45 AP over the activation-attention model")),
+    Row(
+        FRCNN,
+        "Faster R-CNN AW-R101-FPN",
+        "paper/coco_faster_rcnn_resnet101_aw",
+        _p(note="+0.63 AP over Faster R-CNN R101-FPN"),
+    ),
+    Row(
+        FRCNN,
+        "Faster R-CNN AW-SE-R101-FPN",
+        "paper/coco_faster_rcnn_resnet101_aw_se",
+        _p(note="up to +0.45 AP over the activation-attention model"),
+    ),
     *(Row(MINI, f"ResNet-18 {a}", "mini_relations", {}, {"attention": a}) for a in ("none", "se", "aa", "aw")),
 ]
 METRICS = ("top1", "top5", "ap", "ap50", "ap75")
 
 
 # --- Our model: parameters and FLOPs ------------------------------------------------------------------------------
+
 
 def compose_row(row: Row) -> Any:
     overrides = [f"experiment={row.experiment}", "data.root=/unused", *(f"{g}={o}" for g, o in row.choices.items())]
@@ -164,8 +184,11 @@ def model_size(row: Row) -> dict[str, Any]:
             (model.head if hasattr(model, "head") else model.rpn.head)(features)
         else:
             model(image)
-    return {"params_m": round(params / 1e6, 2), "gflops": round(counter.get_total_flops() / 1e9, 2),
-            "flops_at": f"{height}x{width}"}
+    return {
+        "params_m": round(params / 1e6, 2),
+        "gflops": round(counter.get_total_flops() / 1e9, 2),
+        "flops_at": f"{height}x{width}",
+    }
 
 
 def source_digest() -> str:
@@ -200,6 +223,7 @@ class SizeCache:
 
 
 # --- Our runs ----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -260,11 +284,13 @@ def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCac
         if delta:
             ours["delta"] = delta
         objects.append(
-            {"table": row.table, "row": row.row, "experiment": row.experiment, "paper": row.paper, "ours": ours})
+            {"table": row.table, "row": row.row, "experiment": row.experiment, "paper": row.paper, "ours": ours}
+        )
     return objects
 
 
 # --- Output ------------------------------------------------------------------------------------------------------
+
 
 def _fmt(value: Any, std: Any = None) -> str:
     if value is None:
@@ -276,9 +302,13 @@ def _fmt(value: Any, std: Any = None) -> str:
 def markdown(objects: Sequence[dict[str, Any]]) -> str:
     lines: list[str] = []
     for table in dict.fromkeys(o["table"] for o in objects):
-        lines += ["", f"### {table}", "",
-                  "| row | params M (paper / ours) | GFLOPs (paper / ours) | metric | paper | ours | diff | command |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {table}",
+            "",
+            "| row | params M (paper / ours) | GFLOPs (paper / ours) | metric | paper | ours | diff | command |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for o in (o for o in objects if o["table"] == table):
             paper, ours = o["paper"], o["ours"]
             metric = "ap" if o["experiment"].startswith("paper/coco") else "top1"
@@ -292,7 +322,8 @@ def markdown(objects: Sequence[dict[str, Any]]) -> str:
                 f"| {o['row']} | {_fmt(paper.get('params_m'))} / {_fmt(ours.get('params_m'))} | "
                 f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {metric} | "
                 f"{_fmt(paper.get(metric))}{note} | "
-                f"{mine} | {_fmt(ours.get('delta', {}).get(metric))} | `{ours['command']}` |")
+                f"{mine} | {_fmt(ours.get('delta', {}).get(metric))} | `{ours['command']}` |"
+            )
     return "\n".join(lines).lstrip()
 
 
@@ -304,18 +335,19 @@ def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") \
-            from None
+        raise SystemExit(
+            "error: --plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')"
+        ) from None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
-    for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red")):
+    for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red"), strict=True):
         mine = [o for o in objects if o["table"] == "AA: ImageNet ResNet" and o["row"].startswith(prefix + "ResNet")]
         paper = [(o["paper"]["params_m"], o["paper"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["paper"])]
         ours = [(o["ours"]["params_m"], o["ours"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["ours"])]
         if paper:
-            ax.plot(*zip(*paper), "o-", color=colour, label=f"{label} (paper)")
+            ax.plot(*zip(*paper, strict=True), "o-", color=colour, label=f"{label} (paper)")
         if ours:
-            ax.plot(*zip(*ours), "x--", color=colour, label=f"{label} (ours)")
+            ax.plot(*zip(*ours, strict=True), "x--", color=colour, label=f"{label} (ours)")
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("ImageNet top-1 (%)")
     ax.grid(alpha=0.3)
@@ -333,8 +365,10 @@ def sweep_table(folder: Path) -> str:
     runs.sort(key=lambda r: -float(r.results.get(metric, -math.inf)))
     lines = [f"| rank | {metric} | epochs | overrides | folder |", "|---|---|---|---|---|"]
     for rank, r in enumerate(runs, start=1):
-        lines.append(f"| {rank} | {_fmt(r.results.get(metric))} | {r.results.get('epochs')} | "
-                     f"{' '.join(r.overrides) or '-'} | {r.folder} |")
+        lines.append(
+            f"| {rank} | {_fmt(r.results.get(metric))} | {r.results.get('epochs')} | "
+            f"{' '.join(r.overrides) or '-'} | {r.folder} |"
+        )
     return "\n".join(lines)
 
 

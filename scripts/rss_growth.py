@@ -23,8 +23,13 @@ from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SMALL_SHAPES = ["data.generate.train_per_class=200", "data.generate.val_per_class=20", "data.batch_size=16",
-                "data.workers=0", "logger.progress_bar=false"]
+SMALL_SHAPES = [
+    "data.generate.train_per_class=200",
+    "data.generate.val_per_class=20",
+    "data.batch_size=16",
+    "data.workers=0",
+    "logger.progress_bar=false",
+]
 
 
 def rss_mb() -> float:
@@ -61,8 +66,9 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     cache = os.environ.get("AACONV_CACHE", str(Path.home() / ".cache/aaconv"))
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.root={cache}", *SMALL_SHAPES, f"trainer.epochs={args.epochs}",
-                                          *overrides])
+        cfg = compose(
+            "train", overrides=[f"data.root={cache}", *SMALL_SHAPES, f"trainer.epochs={args.epochs}", *overrides]
+        )
     probe = RssProbe(build_task(cfg), args.every)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, probe, run_dir)  # type: ignore[arg-type]
@@ -71,8 +77,10 @@ def main() -> None:
     print(f"{'step':>6} {'RSS MB':>8}")
     for step, rss in probe.samples:
         print(f"{step:>6} {rss:>8.1f}")
-    print(f"{trainer.global_step} steps ({trainer.steps_per_epoch} per epoch); RSS growth after epoch 1: "
-          f"{100 * slope(warm):+.2f} MB per 100 steps ({warm[0][1]:.1f} -> {warm[-1][1]:.1f} MB)")
+    print(
+        f"{trainer.global_step} steps ({trainer.steps_per_epoch} per epoch); RSS growth after epoch 1: "
+        f"{100 * slope(warm):+.2f} MB per 100 steps ({warm[0][1]:.1f} -> {warm[-1][1]:.1f} MB)"
+    )
 
 
 if __name__ == "__main__":

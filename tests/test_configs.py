@@ -16,7 +16,8 @@ from helpers.config import CONFIGS, REPO
 
 GROUP_OPTIONS = sorted(  # experiment/paper/x.yaml is the option paper/x of the group experiment
     ("experiment", str(path.relative_to(CONFIGS / "experiment").with_suffix("")))
-    if path.is_relative_to(CONFIGS / "experiment") else (str(path.parent.relative_to(CONFIGS)), path.stem)
+    if path.is_relative_to(CONFIGS / "experiment")
+    else (str(path.parent.relative_to(CONFIGS)), path.stem)
     for path in CONFIGS.rglob("*.yaml")
     if path.parent != CONFIGS
 )
@@ -115,24 +116,47 @@ def test_experiments_leave_the_command_line_in_charge(experiment: str) -> None:
 
 def test_a_command_line_key_beats_an_experiments_pin() -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=paper/imagenet_resnet50_aa_full", "attention.aa.kappa=0.3",
-                                          "backbone.zero_init_residual=true", "optim=adamw", "optim.lr=0.5"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=paper/imagenet_resnet50_aa_full",
+                "attention.aa.kappa=0.3",
+                "backbone.zero_init_residual=true",
+                "optim=adamw",
+                "optim.lr=0.5",
+            ],
+        )
     assert cfg.attention.aa.kappa == 0.3 and cfg.attention.aa.upsilon == 1.0 and cfg.backbone.zero_init_residual
     assert cfg.optim.opt == "adamw" and cfg.optim.lr == 0.5 and cfg.optim.weight_decay == 0.05
 
 
 def test_cfg_job_shows_the_chosen_optimizers_values() -> None:
     """`python train.py optim=adamw --cfg job` prints AdamW's own values (not the quick start's SGD)."""
-    shown = subprocess.run([sys.executable, str(REPO / "train.py"), "optim=adamw", "--cfg", "job"],
-                           capture_output=True, text=True, timeout=300, check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "optim=adamw", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     optim = OmegaConf.create(shown).optim
     assert OmegaConf.to_container(optim) == OmegaConf.to_container(OmegaConf.load(CONFIGS / "optim" / "adamw.yaml"))
 
 
 def test_quickstart_recipe_is_refused_on_real_data(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), "backbone=resnet50", "data=imagenet",
-                             f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "backbone=resnet50",
+            "data=imagenet",
+            f"data.root={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "experiment=quickstart is the 10-epoch recipe for the built-in data, not for data=imagenet" in result.stderr
 
@@ -141,9 +165,16 @@ def test_quickstart_recipe_is_refused_on_real_data(tmp_path: Path) -> None:
 
 PAPER_ROWS = [name for name in EXPERIMENTS if name.startswith("paper/")]
 # Small inputs and few classes keep the ~45 builds at about a minute; the architecture is the row's own.
-TINY_INPUT = {"imagenet": ["data.image_size=32", "data.num_classes=10"], "cifar100": ["data.num_classes=10"],
-              "coco": ["data.num_classes=5", "data.detection.min_size=64", "data.detection.max_size=64",
-                       "data.detection.weights=null"]}
+TINY_INPUT = {
+    "imagenet": ["data.image_size=32", "data.num_classes=10"],
+    "cifar100": ["data.num_classes=10"],
+    "coco": [
+        "data.num_classes=5",
+        "data.detection.min_size=64",
+        "data.detection.max_size=64",
+        "data.detection.weights=null",
+    ],
+}
 
 
 def test_every_table_row_has_an_experiment() -> None:

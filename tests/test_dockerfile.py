@@ -5,14 +5,17 @@ installs the dependencies before copying the code."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from helpers.config import REPO, compose_config
 
-DOCUMENTS = [REPO / "Dockerfile", REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
-             *sorted((REPO / "scripts").glob("*.sbatch"))]
+DOCUMENTS = [
+    REPO / "Dockerfile",
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "scripts").glob("*.sbatch")),
+]
 
 
 def named_experiments() -> list[tuple[str, str]]:

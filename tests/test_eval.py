@@ -21,16 +21,18 @@ from helpers.config import CONFIGS, REPO
 
 
 def eval_config(checkpoint: Path):
-    return OmegaConf.create({"checkpoint": str(checkpoint), "data_root": None, "batch_size": None,
-                             "workers": None, "device": "cpu"})
+    return OmegaConf.create(
+        {"checkpoint": str(checkpoint), "data_root": None, "batch_size": None, "workers": None, "device": "cpu"}
+    )
 
 
 def evaluate(cfg, output_dir: Path) -> dict:
     """What eval.py does with its config."""
     state = load_checkpoint(cfg.checkpoint)
     run_cfg = run_config(state, cfg, known_targets(CONFIGS))
-    return evaluate_checkpoint(task_from_saved_config(run_cfg), state, run_cfg, torch.device("cpu"), output_dir,
-                               cfg.checkpoint)
+    return evaluate_checkpoint(
+        task_from_saved_config(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint
+    )
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
@@ -55,8 +57,10 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config) -> None:
     cfg = tiny_config("backbone=resnet18")
     other = create_model("resnet34", num_classes=6)
-    path = save_checkpoint({"model": other.state_dict(), "epoch": 1,
-                            "config": OmegaConf.to_container(cfg, resolve=True)}, tmp_path / "last.pt")
+    path = save_checkpoint(
+        {"model": other.state_dict(), "epoch": 1, "config": OmegaConf.to_container(cfg, resolve=True)},
+        tmp_path / "last.pt",
+    )
     with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \d+ \['layer1.2"):
         evaluate(eval_config(path), tmp_path)
 
@@ -95,14 +99,20 @@ def test_eval_py_refuses_a_checkpoint_whose_config_would_run_code(tmp_path: Path
     config["task"]["label_smoothing"] = copy_payload(secret, stolen)
     path = crafted_checkpoint(tmp_path / "last.pt", config)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run([sys.executable, str(REPO / "eval.py"), f"checkpoint={path}",
-                             f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines() == [
         f"error: checkpoint {path} is refused: its config has task.label_smoothing._target_='shutil.copyfile' "
         "(only the project's own optim/schedule/task targets are accepted); a checkpoint's config is read as plain "
-        "values only, so use a checkpoint written by train.py"]
+        "values only, so use a checkpoint written by train.py"
+    ]
     assert not stolen.exists()
 
 

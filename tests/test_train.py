@@ -20,8 +20,9 @@ LEARNABLE = ["data.workers=0", "trainer.epochs=4", "logger.progress_bar=false"]
 
 def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
@@ -66,7 +67,8 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     result = run("train.py", "data=imagenet", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: required config value(s) not set: data.root; add data.root=... to the command")
+        "error: required config value(s) not set: data.root; add data.root=... to the command"
+    )
 
 
 def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
@@ -80,11 +82,26 @@ def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
 
 def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -> None:
     # an empty torch.hub cache and a proxy that refuses every connection: the download fails at once
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HTTPS_PROXY": "http://127.0.0.1:9",
-           "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), "backbone.weights=torchvision:resnet18",
-                             f"data.root={data_cache}", f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HYDRA_FULL_ERROR": "0",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "backbone.weights=torchvision:resnet18",
+            f"data.root={data_cache}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download torchvision:resnet18"), result.stderr
@@ -94,7 +111,9 @@ def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -
 def test_bad_config_value_is_one_line_quoting_it(tmp_path: Path) -> None:
     result = run("train.py", "data.batch_size=3.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: data.batch_size=3.5 is not valid: it must be a positive integer"]
+    assert result.stderr.strip().splitlines() == [
+        "error: data.batch_size=3.5 is not valid: it must be a positive integer"
+    ]
 
 
 def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
@@ -106,9 +125,19 @@ def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
                 Image.new("RGB", (16, 16), color).save(root / split / label / f"{i}.png")
     bad = root / "train" / "b" / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    result = run("train.py", "data=imagenet", f"data.root={root}", "data.num_classes=2", "data.workers=2",
-                 "data.batch_size=2", "data.image_size=16", "trainer.epochs=1", "logger.progress_bar=false",
-                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run(
+        "train.py",
+        "data=imagenet",
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.workers=2",
+        "data.batch_size=2",
+        "data.image_size=16",
+        "trainer.epochs=1",
+        "logger.progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert errors[-1].startswith(f"error: cannot decode image {bad} (") and "Traceback" not in result.stderr

@@ -42,6 +42,8 @@ class SkipUnreadable:
     def __call__(self, batch: list[Any]) -> Any:
         kept = [sample for sample in batch if sample is not None]
         if not kept:
-            raise DataError(f"all {len(batch)} images of a batch are unreadable; list the bad files with "
-                            "python scripts/check_data.py <data root>")
+            raise DataError(
+                f"all {len(batch)} images of a batch are unreadable; list the bad files with "
+                "python scripts/check_data.py <data root>"
+            )
         return self.collate_fn(kept)

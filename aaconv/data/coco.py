@@ -39,17 +39,22 @@ def load_coco(annotation_file: Path) -> Any:
     from pycocotools.coco import COCO
 
     if not annotation_file.is_file():
-        raise DataError(f"COCO annotations {annotation_file} not found; data.root must hold "
-                        "annotations/instances_<split>.json next to the <split>/ image folder")
+        raise DataError(
+            f"COCO annotations {annotation_file} not found; data.root must hold "
+            "annotations/instances_<split>.json next to the <split>/ image folder"
+        )
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(annotation_file))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"COCO annotations {annotation_file} are not valid JSON ({e}); "
-                        "re-download or fix the file") from e
+        raise DataError(
+            f"COCO annotations {annotation_file} are not valid JSON ({e}); re-download or fix the file"
+        ) from e
     except (KeyError, TypeError) as e:
-        raise DataError(f"COCO annotations {annotation_file} lack the COCO layout (missing {e}); "
-                        "expected 'images', 'annotations' and 'categories' lists") from e
+        raise DataError(
+            f"COCO annotations {annotation_file} lack the COCO layout (missing {e}); "
+            "expected 'images', 'annotations' and 'categories' lists"
+        ) from e
     check_categories(coco, annotation_file)
     return coco
 
@@ -59,9 +64,11 @@ def check_categories(coco: Any, annotation_file: Path) -> None:
     known = set(coco.cats)
     for ann in coco.dataset.get("annotations", []):
         if ann.get("category_id") not in known:
-            raise DataError(f"annotation {ann.get('id')} in {annotation_file} has category_id "
-                            f"{ann.get('category_id')}, which is not among the file's {len(known)} categories; "
-                            "fix or remove that annotation")
+            raise DataError(
+                f"annotation {ann.get('id')} in {annotation_file} has category_id "
+                f"{ann.get('category_id')}, which is not among the file's {len(known)} categories; "
+                "fix or remove that annotation"
+            )
 
 
 def annotations_to_target(annotations: list[dict[str, Any]], width: int, height: int) -> tuple[Target, int]:
@@ -124,10 +131,20 @@ class CocoDetection(Dataset):
         crowd = sum(1 for ann in anns if ann.get("iscrowd", 0) and ann["image_id"] in self.coco.imgs)
         orphans = sum(1 for ann in anns if ann["image_id"] not in self.coco.imgs)
         scored = "dropped from training" if self.train else "kept (pycocotools scores the file as it is)"
-        log.info("COCO %s: %d images used of %d, %d boxes; %d degenerate or outside-the-image boxes left out of the "
-                 "targets, %d crowd boxes ignored, %d annotations for image ids with no image ignored; %d images "
-                 "without boxes %s", self.images.name, len(kept), len(ids), boxes, degenerate, crowd, orphans, empty,
-                 scored)
+        log.info(
+            "COCO %s: %d images used of %d, %d boxes; %d degenerate or outside-the-image boxes left out of the "
+            "targets, %d crowd boxes ignored, %d annotations for image ids with no image ignored; %d images "
+            "without boxes %s",
+            self.images.name,
+            len(kept),
+            len(ids),
+            boxes,
+            degenerate,
+            crowd,
+            orphans,
+            empty,
+            scored,
+        )
         return kept
 
     def __len__(self) -> int:
@@ -162,5 +179,5 @@ class CocoDetection(Dataset):
 
 def detection_collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
     """Keeps images of different sizes apart: ([image, ...], [target, ...])."""
-    images, targets = zip(*batch)
+    images, targets = zip(*batch, strict=True)
     return list(images), list(targets)

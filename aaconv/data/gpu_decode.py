@@ -148,19 +148,35 @@ class GpuDecode:
 
 
 def loader_throughput(
-    data: Mapping[str, Any], *, decode: str, workers: int, batch_size: int, image_size: int, batches: int,
-    device: torch.device, warmup: int = 1,
+    data: Mapping[str, Any],
+    *,
+    decode: str,
+    workers: int,
+    batch_size: int,
+    image_size: int,
+    batches: int,
+    device: torch.device,
+    warmup: int = 1,
 ) -> float:
     """Images/s of the training loader alone over `batches` batches after `warmup`: PIL decode + timm transform
     in the workers (decode="pil"), or file reads in the workers and ``GpuDecode`` on `device` (decode="gpu")."""
     options = data["transform"]["train"]
-    dataset = build_imagefolder(dataset_root(data, "imagefolder"), data["train_split"],
-                                classification_transform(image_size, True, options))
+    dataset = build_imagefolder(
+        dataset_root(data, "imagefolder"), data["train_split"], classification_transform(image_size, True, options)
+    )
     gpu = GpuDecode.from_config(image_size, options) if decode == "gpu" else None
     if gpu is not None:
         encoded(dataset)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        collate_fn=collate_encoded, persistent_workers=False, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        collate_fn=collate_encoded,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
     if len(loader) < warmup + batches:
         raise DataError(f"{len(dataset)} images make {len(loader)} batches of {batch_size}; need {warmup + batches}")
     count, begin = 0, 0.0

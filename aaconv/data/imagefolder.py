@@ -59,7 +59,10 @@ class SkippingImageFolder(ImageFolder):
 
 
 def build_imagefolder(
-    root: str | Path, split: str, transform: Callable | None, num_classes: int | None = None,
+    root: str | Path,
+    split: str,
+    transform: Callable | None,
+    num_classes: int | None = None,
     skip_unreadable: bool = False,
 ) -> ImageFolder:
     """An ImageFolder over root/split whose class count is checked against `num_classes`; with
@@ -76,4 +79,3 @@ def build_imagefolder(
             f"set data.num_classes={len(dataset.classes)} or fix the folder"
         )
     return dataset
-

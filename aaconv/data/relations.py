@@ -24,7 +24,8 @@ from aaconv.data.shapes import SPLITS, draw_shape
 CLASSES: tuple[str, ...] = ("different", "same")
 FORMAT_VERSION = 3
 PALETTE = np.array(  # saturated colours, each far from the grey background
-    [(230, 40, 40), (40, 200, 40), (50, 80, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)])
+    [(230, 40, 40), (40, 200, 40), (50, 80, 230), (240, 220, 40), (200, 60, 220), (40, 220, 220)]
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def relation_sample(seed: int, split: str, index: int, image_size: int) -> tuple
     draw = ImageDraw.Draw(image)
     colours = _colour_pair(rng, same=label == 1)
     third = image_size // 3
-    for region, colour in zip((0, 2 * third), colours):
+    for region, colour in zip((0, 2 * third), colours, strict=True):
         side = int(rng.integers(image_size // 6, third))
         x0 = region + int(rng.integers(0, third - side))  # the box, edges included, stays inside the third
         y0 = int(rng.integers(0, image_size - side))

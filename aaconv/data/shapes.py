@@ -181,10 +181,16 @@ def _write_coco(root: Path, spec: ShapesSpec) -> None:
             images.append({"id": image_id, "file_name": file_name, "width": image.width, "height": image.height})
             for label, (x0, y0, x1, y1) in objects:
                 w, h = x1 - x0 + 1, y1 - y0 + 1  # inclusive pixel bounds -> COCO xywh
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
-                    "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": 0,
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": label + 1,
+                        "bbox": [x0, y0, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         instances = {"images": images, "annotations": annotations, "categories": categories}
         (root / "annotations" / f"instances_{folder}.json").write_text(json.dumps(instances))
 

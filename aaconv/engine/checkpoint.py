@@ -20,9 +20,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     try:
         return atomic_write(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError ("unexpected pos")
-        raise CheckpointError(f"cannot write checkpoint {path} ({first_line(e)}): the disk is full or the folder "
-                              "is not writable; free space or fix the permissions, then rerun the same command to "
-                              "resume") from e
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({first_line(e)}): the disk is full or the folder "
+            "is not writable; free space or fix the permissions, then rerun the same command to "
+            "resume"
+        ) from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -84,5 +84,6 @@ def build_model(build: Callable[[], nn.Module]) -> nn.Module:
     try:
         return build()
     except ValueError as e:
-        raise ConfigError(f"the backbone / attention config cannot build a model: {first_line(e)}; "
-                          "fix backbone.* / attention.*") from e
+        raise ConfigError(
+            f"the backbone / attention config cannot build a model: {first_line(e)}; fix backbone.* / attention.*"
+        ) from e

@@ -53,14 +53,19 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(
-            rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]), local_rank=int(env.get("LOCAL_RANK", 0)),
-            master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=int(env.get("MASTER_PORT", 29500)),
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", 29500)),
             source="torchrun",
         )
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         job_id = int(env.get("SLURM_JOB_ID", "0"))
         return DistEnv(
-            rank=int(env["SLURM_PROCID"]), world_size=int(env["SLURM_NTASKS"]), local_rank=int(env.get("SLURM_LOCALID", 0)),
+            rank=int(env["SLURM_PROCID"]),
+            world_size=int(env["SLURM_NTASKS"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
             master_addr=env.get("MASTER_ADDR") or _first_slurm_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
             master_port=int(env.get("MASTER_PORT", 20000 + job_id % 20000)),
             source="slurm",
@@ -79,10 +84,20 @@ def init_distributed(backend: str = "auto", timeout_min: float = 30.0) -> DistEn
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
     dist.init_process_group(
-        backend=backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
-        rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(minutes=timeout_min),
+        backend=backend,
+        init_method=f"tcp://{env.master_addr}:{env.master_port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=datetime.timedelta(minutes=timeout_min),
     )
-    log.info("distributed: rank %d of %d (local rank %d, %s, %s)", env.rank, env.world_size, env.local_rank, backend, env.source)
+    log.info(
+        "distributed: rank %d of %d (local rank %d, %s, %s)",
+        env.rank,
+        env.world_size,
+        env.local_rank,
+        backend,
+        env.source,
+    )
     return env
 
 

@@ -54,7 +54,11 @@ def run_config(state: dict[str, Any], cfg: DictConfig, targets: Mapping[str, set
 
 
 def evaluate_checkpoint(
-    task: Task, state: dict[str, Any], run_cfg: DictConfig, device: torch.device, output_dir: str | os.PathLike,
+    task: Task,
+    state: dict[str, Any],
+    run_cfg: DictConfig,
+    device: torch.device,
+    output_dir: str | os.PathLike,
     checkpoint: str | os.PathLike,
 ) -> dict[str, Any]:
     """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
@@ -66,14 +70,25 @@ def evaluate_checkpoint(
     load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
-    loader = build_eval_loader(val_set, batch_size=int(run_cfg.data.batch_size), data=run_cfg.data,
-                               collate_fn=task.collate_fn, rank=dist.rank(), world_size=dist.world_size())
+    loader = build_eval_loader(
+        val_set,
+        batch_size=int(run_cfg.data.batch_size),
+        data=run_cfg.data,
+        collate_fn=task.collate_fn,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+    )
     output = Path(output_dir)
     if dist.is_main_process():
         output.mkdir(parents=True, exist_ok=True)
     metrics = task.evaluate(model, loader, device, output_dir=output)
-    results = {**metrics, **run_facts(run_cfg, model), "epochs": state["epoch"],
-               "world_size": dist.world_size(), "checkpoint": str(checkpoint)}
+    results = {
+        **metrics,
+        **run_facts(run_cfg, model),
+        "epochs": state["epoch"],
+        "world_size": dist.world_size(),
+        "checkpoint": str(checkpoint),
+    }
     if dist.is_main_process():
         write_json_atomic(results, output / "results.json")
         log.info("results: %s", json.dumps(results))

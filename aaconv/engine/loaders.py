@@ -88,8 +88,10 @@ def build_train_loader(
     )
     skipper = SkipBatches(batches)
     if len(batches) == 0:
-        raise ConfigError(f"{len(sampler)} training samples per process make no batch of data.batch_size={batch_size}; "
-                          "lower data.batch_size or use fewer processes")
+        raise ConfigError(
+            f"{len(sampler)} training samples per process make no batch of data.batch_size={batch_size}; "
+            "lower data.batch_size or use fewer processes"
+        )
     loader = DataLoader(
         SeededSamples(dataset),
         batch_sampler=skipper,
@@ -100,7 +102,13 @@ def build_train_loader(
 
 
 def build_eval_loader(
-    dataset: Dataset, *, batch_size: int, data: Mapping[str, Any], collate_fn: Callable | None, rank: int, world_size: int,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    data: Mapping[str, Any],
+    collate_fn: Callable | None,
+    rank: int,
+    world_size: int,
     max_batches: int | None = None,
 ) -> DataLoader:
     """Loader over this rank's share of `dataset` in order; every sample is on exactly one rank. With

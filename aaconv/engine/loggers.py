@@ -70,8 +70,17 @@ class WandbBackend:
     """A W&B run in `<run_dir>/wandb`; offline (synced later with `wandb sync`) when no API key is set or
     `mode=offline`. The run id is kept in `<run_dir>/wandb_id` so a resumed run continues the same W&B run."""
 
-    def __init__(self, run_dir: Path, config: Mapping[str, Any], *, project: str, entity: str | None, mode: str,
-                 name: str | None = None, tags: list[str] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Mapping[str, Any],
+        *,
+        project: str,
+        entity: str | None,
+        mode: str,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ):
         try:
             import wandb
         except ImportError as e:
@@ -83,8 +92,15 @@ class WandbBackend:
         id_file.write_text(run_id + "\n")
         self.wandb = wandb
         self.run = wandb.init(
-            project=project, entity=entity, mode=mode, dir=str(run_dir), config=dict(config), name=name,
-            tags=tags, id=run_id, resume="allow",
+            project=project,
+            entity=entity,
+            mode=mode,
+            dir=str(run_dir),
+            config=dict(config),
+            name=name,
+            tags=tags,
+            id=run_id,
+            resume="allow",
         )
 
     def log(self, scalars: Mapping[str, float], step: int) -> None:
@@ -104,9 +120,17 @@ def build_logger(logger_cfg: Mapping[str, Any], run_dir: Path, config: Mapping[s
     elif name == "tensorboard":
         backends = [TensorBoardBackend(run_dir)]
     elif name == "wandb":
-        backends = [WandbBackend(run_dir, config, project=logger_cfg["project"], entity=logger_cfg.get("entity"),
-                                 mode=logger_cfg.get("mode", "auto"), name=logger_cfg.get("run_name"),
-                                 tags=logger_cfg.get("tags"))]
+        backends = [
+            WandbBackend(
+                run_dir,
+                config,
+                project=logger_cfg["project"],
+                entity=logger_cfg.get("entity"),
+                mode=logger_cfg.get("mode", "auto"),
+                name=logger_cfg.get("run_name"),
+                tags=logger_cfg.get("tags"),
+            )
+        ]
     else:
         raise AAConvError(f"logger={name}: choose console, tensorboard or wandb")
     return RunLogger(run_dir, backends)

@@ -34,14 +34,20 @@ def _fused_kwargs(model: nn.Module, opt: str, fused: bool | str) -> dict[str, An
     accepts = "fused" in inspect.signature(opt_class.__init__).parameters
     on_cuda = all(p.is_cuda for p in model.parameters())
     if fused is True and not accepts:
-        raise AAConvError(f"optim.fused=true but optimizer {opt!r} has no fused implementation in torch; use fused=auto")
+        raise AAConvError(
+            f"optim.fused=true but optimizer {opt!r} has no fused implementation in torch; use fused=auto"
+        )
     return {"fused": True} if accepts and (fused is True or on_cuda) else {}
 
 
 def check_apex(opt: str) -> None:
     """timm's "fused*" optimisers (fusedlamb, fusedadam, ...) are NVIDIA apex's: say so when apex is missing."""
     info = get_optimizer_info(opt)
-    if isinstance(info.opt_class, str) and info.opt_class.startswith("apex.") and importlib.util.find_spec("apex") is None:
+    if (
+        isinstance(info.opt_class, str)
+        and info.opt_class.startswith("apex.")
+        and importlib.util.find_spec("apex") is None
+    ):
         plain = opt.removeprefix("fused")
         raise AAConvError(
             f"optim.opt={opt} is NVIDIA apex's {info.opt_class}, and apex is not installed "

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 import torch
 
-from aaconv.utils.distributed import all_reduce_max
 from aaconv.errors import AAConvError
+from aaconv.utils.distributed import all_reduce_max
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -23,7 +23,7 @@ class NonFiniteWeightsError(AAConvError):
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" is bf16 on a CUDA device that supports it, else fp32; explicit names are checked."""
+    """ "auto" is bf16 on a CUDA device that supports it, else fp32; explicit names are checked."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision not in AUTOCAST_DTYPES:

@@ -25,7 +25,7 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(stored: Mapping[str, Any], cfg: DictConfig, keys: tuple[str, ...] = SCHEDULE_KEYS) -> list[str]:
-    """"key=old -> new" for every setting under `keys` that differs between a checkpoint's config and `cfg`."""
+    """ "key=old -> new" for every setting under `keys` that differs between a checkpoint's config and `cfg`."""
     old, new = _flat(stored), _flat(OmegaConf.to_container(cfg, resolve=True))
     leaves = sorted(old.keys() | new.keys())
     watched = [leaf for leaf in leaves if any(leaf == k or leaf.startswith(k + ".") for k in keys)]
@@ -36,8 +36,10 @@ def check_same_optimizer(stored: Mapping[str, Any], cfg: DictConfig, path: Path)
     """CheckpointError when the checkpoint's optimizer state belongs to another optimizer than `cfg.optim`."""
     old, new = stored.get("optim", {}).get("opt"), cfg.optim.get("opt")
     if old != new:
-        raise CheckpointError(f"{path} holds optim.opt={old} state, which optim.opt={new} cannot continue; "
-                              f"resume with optim.opt={old}, or start a new run (another hydra.run.dir)")
+        raise CheckpointError(
+            f"{path} holds optim.opt={old} state, which optim.opt={new} cannot continue; "
+            f"resume with optim.opt={old}, or start a new run (another hydra.run.dir)"
+        )
 
 
 def trim_epoch_records(path: Path, epochs_done: float) -> int:

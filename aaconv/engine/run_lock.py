@@ -31,15 +31,18 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
             self.release()
-            raise RunDirError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish, "
-                              "or give this run another hydra.run.dir") from None
+            raise RunDirError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for it to finish, "
+                "or give this run another hydra.run.dir"
+            ) from None
         try:  # also the first write into the run directory: a full disk shows here, before any training
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         except OSError as e:
             self.release()
-            raise RunDirError(f"cannot write {self.path} ({e.strerror}); free space or choose a writable "
-                              "hydra.run.dir") from e
+            raise RunDirError(
+                f"cannot write {self.path} ({e.strerror}); free space or choose a writable hydra.run.dir"
+            ) from e
 
     def release(self) -> None:
         if self._fd is not None:
@@ -54,12 +57,15 @@ def claim_run_dir(run_dir: Path, resume: str | None, files: list[str]) -> RunLoc
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunDirError(f"cannot create run directory {run_dir} ({e.strerror}); "
-                          "choose a writable hydra.run.dir") from e
+        raise RunDirError(
+            f"cannot create run directory {run_dir} ({e.strerror}); choose a writable hydra.run.dir"
+        ) from e
     lock = RunLock(run_dir)
     if resume in (None, "never") and (run_dir / "last.pt").exists():
         lock.release()
-        raise RunDirError(f"trainer.resume={resume} but {run_dir} already holds a run (last.pt); give the new run "
-                          "another hydra.run.dir, delete that directory, or continue it with trainer.resume=auto")
+        raise RunDirError(
+            f"trainer.resume={resume} but {run_dir} already holds a run (last.pt); give the new run "
+            "another hydra.run.dir, delete that directory, or continue it with trainer.resume=auto"
+        )
     remove_temp_files(run_dir, files)
     return lock

@@ -13,7 +13,7 @@ from aaconv.errors import ConfigError
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device."""
+    """ "auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device."""
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)

@@ -64,11 +64,15 @@ def check_stored_config(config: Any, source: str, targets: Mapping[str, set[str]
     """`config` (a checkpoint's "config" entry) as a DictConfig once it is known to be plain data; else a
     CheckpointError naming `source` and the first offending key."""
     if not isinstance(config, dict) or not all(isinstance(config.get(g), dict) for g in REQUIRED_GROUPS):
-        raise CheckpointError(f"{source} holds no aaconv run config (needs {', '.join(REQUIRED_GROUPS)}); "
-                              "pass a last.pt / best.pt written by train.py")
+        raise CheckpointError(
+            f"{source} holds no aaconv run config (needs {', '.join(REQUIRED_GROUPS)}); "
+            "pass a last.pt / best.pt written by train.py"
+        )
     for path, key, value in _walk(config, ""):
         problem = _problem(path, key, value, targets)
         if problem is not None:
-            raise CheckpointError(f"{source} is refused: its config has {problem}; a checkpoint's config is read as "
-                                  "plain values only, so use a checkpoint written by train.py")
+            raise CheckpointError(
+                f"{source} is refused: its config has {problem}; a checkpoint's config is read as "
+                "plain values only, so use a checkpoint written by train.py"
+            )
     return OmegaConf.create(config)

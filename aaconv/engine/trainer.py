@@ -96,12 +96,15 @@ def _collective_failure(error: BaseException) -> bool:
     or broken connection to another process."""
     text = str(error).lower()
     return isinstance(error, torch.distributed.DistError) or (
-        isinstance(error, RuntimeError) and any(s in text for s in ("timed out", "connection closed", "connection reset"))
+        isinstance(error, RuntimeError)
+        and any(s in text for s in ("timed out", "connection closed", "connection reset"))
     )
 
 
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a for a in args)
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a for a in args
+    )
 
 
 class Trainer:
@@ -141,24 +144,38 @@ class Trainer:
         self.accum_steps = int(t.accum_steps)
         self.batch_size = batch_size = int(cfg.data.batch_size)
         self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
-            train_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn, rank=self.env.rank,
-            world_size=self.env.world_size, seed=int(cfg.seed),
+            train_set,
+            batch_size=batch_size,
+            data=cfg.data,
+            collate_fn=self.task.collate_fn,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            seed=int(cfg.seed),
             group_ids=self.task.group_ids(train_set),
         )
-        self.val_loader = build_eval_loader(val_set, batch_size=batch_size, data=cfg.data, collate_fn=self.task.collate_fn,
-                                            rank=self.env.rank, world_size=self.env.world_size,
-                                            max_batches=t.max_eval_batches)
+        self.val_loader = build_eval_loader(
+            val_set,
+            batch_size=batch_size,
+            data=cfg.data,
+            collate_fn=self.task.collate_fn,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            max_batches=t.max_eval_batches,
+        )
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
-            raise AAConvError(f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}")
+            raise AAConvError(
+                f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}"
+            )
         self.epochs = int(t.epochs)
         self.max_steps = int(t.max_steps) if t.max_steps else None
         self.global_batch = batch_size * self.env.world_size * self.accum_steps
         self.optimizer = instantiate(cfg.optim, self.model, self.global_batch)
         # timm warns that cosine annealing "will have no effect" when the schedule is one update long (a smoke run)
         with _quiet_logger("timm.scheduler.cosine_lr"):
-            self.scheduler = instantiate(cfg.schedule, self.optimizer, epochs=self.epochs,
-                                         steps_per_epoch=self.steps_per_epoch)
+            self.scheduler = instantiate(
+                cfg.schedule, self.optimizer, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch
+            )
         self.precision = Precision(t.precision, self.device)
         self.guard = NonFiniteGuard(int(t.max_bad_steps))
         self.ema = (
@@ -171,7 +188,8 @@ class Trainer:
         if self.env.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(
-                forward_model, device_ids=device_ids, find_unused_parameters=bool(t.find_unused_parameters))
+                forward_model, device_ids=device_ids, find_unused_parameters=bool(t.find_unused_parameters)
+            )
 
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
@@ -206,7 +224,9 @@ class Trainer:
         if not self.resume(resume):
             seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
         if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epochs_done())):
-            log.warning("dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %g", dropped, self.epochs_done())
+            log.warning(
+                "dropped %d metrics.jsonl line(s) of epochs after the checkpoint's %g", dropped, self.epochs_done()
+            )
         config = OmegaConf.to_container(self.cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
@@ -263,7 +283,8 @@ class Trainer:
                 f"the run diverged: {len(bad)} weight/buffer tensors are NaN/inf after step {self.global_step} "
                 f"(e.g. {bad[:1] or 'on another rank'}); nothing was saved, so "
                 f"{self.run_dir / 'last.pt'} keeps the last finite state (best.pt the best one): lower optim.lr or "
-                "set trainer.clip_grad_norm, then rerun (trainer.resume=<run dir>/best.pt to go back further)")
+                "set trainer.clip_grad_norm, then rerun (trainer.resume=<run dir>/best.pt to go back further)"
+            )
 
     def resume(self, resume: str | None) -> bool:
         """trainer.resume: "auto" continues from <run_dir>/last.pt when there is one; a path continues
@@ -282,15 +303,24 @@ class Trainer:
             if "ema" not in state:
                 raise CheckpointError(f"{path} has no EMA weights but trainer.ema.enabled=true")
             self.ema.module.load_state_dict(state["ema"])
-        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        self.epoch, self.batch_in_epoch, self.global_step = (
+            state["epoch"],
+            state["batch_in_epoch"],
+            state["global_step"],
+        )
         self.best_metric, self.guard.skipped = state["best_metric"], state["nonfinite_skipped"]
         if state["world_size"] == self.env.world_size:
             set_rng_state(state["rng"][self.env.rank])
         else:
-            log.warning("resuming %d processes from %d: random streams differ from an uninterrupted run",
-                        self.env.world_size, state["world_size"])
+            log.warning(
+                "resuming %d processes from %d: random streams differ from an uninterrupted run",
+                self.env.world_size,
+                state["world_size"],
+            )
             seed_everything(int(self.cfg.seed) + self.env.rank + self.global_step)
-        log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step)
+        log.info(
+            "resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step
+        )
         return True
 
     def _load_optimizer(self, state: dict[str, Any], path: Path) -> None:
@@ -301,20 +331,26 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as e:
-            raise CheckpointError(f"{path}'s optimizer state does not fit this run's optim config ({e}); "
-                                  "resume with the run's optim settings, or start a new run") from e
+            raise CheckpointError(
+                f"{path}'s optimizer state does not fit this run's optim config ({e}); "
+                "resume with the run's optim settings, or start a new run"
+            ) from e
         changes = changed_keys(state["config"], self.cfg)
         if state["world_size"] != self.env.world_size:
             changes.append(f"processes={state['world_size']} -> {self.env.world_size}")
         if not changes:
             self.scheduler.load_state_dict(state["scheduler"])
             return
-        for group, settings in zip(self.optimizer.param_groups, current):
+        for group, settings in zip(self.optimizer.param_groups, current, strict=True):
             group.update(settings)
         self.scheduler.step_update(state["global_step"])
-        log.warning("resume: %s changed since the checkpoint: learning-rate schedule rebuilt from the current "
-                    "config at step %d (lr %.4g)", ", ".join(changes), state["global_step"],
-                    self.optimizer.param_groups[0]["lr"])
+        log.warning(
+            "resume: %s changed since the checkpoint: learning-rate schedule rebuilt from the current "
+            "config at step %d (lr %.4g)",
+            ", ".join(changes),
+            state["global_step"],
+            self.optimizer.param_groups[0]["lr"],
+        )
 
     # ---- training ----------------------------------------------------------------------------------------
 
@@ -329,7 +365,12 @@ class Trainer:
         signum = self._stop_requested()
         if signum:
             self.save("last.pt")
-            log.warning("checkpoint written to %s at epoch %d, batch %d", self.run_dir / "last.pt", self.epoch, self.batch_in_epoch)
+            log.warning(
+                "checkpoint written to %s at epoch %d, batch %d",
+                self.run_dir / "last.pt",
+                self.epoch,
+                self.batch_in_epoch,
+            )
             self.preemption.finish(signum, self.is_main)
 
     def train_one_epoch(self) -> dict[str, float]:
@@ -344,8 +385,13 @@ class Trainer:
         images, unreadable, window_bad, start = 0, 0, False, time.perf_counter()
         # on a terminal only: redirected to a file, the bar's redraws would flood the log
         show_bar = bool(self.cfg.logger.progress_bar) and self.is_main and sys.stderr.isatty()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not show_bar,
-                   initial=self.batch_in_epoch, total=batches_per_epoch)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            disable=not show_bar,
+            initial=self.batch_in_epoch,
+            total=batches_per_epoch,
+        )
         for batch in bar:
             if self.batch_in_epoch >= batches_per_epoch or self.reached_max_steps():
                 break
@@ -379,11 +425,17 @@ class Trainer:
                 self.save("last.pt")
             self._handle_preemption()
         seconds = time.perf_counter() - start
-        sums = dist.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(images), loss_sum.new_tensor(unreadable)]))
+        sums = dist.all_reduce_sum(
+            torch.stack([loss_sum, loss_sum.new_tensor(images), loss_sum.new_tensor(unreadable)])
+        )
         loss_total, images_total, unreadable_total = sums.tolist()
         if unreadable_total:
-            log.warning("epoch %d: %d unreadable training images skipped (data.skip_unreadable=true); list them with "
-                        "python scripts/check_data.py", self.epoch + 1, unreadable_total)
+            log.warning(
+                "epoch %d: %d unreadable training images skipped (data.skip_unreadable=true); list them with "
+                "python scripts/check_data.py",
+                self.epoch + 1,
+                unreadable_total,
+            )
         return {
             "train_loss": loss_total / max(images_total, 1),
             "train_images_per_s": images_total / seconds,
@@ -454,15 +506,24 @@ class Trainer:
                 raise DistributedError(
                     f"rank {self.env.rank}: a collective failed ({first_line(e)}): another process died, or hung for "
                     f"longer than trainer.dist_timeout_s={self.cfg.trainer.dist_timeout_s} s (its log says why); "
-                    "rerun to resume from the last checkpoint") from e
+                    "rerun to resume from the last checkpoint"
+                ) from e
             raise
         self.close()
         return results
 
     def _fit(self) -> dict[str, Any]:
-        log.info("model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g (scaled)",
-                 self.cfg.backbone.name, self.cfg.attention.variant, count_parameters(self.model) / 1e6, self.device,
-                 self.env.world_size, self.precision.name, self.global_batch, self.scheduler.base_values[0])
+        log.info(
+            "model %s (%s attention): %.2fM parameters on %s x%d, %s, global batch %d, lr %.4g (scaled)",
+            self.cfg.backbone.name,
+            self.cfg.attention.variant,
+            count_parameters(self.model) / 1e6,
+            self.device,
+            self.env.world_size,
+            self.precision.name,
+            self.global_batch,
+            self.scheduler.base_values[0],
+        )
         train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
         maximize = self.task.primary_metric_mode == "max"
@@ -472,14 +533,21 @@ class Trainer:
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
             epoch = self.epoch + 1 if self.epoch_complete() else self.epochs_done()  # fractional: max_steps stop
-            record = {"epoch": epoch, "step": self.global_step, "lr": lr, **train_stats, **metrics,
-                      "peak_memory_mb": peak_memory_mb(self.device)}
+            record = {
+                "epoch": epoch,
+                "step": self.global_step,
+                "lr": lr,
+                **train_stats,
+                **metrics,
+                "peak_memory_mb": peak_memory_mb(self.device),
+            }
             self._log_epoch(record)
             if self.epoch_complete():  # else stopped by trainer.max_steps
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             value = metrics[self.task.primary_metric]
             improved = math.isfinite(value) and (
-                self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric))
+                self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric)
+            )
             if improved:
                 self.best_metric = value
             self.save(*(["best.pt"] if improved else []), "last.pt")  # no last.pt names a best.pt not yet written
@@ -513,8 +581,10 @@ class Trainer:
         try:
             self.logger.log_epoch(record, self.global_step)
         except OSError as e:
-            raise RunDirError(f"cannot write {self.run_dir / 'metrics.jsonl'} ({first_line(e)}); free space or fix "
-                              "the permissions, then rerun the same command to resume") from e
+            raise RunDirError(
+                f"cannot write {self.run_dir / 'metrics.jsonl'} ({first_line(e)}); free space or fix "
+                "the permissions, then rerun the same command to resume"
+            ) from e
 
     def close(self, graceful: bool = True) -> None:
         """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`),
@@ -524,4 +594,3 @@ class Trainer:
         destroy_distributed(barrier=graceful)
         if self.run_lock is not None:
             self.run_lock.release()
-

@@ -24,9 +24,10 @@ branch's input (Image Transformer style); ``coordconv=True`` concatenates two co
 in [-1, 1]) to it (Liu et al. 2018, arXiv 1807.03247), so the qkv conv takes 2 more input channels; all
 off: none. They combine.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +38,7 @@ from .relative_attention import RelativeAttention2d
 STRIDE_MODES = ("avgpool", "qkv")
 
 
-def plain_conv(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
-) -> nn.Conv2d:
+def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """torchvision-style ``conv3x3``: padding ``kernel_size // 2``, no bias."""
     return nn.Conv2d(
         in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False

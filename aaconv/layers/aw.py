@@ -22,6 +22,7 @@ conv 10-20x slower than a plain conv and unfold runs at about 0.5-0.6x of it), `
 of a plain conv on large maps). Measured on the CPU with ``scripts/bench_layers.py --aw-stages``
 (docs/performance.md); the GPU choice is unmeasured.
 """
+
 from __future__ import annotations
 
 import torch
@@ -85,9 +86,7 @@ class AWConv2d(nn.Module):
         self.num_maps = num_maps
         self.gate = gate
         self.impl = impl
-        self.register_buffer(
-            "map_index", _map_index(out_channels, in_channels, groups, num_maps), persistent=False
-        )
+        self.register_buffer("map_index", _map_index(out_channels, in_channels, groups, num_maps), persistent=False)
 
     @property
     def impl(self) -> str:
@@ -104,7 +103,7 @@ class AWConv2d(nn.Module):
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(H_out, W_out) for an input of spatial ``size``."""
         k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
-        return tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, padding, k, stride))
+        return tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, padding, k, stride, strict=True))
 
     def resolve_impl(self, size: tuple[int, int]) -> str:
         """The formulation for an input of spatial ``size``: ``impl``, or for ``"auto"`` the one that

@@ -17,11 +17,13 @@ in ``AA_DEFAULTS`` below, every layer option (``relative``, ``sine``, ``coordcon
 ``stride_mode``, ``max_size``, ``query_chunk``) in ``AAConv2d``'s signature. An option given as ``None`` takes
 that default, so a config can leave a key null.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from torch import nn
 
@@ -107,8 +109,16 @@ def _aa_conv(
 ) -> AAConv2d:
     dk, dv = attention_depths(out_channels, kappa, upsilon, num_heads, min_dk_per_head)
     return AAConv2d(
-        in_channels, out_channels, kernel_size, stride,
-        dk=dk, dv=dv, num_heads=num_heads, groups=groups, conv_builder=branch, **options,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        dk=dk,
+        dv=dv,
+        num_heads=num_heads,
+        groups=groups,
+        conv_builder=branch,
+        **options,
     )
 
 

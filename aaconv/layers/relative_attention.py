@@ -28,6 +28,7 @@ Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, sh
 covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
 H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -222,9 +223,7 @@ class RelativeAttention2d(nn.Module):
             raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {value!r}")
         self._impl = value
 
-    def _tables(
-        self, height: int, width: int, dtype: torch.dtype
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _tables(self, height: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The central (2W-1, dk_h) and (2H-1, dk_h) rows, in the activations' dtype (autocast)."""
         if self.rel_width is None or self.rel_height is None:
             return None, None

@@ -4,6 +4,7 @@ Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507. Layout and round
 ``SEModule`` (``fc1``/``fc2`` 1x1 convs with bias), so an SE-ResNet-50 built with ``reduction=16``
 has timm's ``seresnet50`` parameter count (28,088,024) and state-dict key names.
 """
+
 from __future__ import annotations
 
 import torch

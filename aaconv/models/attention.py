@@ -20,9 +20,7 @@ AttentionSpec = dict[str, Any]
 PLACEMENT_KEYS = ("memory_pool_stages", "basic_block_convs")
 
 
-def attention_spec(
-    attention: str | Mapping[str, Any], architecture: Mapping[str, Any] | None = None
-) -> AttentionSpec:
+def attention_spec(attention: str | Mapping[str, Any], architecture: Mapping[str, Any] | None = None) -> AttentionSpec:
     """A variant name ("aa+se") or the config mapping {variant, aa, aw, se} -> a normalised mapping whose
     `aa` is `architecture` (the backbone's AA setting) updated with the config's non-null `aa` keys."""
     if isinstance(attention, str):

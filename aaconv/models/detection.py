@@ -116,8 +116,15 @@ class FPNBackbone(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
 
 
-def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, Any], *, max_size: int,
-                   weights: str | None = None, frozen_bn: bool = True, trainable_layers: int = 3) -> Backbone:
+def build_backbone(
+    backbone: Mapping[str, Any],
+    attention: str | Mapping[str, Any],
+    *,
+    max_size: int,
+    weights: str | None = None,
+    frozen_bn: bool = True,
+    trainable_layers: int = 3,
+) -> Backbone:
     """The classification backbone without its classifier, initialised from `weights` (or from scratch).
 
     Args:
@@ -129,8 +136,10 @@ def build_backbone(backbone: Mapping[str, Any], attention: str | Mapping[str, An
         trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
     """
     if backbone["name"] not in IMAGENET_BACKBONES:
-        raise ConfigError(f"backbone={backbone['name']} has no detection stages; detection takes one of "
-                          f"{', '.join(IMAGENET_BACKBONES)}")
+        raise ConfigError(
+            f"backbone={backbone['name']} has no detection stages; detection takes one of "
+            f"{', '.join(IMAGENET_BACKBONES)}"
+        )
     options = backbone_options(backbone)
     size = math.ceil(max_size / 32) * 32
     body = create_model(backbone["name"], attention, num_classes=0, input_size=size, headless=True, **options)
@@ -183,8 +192,9 @@ def build_detector(
     if group_norm_head and head != "retinanet":
         raise ValueError("group_norm_head is a RetinaNet option")
     spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
-    body = build_backbone(spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn,
-                          trainable_layers=trainable_layers)
+    body = build_backbone(
+        spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
+    )
     stages = list(returned_stages) if returned_stages is not None else default_stages(body, HEAD_STRIDES[head])
     extra = LastLevelP6P7(fpn_channels, fpn_channels) if head == "retinanet" else LastLevelMaxPool()
     fpn = FPNBackbone(body, stages, fpn_channels, extra)
@@ -193,7 +203,8 @@ def build_detector(
         head_kwargs[key] = anchor_generator(head, anchor_sizes)
     if group_norm_head:
         anchors = head_kwargs.get("anchor_generator") or anchor_generator(head, (32, 64, 128, 256, 512))
-        head_kwargs["head"] = RetinaNetHead(fpn_channels, anchors.num_anchors_per_location()[0], num_classes,
-                                            norm_layer=partial(nn.GroupNorm, 32))
+        head_kwargs["head"] = RetinaNetHead(
+            fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
+        )
     detector = RetinaNet if head == "retinanet" else FasterRCNN
     return detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)

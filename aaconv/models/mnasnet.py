@@ -28,7 +28,13 @@ from torch import Tensor, nn
 from aaconv.errors import ConfigError
 from aaconv.layers import create_attention
 from aaconv.models.attention import (
-    AttentionSpec, attention_spec, feature_size, memory_pooled, parts, stage_builders, without,
+    AttentionSpec,
+    attention_spec,
+    feature_size,
+    memory_pooled,
+    parts,
+    stage_builders,
+    without,
 )
 from aaconv.models.backbone import feature_info
 
@@ -36,13 +42,21 @@ from aaconv.models.backbone import feature_info
 Stage = tuple[str, int, int, int, int, int, float]
 ARCHS: dict[str, tuple[Stage, ...]] = {
     "mnasnet_a1": (
-        ("ds", 1, 3, 1, 1, 16, 0.0), ("ir", 2, 3, 2, 6, 24, 0.0), ("ir", 3, 5, 2, 3, 40, 0.25),
-        ("ir", 4, 3, 2, 6, 80, 0.0), ("ir", 2, 3, 1, 6, 112, 0.25), ("ir", 3, 5, 2, 6, 160, 0.25),
+        ("ds", 1, 3, 1, 1, 16, 0.0),
+        ("ir", 2, 3, 2, 6, 24, 0.0),
+        ("ir", 3, 5, 2, 3, 40, 0.25),
+        ("ir", 4, 3, 2, 6, 80, 0.0),
+        ("ir", 2, 3, 1, 6, 112, 0.25),
+        ("ir", 3, 5, 2, 6, 160, 0.25),
         ("ir", 1, 3, 1, 6, 320, 0.0),
     ),
     "mnasnet_b1": (
-        ("ds", 1, 3, 1, 1, 16, 0.0), ("ir", 3, 3, 2, 3, 24, 0.0), ("ir", 3, 5, 2, 3, 40, 0.0),
-        ("ir", 3, 5, 2, 6, 80, 0.0), ("ir", 2, 3, 1, 6, 96, 0.0), ("ir", 4, 5, 2, 6, 192, 0.0),
+        ("ds", 1, 3, 1, 1, 16, 0.0),
+        ("ir", 3, 3, 2, 3, 24, 0.0),
+        ("ir", 3, 5, 2, 3, 40, 0.0),
+        ("ir", 3, 5, 2, 6, 80, 0.0),
+        ("ir", 2, 3, 1, 6, 96, 0.0),
+        ("ir", 4, 5, 2, 6, 192, 0.0),
         ("ir", 1, 3, 1, 6, 320, 0.0),
     ),
 }
@@ -84,12 +98,24 @@ class InvertedResidual(nn.Module):
 
     `size`: the block's input side (AA's relative tables of the expansion conv cover it)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expansion: int,
-                 se_ratio: float, spec: AttentionSpec, size: int | None, bn_momentum: float, memory_pool: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        expansion: int,
+        se_ratio: float,
+        spec: AttentionSpec,
+        size: int | None,
+        bn_momentum: float,
+        memory_pool: bool = False,
+    ):
         super().__init__()
         mid = in_channels * expansion
-        expand = stage_builders({**spec, "variant": "aa" if "aa" in parts(spec) else "none"}, size,
-                                memory_pool=memory_pool)
+        expand = stage_builders(
+            {**spec, "variant": "aa" if "aa" in parts(spec) else "none"}, size, memory_pool=memory_pool
+        )
         self.conv_pw = expand.conv(in_channels, mid, 1)
         self.bn1 = nn.BatchNorm2d(mid, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
@@ -157,8 +183,10 @@ class MnasNet(nn.Module):
         unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
         unknown -= set(range(len(ARCHS[arch])))
         if unknown:
-            raise ConfigError(f"attention_stages and attention.aa.memory_pool_stages must be among 0..6 "
-                              f"(blocks.0..blocks.6), got {sorted(unknown)}")
+            raise ConfigError(
+                f"attention_stages and attention.aa.memory_pool_stages must be among 0..6 "
+                f"(blocks.0..blocks.6), got {sorted(unknown)}"
+            )
         momentum = BN_MOMENTUM[arch] if bn_momentum is None else bn_momentum
         stem = round_channels(32 * width_mult)
         self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
@@ -177,8 +205,20 @@ class MnasNet(nn.Module):
                 if kind == "ds":
                     blocks.append(DepthwiseSeparable(in_channels, out_channels, kernel, s, momentum))
                 else:
-                    blocks.append(InvertedResidual(in_channels, out_channels, kernel, s, expansion, se, stage_spec,
-                                                   size, momentum, memory_pooled(stage_spec, index)))
+                    blocks.append(
+                        InvertedResidual(
+                            in_channels,
+                            out_channels,
+                            kernel,
+                            s,
+                            expansion,
+                            se,
+                            stage_spec,
+                            size,
+                            momentum,
+                            memory_pooled(stage_spec, index),
+                        )
+                    )
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
             self.stage_channels.append(out_channels)

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from aaconv.utils.state_dict import load_model_state
 from aaconv.errors import CheckpointError, first_line
+from aaconv.utils.state_dict import load_model_state
 
 StateDict = dict[str, Tensor]
 log = logging.getLogger("aaconv")
@@ -48,14 +48,24 @@ class LoadReport:
         def head(keys: list[str]) -> str:
             return f"{len(keys)}" + (f" (e.g. {', '.join(keys[:3])})" if keys else "")
 
-        return (f"loaded {head(self.loaded)}; adapted {head(self.adapted)}; not in the weights {head(self.missing)}; "
-                f"unused {head(self.unexpected)}")
+        return (
+            f"loaded {head(self.loaded)}; adapted {head(self.adapted)}; not in the weights {head(self.missing)}; "
+            f"unused {head(self.unexpected)}"
+        )
 
 
 def convert_torchvision_mnasnet(state: StateDict) -> StateDict:
     """torchvision `mnasnet*` keys (layers.<i>...) -> aaconv / timm MnasNet keys (conv_stem, blocks...)."""
-    top = {"0": "conv_stem", "1": "bn1", "3": "blocks.0.0.conv_dw", "4": "blocks.0.0.bn1",
-           "6": "blocks.0.0.conv_pw", "7": "blocks.0.0.bn2", "14": "conv_head", "15": "bn2"}
+    top = {
+        "0": "conv_stem",
+        "1": "bn1",
+        "3": "blocks.0.0.conv_dw",
+        "4": "blocks.0.0.bn1",
+        "6": "blocks.0.0.conv_pw",
+        "7": "blocks.0.0.bn2",
+        "14": "conv_head",
+        "15": "bn2",
+    }
     inner = {"0": "conv_pw", "1": "bn1", "3": "conv_dw", "4": "bn2", "6": "conv_pwl", "7": "bn3"}
     out = {}
     for key, value in state.items():
@@ -71,7 +81,9 @@ def convert_torchvision_mnasnet(state: StateDict) -> StateDict:
 
 def convert_timm(state: StateDict) -> StateDict:
     """timm keys -> aaconv keys (timm's EfficientNet SE is conv_reduce / conv_expand, ours fc1 / fc2)."""
-    return {k.replace(".se.conv_reduce.", ".se.fc1.").replace(".se.conv_expand.", ".se.fc2."): v for k, v in state.items()}
+    return {
+        k.replace(".se.conv_reduce.", ".se.fc1.").replace(".se.conv_expand.", ".se.fc2."): v for k, v in state.items()
+    }
 
 
 def _normalise(state: StateDict) -> StateDict:
@@ -83,14 +95,18 @@ def _normalise(state: StateDict) -> StateDict:
 def _unknown_name(library: str, name: str, known: list[str]) -> CheckpointError:
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return CheckpointError(f"{library} has no pretrained model {name!r}{hint}; {library}:<name> takes a name "
-                           f"from {library}'s model list, or pass a local weights file")
+    return CheckpointError(
+        f"{library} has no pretrained model {name!r}{hint}; {library}:<name> takes a name "
+        f"from {library}'s model list, or pass a local weights file"
+    )
 
 
 def _download_failed(source: str, error: BaseException, url: str, path: Path) -> CheckpointError:
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return CheckpointError(f"cannot download {source} ({reason}); without network access, download {url} "
-                           f"and place it at {path}, or pass a local file as the weights")
+    return CheckpointError(
+        f"cannot download {source} ({reason}); without network access, download {url} "
+        f"and place it at {path}, or pass a local file as the weights"
+    )
 
 
 def _check_reachable(source: str, url: str, path: Path) -> None:
@@ -130,8 +146,12 @@ def torchvision_weights(name: str) -> StateDict:
     path = hub_checkpoint_path(url)
     if path.is_file():
         return read_weights(path)
-    return _download(f"torchvision:{name}", url, path,
-                     lambda: torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True))
+    return _download(
+        f"torchvision:{name}",
+        url,
+        path,
+        lambda: torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True),
+    )
 
 
 def timm_weights(name: str) -> StateDict:
@@ -165,8 +185,10 @@ def read_weights(source: str | os.PathLike) -> StateDict:
         return timm_weights(text.split(":", 1)[1])
     path = Path(text).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
-                              "or torchvision:<name> / timm:<name>")
+        raise CheckpointError(
+            f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
+            "or torchvision:<name> / timm:<name>"
+        )
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     try:
@@ -206,7 +228,7 @@ def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
     (offsets -(n-1)..n-1 around the middle row) the central rows, so offset d stays offset d."""
     if target.dim() != value.dim():
         return False
-    region = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape)]
+    region = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True)]
     if key.endswith(("rel_width", "rel_height")):
         rows = min(target.shape[0], value.shape[0])
         target[_centered_rows(target.shape[0], rows)] = value[_centered_rows(value.shape[0], rows)].to(target.dtype)
@@ -216,8 +238,14 @@ def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
 
 
 @torch.no_grad()
-def load_pretrained(model: nn.Module, source: str | os.PathLike | StateDict, *, strict: bool = False,
-                    prefix: str = "", exact: tuple[str, ...] = ()) -> LoadReport:
+def load_pretrained(
+    model: nn.Module,
+    source: str | os.PathLike | StateDict,
+    *,
+    strict: bool = False,
+    prefix: str = "",
+    exact: tuple[str, ...] = (),
+) -> LoadReport:
     """Loads `source` (see read_weights, or a state dict) into `model` wherever shapes match.
 
     Args:

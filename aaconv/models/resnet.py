@@ -164,7 +164,7 @@ class ResNet(nn.Module):
         augmented = _augmented_convs(spec, block)
         in_channels = 64
         self.stage_channels: list[int] = []
-        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True), start=1):
             size = feature_size(input_size, self.stage_strides[stage - 1])
             # SE goes into every block (Hu et al.); the AA / AW convs only into `attention_stages`.
             stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")

@@ -25,8 +25,15 @@ class WideBasicBlock(nn.Module):
     """Pre-activation block: BN-ReLU-conv3x3 (stride here)-BN-ReLU-dropout-conv3x3 (+ post module), plus a
     shortcut (a 1x1 conv of the pre-activated input where the shape changes, as in the WRN code)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, conv: Callable[..., nn.Module],
-                 post: PostBuilder, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        conv: Callable[..., nn.Module],
+        post: PostBuilder,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = conv(in_channels, out_channels, 3, stride)

@@ -75,8 +75,11 @@ class ClassificationTask:
         number of classes (ImageNet's 1000 when fine-tuning) is left out, the rest loaded or adapted."""
         kwargs = backbone_options(self.backbone)
         model = create_model(
-            self.backbone["name"], self.attention, num_classes=self.data["num_classes"],
-            input_size=self.data["image_size"], **kwargs,
+            self.backbone["name"],
+            self.attention,
+            num_classes=self.data["num_classes"],
+            input_size=self.data["image_size"],
+            **kwargs,
         )
         if self.backbone.get("weights"):
             init_backbone(model, self.backbone["weights"], exact=CLASSIFIERS)
@@ -85,17 +88,29 @@ class ClassificationTask:
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         if self.data.get("format") == "cifar":
             options = self.data["transform"]
-            return (CIFAR100(self.data["root"], self.data["train_split"], cifar_transform(True, **options)),
-                    CIFAR100(self.data["root"], self.data["val_split"], cifar_transform(False)))
+            return (
+                CIFAR100(self.data["root"], self.data["train_split"], cifar_transform(True, **options)),
+                CIFAR100(self.data["root"], self.data["val_split"], cifar_transform(False)),
+            )
         root = dataset_root(self.data, "imagefolder")
         size, options = self.data["image_size"], self.data["transform"]
         skip = bool(self.data.get("skip_unreadable", False))
-        train = build_imagefolder(root, self.data["train_split"], classification_transform(size, True, options["train"]),
-                                  self.data["num_classes"], skip_unreadable=skip)
+        train = build_imagefolder(
+            root,
+            self.data["train_split"],
+            classification_transform(size, True, options["train"]),
+            self.data["num_classes"],
+            skip_unreadable=skip,
+        )
         if self.gpu_decode is not None:
             encoded(train)
-        val = build_imagefolder(root, self.data["val_split"], classification_transform(size, False, options["eval"]),
-                                self.data["num_classes"], skip_unreadable=skip)
+        val = build_imagefolder(
+            root,
+            self.data["val_split"],
+            classification_transform(size, False, options["eval"]),
+            self.data["num_classes"],
+            skip_unreadable=skip,
+        )
         return train, val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:
@@ -126,4 +141,9 @@ class ClassificationTask:
             sums[2] += nn.functional.cross_entropy(logits, targets, reduction="sum")
             sums[3] += targets.numel()
         top1, top5, loss, count = all_reduce_sum(sums).tolist()
-        return {"top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "val_loss": loss / count, "val_images": int(count)}
+        return {
+            "top1": 100.0 * top1 / count,
+            "top5": 100.0 * top5 / count,
+            "val_loss": loss / count,
+            "val_images": int(count),
+        }

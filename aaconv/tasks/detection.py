@@ -35,18 +35,25 @@ def to_coco_results(image_id: Tensor, output: dict[str, Tensor]) -> list[dict[st
     boxes = output["boxes"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
     return [
-        {"image_id": int(image_id), "category_id": int(label), "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
+        {
+            "image_id": int(image_id),
+            "category_id": int(label),
+            "bbox": [round(v, 2) for v in box],
+            "score": round(float(score), 5),
+        }
         for box, label, score in zip(xywh.tolist(), output["labels"].tolist(), output["scores"].tolist(), strict=True)
     ]
 
 
-def coco_metrics(coco_gt: Any, predictions: list[dict[str, Any]], image_ids: list[int] | None = None,
-                 backend: str = COCO_EVAL) -> dict[str, float]:
+def coco_metrics(
+    coco_gt: Any, predictions: list[dict[str, Any]], image_ids: list[int] | None = None, backend: str = COCO_EVAL
+) -> dict[str, float]:
     """COCO box AP of `predictions` against `coco_gt` (a pycocotools COCO) as COCOeval.stats[0:6] gives it,
     over `image_ids` (None: every image of the annotation file), computed by `backend`
     ("pycocotools" or "faster_coco_eval")."""
     if backend == "faster_coco_eval":
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
 
         coco_gt = COCO(coco_gt.dataset)
     else:
@@ -108,12 +115,19 @@ class DetectionTask:
         # Checked here, the first call of every entry point, not in __init__: Hydra's instantiate would wrap
         # the ConfigError in an InstantiationException, a traceback instead of one line.
         if self.data.get("detection") is None:
-            raise ConfigError(f"task={self.head} needs detection data, but data={self.data.get('name')} is "
-                              "classification data (no `detection` block); use data=shapes_det (built-in) "
-                              "or data=coco data.root=...")
+            raise ConfigError(
+                f"task={self.head} needs detection data, but data={self.data.get('name')} is "
+                "classification data (no `detection` block); use data=shapes_det (built-in) "
+                "or data=coco data.root=..."
+            )
         return create_detector(
-            self.head, self.backbone, self.attention, num_classes=self.data["num_classes"],
-            frozen_bn=self.frozen_bn, trainable_layers=self.trainable_layers, **self.detector,
+            self.head,
+            self.backbone,
+            self.attention,
+            num_classes=self.data["num_classes"],
+            frozen_bn=self.frozen_bn,
+            trainable_layers=self.trainable_layers,
+            **self.detector,
         )
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
@@ -123,8 +137,10 @@ class DetectionTask:
         val = CocoDetection(root, self.data["val_split"], train=False, skip_unreadable=skip)
         largest = max(val.coco.getCatIds() + train.coco.getCatIds())
         if largest >= self.data["num_classes"]:
-            raise DataError(f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
-                            f"COCO: 91), got {self.data['num_classes']}")
+            raise DataError(
+                f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
+                f"COCO: 91), got {self.data['num_classes']}"
+            )
         return train, val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:
@@ -133,8 +149,9 @@ class DetectionTask:
             return None
         return [int(ratio >= 1.0) for ratio in dataset.aspect_ratios()]
 
-    def training_loss(self, model: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor]]],
-                      device: torch.device) -> tuple[Tensor, int]:
+    def training_loss(
+        self, model: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor]]], device: torch.device
+    ) -> tuple[Tensor, int]:
         images, targets = batch
         images = [image.to(device, non_blocking=True) for image in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -169,8 +186,9 @@ class DetectionTask:
                 write_predictions(merged, Path(output_dir) / "predictions.json")
             dataset = loader.dataset
             metrics = coco_metrics(dataset.coco, merged, evaluated)
-            metrics.update(val_images=len(evaluated), annotation_file=str(dataset.annotation_file.resolve()),
-                           coco_eval=COCO_EVAL)
+            metrics.update(
+                val_images=len(evaluated), annotation_file=str(dataset.annotation_file.resolve()), coco_eval=COCO_EVAL
+            )
         return all_gather_objects(metrics)[0]
 
 

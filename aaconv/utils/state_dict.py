@@ -15,6 +15,7 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     unexpected = sorted(set(state_dict) - set(own))
     mismatched = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
     if missing or unexpected or mismatched:
+
         def head(keys: list[str]) -> str:
             return f"{len(keys)} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
 

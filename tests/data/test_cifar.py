@@ -22,8 +22,13 @@ def write_archive(root: Path, images: int = 6) -> np.ndarray:
     pixels = rng.integers(0, 256, size=(images, 32, 32, 3), dtype=np.uint8)
     rows = pixels.transpose(0, 3, 1, 2).reshape(images, 3072)
     for split in ("train", "test"):
-        content = {"data": rows, "fine_labels": list(range(images)), "coarse_labels": [0] * images,
-                   "filenames": [f"{i}.png" for i in range(images)], "batch_label": split}
+        content = {
+            "data": rows,
+            "fine_labels": list(range(images)),
+            "coarse_labels": [0] * images,
+            "filenames": [f"{i}.png" for i in range(images)],
+            "batch_label": split,
+        }
         (folder / split).write_bytes(pickle.dumps(content, protocol=2))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}, protocol=2))
     return pixels

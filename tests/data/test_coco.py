@@ -12,8 +12,12 @@ from aaconv.errors import DataError
 
 
 def test_target_conversion_drops_crowd_and_degenerate_boxes():
-    anns = [{"bbox": [2, 3, 10, 5], "category_id": 7}, {"bbox": [1, 1, 0, 4], "category_id": 1},
-            {"bbox": [0, 0, 5, 5], "category_id": 2, "iscrowd": 1}, {"bbox": [30, 30, 5, 5], "category_id": 3}]
+    anns = [
+        {"bbox": [2, 3, 10, 5], "category_id": 7},
+        {"bbox": [1, 1, 0, 4], "category_id": 1},
+        {"bbox": [0, 0, 5, 5], "category_id": 2, "iscrowd": 1},
+        {"bbox": [30, 30, 5, 5], "category_id": 3},
+    ]
     target, dropped = annotations_to_target(anns, width=20, height=20)
     assert target["boxes"].tolist() == [[2.0, 3.0, 12.0, 8.0]] and target["labels"].tolist() == [7]
     assert dropped == 2  # zero width, and entirely outside the image
@@ -56,12 +60,15 @@ def _split_line(caplog, split):
 
 @pytest.mark.parametrize("train", [True, False])
 def test_each_split_states_its_degenerate_boxes_and_orphan_annotations(tmp_path, caplog, train):
-    _write_coco(tmp_path, [
-        {"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},
-        {"id": 2, "image_id": 1, "bbox": [25, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},  # outside
-        {"id": 3, "image_id": 2, "bbox": [3, 3, 0, 4], "category_id": 5, "area": 0, "iscrowd": 0},  # no width
-        {"id": 4, "image_id": 9, "bbox": [1, 1, 4, 4], "category_id": 5, "area": 16, "iscrowd": 0},  # no image 9
-    ])
+    _write_coco(
+        tmp_path,
+        [
+            {"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "bbox": [25, 1, 6, 4], "category_id": 5, "area": 24, "iscrowd": 0},  # outside
+            {"id": 3, "image_id": 2, "bbox": [3, 3, 0, 4], "category_id": 5, "area": 0, "iscrowd": 0},  # no width
+            {"id": 4, "image_id": 9, "bbox": [1, 1, 4, 4], "category_id": 5, "area": 16, "iscrowd": 0},  # no image 9
+        ],
+    )
     with caplog.at_level(logging.INFO, logger="aaconv"):
         dataset = CocoDetection(tmp_path, "train2017", train=train)
     line = _split_line(caplog, "train2017")
@@ -73,8 +80,9 @@ def test_each_split_states_its_degenerate_boxes_and_orphan_annotations(tmp_path,
 
 
 def test_unknown_category_id_is_a_data_error_naming_the_annotation(tmp_path):
-    _write_coco(tmp_path, [{"id": 7, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 200, "area": 24,
-                            "iscrowd": 0}])
+    _write_coco(
+        tmp_path, [{"id": 7, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 200, "area": 24, "iscrowd": 0}]
+    )
     with pytest.raises(DataError, match="annotation 7 in .* has category_id 200, which is not among"):
         CocoDetection(tmp_path, "train2017", train=True)
 

@@ -42,7 +42,7 @@ def jpeg_folder(tmp_path):
 def test_decode_matches_pil(jpeg_folder):
     files = sorted((jpeg_folder / "train").rglob("*.*"))
     decoded = decode_batch([read_bytes(str(f)) for f in files], cpu)
-    for path, image in zip(files, decoded):
+    for path, image in zip(files, decoded, strict=True):
         expected = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert image.shape == expected.shape and image.dtype == torch.uint8
         assert (image.int() - expected.int()).abs().max() <= 2  # libjpeg-turbo on both sides; IDCT rounding

@@ -102,9 +102,17 @@ def test_skip_unreadable_collate_leaves_out_none_and_refuses_an_all_bad_batch() 
 def test_training_with_skip_unreadable_counts_the_skipped_images(tmp_path: Path) -> None:
     write_messy_imagefolder(tmp_path / "data")
     # 13 images per split, one batch of 13: every image is seen once per epoch, the 2 bad ones skipped
-    cfg = compose_config("data=imagenet", f"data.root={tmp_path / 'data'}", "data.num_classes=2", "data.image_size=32",
-                      "data.batch_size=13", "data.workers=0", "data.skip_unreadable=true", "trainer.epochs=1",
-                         "logger.progress_bar=false")
+    cfg = compose_config(
+        "data=imagenet",
+        f"data.root={tmp_path / 'data'}",
+        "data.num_classes=2",
+        "data.image_size=32",
+        "data.batch_size=13",
+        "data.workers=0",
+        "data.skip_unreadable=true",
+        "trainer.epochs=1",
+        "logger.progress_bar=false",
+    )
     results = Trainer(cfg, build_task(cfg), tmp_path / "run").fit()
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert record["unreadable_skipped"] == 2 and results["val_images"] == 13 - 2

@@ -11,7 +11,7 @@ from aaconv.data.shapes import materialize
 def palette_colours(pixels: np.ndarray) -> list[set[tuple[int, ...]]]:
     """The palette colours drawn in the left and in the right third (the grey noise never reaches them)."""
     found = []
-    for part in (pixels[:, : pixels.shape[1] // 3], pixels[:, 2 * pixels.shape[1] // 3:]):
+    for part in (pixels[:, : pixels.shape[1] // 3], pixels[:, 2 * pixels.shape[1] // 3 :]):
         found.append({tuple(c) for c in PALETTE if (part == c).all(axis=-1).any()})
     return found
 

@@ -13,13 +13,24 @@ from pycocotools.coco import COCO
 
 from aaconv.data.shapes import CLASSES, ShapesSpec, classification_sample, detection_sample, draw_shape, materialize
 
-SPEC = ShapesSpec(seed=3, image_size=32, train_per_class=4, val_per_class=2, det_image_size=64,
-                  det_train_images=6, det_val_images=3, det_max_objects=3)
+SPEC = ShapesSpec(
+    seed=3,
+    image_size=32,
+    train_per_class=4,
+    val_per_class=2,
+    det_image_size=64,
+    det_train_images=6,
+    det_val_images=3,
+    det_max_objects=3,
+)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_generation_is_bit_for_bit_reproducible(tmp_path: Path) -> None:

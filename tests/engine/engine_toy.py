@@ -50,10 +50,23 @@ class ToyTask:
     primary_metric_mode = "max"
     collate_fn = None
 
-    def __init__(self, *, backbone: Mapping[str, Any], attention: Mapping[str, Any], data: Mapping[str, Any],
-                 label_smoothing: float = 0.0, train_size: int = 64, val_size: int = 45, noise: float = 0.1,
-                 dropout: float = 0.0, batchnorm: bool = False, poison_batches: Sequence[int] = (),
-                 nan_grad_batches: Sequence[int] = (), nan_metric_evals: Sequence[int] = (), **_: Any):
+    def __init__(
+        self,
+        *,
+        backbone: Mapping[str, Any],
+        attention: Mapping[str, Any],
+        data: Mapping[str, Any],
+        label_smoothing: float = 0.0,
+        train_size: int = 64,
+        val_size: int = 45,
+        noise: float = 0.1,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        poison_batches: Sequence[int] = (),
+        nan_grad_batches: Sequence[int] = (),
+        nan_metric_evals: Sequence[int] = (),
+        **_: Any,
+    ):
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
         self.batchnorm = batchnorm
         self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
@@ -65,8 +78,9 @@ class ToyTask:
 
     def build_model(self) -> nn.Module:
         norm = [nn.BatchNorm1d(16)] if self.batchnorm else []
-        return nn.Sequential(nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), *norm,
-                             nn.Linear(16, CLASSES))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(self.dropout), *norm, nn.Linear(16, CLASSES)
+        )
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         return ToyDataset(self.train_size, self.noise), ToyDataset(self.val_size, 0.0)
@@ -92,8 +106,9 @@ class ToyTask:
         return loss, x.shape[0]
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Any = None
-                 ) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, output_dir: Any = None
+    ) -> dict[str, float]:
         model.eval()
         sums = torch.zeros(2, dtype=torch.float64)
         seen: list[int] = []
@@ -106,5 +121,9 @@ class ToyTask:
         if self.evals in self.nan_metric_evals:
             correct = float("nan")
         everyone = [i for part in all_gather_objects(seen) for i in part]
-        return {"accuracy": 100 * correct / count, "val_images": int(count), "val_unique": len(set(everyone)),
-                "val_seen": len(everyone)}
+        return {
+            "accuracy": 100 * correct / count,
+            "val_images": int(count),
+            "val_unique": len(set(everyone)),
+            "val_seen": len(everyone),
+        }

@@ -12,19 +12,25 @@ from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("data.batch_size=0", "data.batch_size=0 is not valid: it must be a positive integer"),
-    ("data.batch_size=3.5", "data.batch_size=3.5 is not valid: it must be a positive integer"),
-    ("trainer.epochs=abc", "trainer.epochs=abc is not valid: it must be a positive integer"),
-    ("trainer.epochs=0", "trainer.epochs=0 is not valid: it must be a positive integer"),
-    ("trainer.epochs=true", "trainer.epochs=True is not valid: it must be a positive integer"),
-    ("optim.lr=-1", "optim.lr=-1 is not valid: it must be a number > 0"),  # as typed, not scaled by the batch
-    ("data.workers=-2", "data.workers=-2 is not valid: it must be an integer >= 0"),
-    ("trainer.clip_grad_norm=0", "trainer.clip_grad_norm=0 is not valid: it must be a number > 0, or null"),
-    ("backbone.attention_stages=5", "backbone.attention_stages=5 is not valid: it must be a list of stage numbers"),
-    ("trainer.max_steps=0", "trainer.max_steps=0 is not valid: it must be a positive integer, or null"),
-    ("trainer.max_eval_batches=1.5", "trainer.max_eval_batches=1.5 is not valid: it must be a positive integer, or null"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size=0 is not valid: it must be a positive integer"),
+        ("data.batch_size=3.5", "data.batch_size=3.5 is not valid: it must be a positive integer"),
+        ("trainer.epochs=abc", "trainer.epochs=abc is not valid: it must be a positive integer"),
+        ("trainer.epochs=0", "trainer.epochs=0 is not valid: it must be a positive integer"),
+        ("trainer.epochs=true", "trainer.epochs=True is not valid: it must be a positive integer"),
+        ("optim.lr=-1", "optim.lr=-1 is not valid: it must be a number > 0"),  # as typed, not scaled by the batch
+        ("data.workers=-2", "data.workers=-2 is not valid: it must be an integer >= 0"),
+        ("trainer.clip_grad_norm=0", "trainer.clip_grad_norm=0 is not valid: it must be a number > 0, or null"),
+        ("backbone.attention_stages=5", "backbone.attention_stages=5 is not valid: it must be a list of stage numbers"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is not valid: it must be a positive integer, or null"),
+        (
+            "trainer.max_eval_batches=1.5",
+            "trainer.max_eval_batches=1.5 is not valid: it must be a positive integer, or null",
+        ),
+    ],
+)
 def test_bad_values_are_named_as_typed(tiny_config, override: str, message: str):
     with pytest.raises(ConfigError) as error:
         check_config(tiny_config(override))
@@ -41,12 +47,19 @@ def test_the_quickstart_and_every_attention_pass(tiny_config):
         check_config(tiny_config(f"attention={attention}"))
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (("backbone.attention_stages=[5]", "attention=aa"),
-     r"attention_stages and attention.aa.memory_pool_stages must be among 1..4 .*, got \[5\]"),
-    (("attention=aa", "attention.aa.num_heads=1024"),
-     "the backbone / attention config cannot build a model: AA needs out_channels >= num_heads"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("backbone.attention_stages=[5]", "attention=aa"),
+            r"attention_stages and attention.aa.memory_pool_stages must be among 1..4 .*, got \[5\]",
+        ),
+        (
+            ("attention=aa", "attention.aa.num_heads=1024"),
+            "the backbone / attention config cannot build a model: AA needs out_channels >= num_heads",
+        ),
+    ],
+)
 def test_what_only_the_model_can_check_is_one_config_error(tiny_config, overrides, message: str):
     cfg = tiny_config(*overrides)
     check_config(cfg)

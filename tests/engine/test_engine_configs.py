@@ -32,7 +32,10 @@ def test_every_optimizer_config_builds_with_the_scaled_lr(tiny_config, optim: st
     optimizer = instantiate(cfg.optim, model, 2 * cfg.optim.lr_base_batch)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2 * cfg.optim.lr)
     decays = {len(g["params"]): g["weight_decay"] for g in optimizer.param_groups}
-    assert decays == {4: 0.0, 2: cfg.optim.weight_decay}  # norm weights and all biases: no decay; conv/linear weights: decay
+    assert decays == {
+        4: 0.0,
+        2: cfg.optim.weight_decay,
+    }  # norm weights and all biases: no decay; conv/linear weights: decay
 
 
 @pytest.mark.parametrize("schedule", options("schedule"))
@@ -49,8 +52,12 @@ def test_every_schedule_config_steps_per_iteration(tiny_config, schedule: str):
 
 def test_multistep_decays_at_milestone_epochs():
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = instantiate({"_target_": "aaconv.engine.optim.multistep_schedule", "milestones": [2, 3]},
-                            optimizer, epochs=4, steps_per_epoch=5)
+    scheduler = instantiate(
+        {"_target_": "aaconv.engine.optim.multistep_schedule", "milestones": [2, 3]},
+        optimizer,
+        epochs=4,
+        steps_per_epoch=5,
+    )
     lrs = []
     for step in (9, 10, 14, 15):
         scheduler.step_update(step)
@@ -60,10 +67,20 @@ def test_multistep_decays_at_milestone_epochs():
 
 @pytest.mark.parametrize(
     "overrides",
-    [[f"trainer.precision={p}" for p in ("fp32", "bf16", "fp16")][i:i + 1] for i in range(3)]
+    [[f"trainer.precision={p}" for p in ("fp32", "bf16", "fp16")][i : i + 1] for i in range(3)]
     + [[f"logger={name}"] for name in options("logger")]
-    + [["hydra/launcher=slurm"], ["hydra/launcher=submitit_local"], ["trainer.ema.enabled=true", "trainer.compile=true",
-       "trainer.sync_bn=true", "trainer.channels_last=true", "trainer.accum_steps=4", "trainer.clip_grad_norm=1.0"]],
+    + [
+        ["hydra/launcher=slurm"],
+        ["hydra/launcher=submitit_local"],
+        [
+            "trainer.ema.enabled=true",
+            "trainer.compile=true",
+            "trainer.sync_bn=true",
+            "trainer.channels_last=true",
+            "trainer.accum_steps=4",
+            "trainer.clip_grad_norm=1.0",
+        ],
+    ],
 )
 def test_feature_configs_compose(tiny_config, overrides: list[str]):
     from hydra import compose, initialize_config_dir

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.processes import run_entry
 
 from helpers.config import REPO, TINY_OVERRIDES
+from helpers.processes import run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,18 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 def test_two_process_results_equal_eval_of_the_saved_checkpoint(tmp_path: Path, data_cache: Path):
     run_dir = tmp_path / "run"
     # ResNet-18 has 20 BatchNorm layers; 2 ranks x 7 steps of 16 tiny images each see different batches
-    trained = run_entry([*TORCHRUN, "train.py", f"data.root={data_cache}", *TINY_OVERRIDES, "trainer.deterministic=true",
-                         "schedule.warmup_epochs=0", f"hydra.run.dir={run_dir}"], cwd=REPO)
+    trained = run_entry(
+        [
+            *TORCHRUN,
+            "train.py",
+            f"data.root={data_cache}",
+            *TINY_OVERRIDES,
+            "trainer.deterministic=true",
+            "schedule.warmup_epochs=0",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["world_size"] == 2 and results["val_images"] == 60
@@ -30,8 +40,9 @@ def test_two_process_results_equal_eval_of_the_saved_checkpoint(tmp_path: Path, 
     assert model["layer1.0.bn1.running_var"].std() > 0  # trained statistics, not the initial ones
 
     for launcher, name in (([], "eval1"), (TORCHRUN, "eval2")):
-        evaluated = run_entry([*launcher, "eval.py", f"checkpoint={run_dir / 'last.pt'}", f"hydra.run.dir={tmp_path / name}"],
-                              cwd=REPO)
+        evaluated = run_entry(
+            [*launcher, "eval.py", f"checkpoint={run_dir / 'last.pt'}", f"hydra.run.dir={tmp_path / name}"], cwd=REPO
+        )
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         assert (evaluated.stdout + evaluated.stderr).count("results written to") == 1  # rank 0 alone writes
         again = json.loads((tmp_path / name / "results.json").read_text())

@@ -23,8 +23,13 @@ pytestmark = pytest.mark.slow
 COMMON = [*TOY, "data.workers=0", "logger.progress_bar=false", "trainer.deterministic=true", "+task.train_size=64"]
 
 
-def train(run_dir: Path, *overrides: str, launcher: list[str] | None = None, env: dict[str, str] | None = None,
-          preexec_fn=None):
+def train(
+    run_dir: Path,
+    *overrides: str,
+    launcher: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    preexec_fn=None,
+):
     args = [*(launcher or []), "train.py", *COMMON, f"hydra.run.dir={run_dir}", *overrides]
     return run_entry(args, cwd=REPO, env=env, preexec_fn=preexec_fn)
 
@@ -32,8 +37,13 @@ def train(run_dir: Path, *overrides: str, launcher: list[str] | None = None, env
 def test_ddp_two_processes_match_one_process_and_count_each_val_image_once(tmp_path: Path):
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # rank 1 alone gets SIGTERM at its 3rd batch: both ranks must stop after the same step, rank 0 checkpoints
-    interrupted = train(tmp_path / "ddp", "data.batch_size=4", "trainer.epochs=1", launcher=torchrun,
-                        env={"AACONV_TEST_SIGTERM_AT": "3", "AACONV_TEST_SIGTERM_RANK": "1"})
+    interrupted = train(
+        tmp_path / "ddp",
+        "data.batch_size=4",
+        "trainer.epochs=1",
+        launcher=torchrun,
+        env={"AACONV_TEST_SIGTERM_AT": "3", "AACONV_TEST_SIGTERM_RANK": "1"},
+    )
     assert interrupted.returncode != 0
     state = torch.load(tmp_path / "ddp/last.pt", weights_only=True)
     assert (state["epoch"], state["batch_in_epoch"], state["world_size"], len(state["rng"])) == (0, 3, 2, 2)
@@ -80,8 +90,14 @@ def test_a_hung_rank_fails_the_job_within_the_collective_timeout(tmp_path: Path)
     # rank 1 stops making progress at its 3rd step (a stuck process, or a node gone without closing its
     # sockets); rank 0 waits in the next collective. preempt_signals=[]: torchrun's SIGTERM then ends rank 1.
     start = time.monotonic()
-    result = train(tmp_path / "run", "data.batch_size=4", "trainer.dist_timeout_s=5", "trainer.preempt_signals=[]",
-                   launcher=torchrun, env={"AACONV_TEST_HANG_AT": "3", "AACONV_TEST_SIGTERM_RANK": "1"})
+    result = train(
+        tmp_path / "run",
+        "data.batch_size=4",
+        "trainer.dist_timeout_s=5",
+        "trainer.preempt_signals=[]",
+        launcher=torchrun,
+        env={"AACONV_TEST_HANG_AT": "3", "AACONV_TEST_SIGTERM_RANK": "1"},
+    )
     elapsed = time.monotonic() - start
     assert result.returncode != 0
     assert "rank 1 hangs at training step 3" in result.stdout + result.stderr
@@ -93,9 +109,14 @@ def test_a_hung_rank_fails_the_job_within_the_collective_timeout(tmp_path: Path)
 
 def test_a_second_job_on_a_run_directory_is_refused_with_one_line(tmp_path: Path):
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "train.py", *COMMON, "trainer.epochs=1", f"hydra.run.dir={run_dir}"],
-                             cwd=REPO, env=entry_env({"AACONV_TEST_HANG_AT": "2"}), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "train.py", *COMMON, "trainer.epochs=1", f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=entry_env({"AACONV_TEST_HANG_AT": "2"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in first.stdout:  # the first job holds the directory mid-epoch
             if "hangs at training step 2" in line:
@@ -104,7 +125,8 @@ def test_a_second_job_on_a_run_directory_is_refused_with_one_line(tmp_path: Path
         assert second.returncode == 2
         assert second.stderr.strip().splitlines() == [
             f"error: run directory {run_dir} is in use by process {first.pid} on {os.uname().nodename}; "
-            "wait for it to finish, or give this run another hydra.run.dir"]
+            "wait for it to finish, or give this run another hydra.run.dir"
+        ]
     finally:
         first.kill()  # a crash: the kernel drops its lock
         first.wait()
@@ -125,10 +147,15 @@ def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_duplicate_epoch_lin
     assert full.returncode == 2
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot write checkpoint {run_dir / 'best.pt'} ("), full.stderr[-3000:]
-    assert last.endswith("the disk is full or the folder is not writable; free space or fix the permissions, "
-                         "then rerun the same command to resume")
+    assert last.endswith(
+        "the disk is full or the folder is not writable; free space or fix the permissions, "
+        "then rerun the same command to resume"
+    )
     assert not (run_dir / "last.pt").exists() and not list(run_dir.glob(".*.pt.*.tmp"))
-    epochs = lambda: [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    def epochs() -> list[int]:
+        return [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
     assert epochs() == [1]  # the epoch's line went out before its checkpoint failed
 
     again = train(run_dir, "trainer.epochs=2")  # space is back: the same command starts over, then goes on

@@ -51,8 +51,9 @@ def test_diverged_run_saves_no_nonfinite_weights_and_keeps_the_last_good_checkpo
         fit(toy_config(*diverge, "trainer.epochs=3"), good)
     assert (good / "best.pt").read_bytes() == best
     assert nonfinite_tensors(load_checkpoint(good / "last.pt")["model"]) == []
-    trainer, results = fit(toy_config("+task.batchnorm=true", "trainer.epochs=3", f"trainer.resume={good / 'best.pt'}"),
-                           good)
+    trainer, results = fit(
+        toy_config("+task.batchnorm=true", "trainer.epochs=3", f"trainer.resume={good / 'best.pt'}"), good
+    )
     assert trainer.global_step == 24 and not nonfinite_tensors(trainer.model.state_dict())
     assert epochs_logged(good) == [1, 2, 3]  # the diverged attempt's epoch lines were dropped on resume
 
@@ -111,11 +112,17 @@ def test_best_pt_is_written_before_the_last_pt_that_names_it(toy_config, tmp_pat
 
 
 def test_a_save_killed_midway_leaves_a_temp_file_the_next_start_removes(toy_config, tmp_path: Path):
-    script = ("import sys, time; from aaconv.utils.atomic import atomic_write; "
-              "atomic_write(sys.argv[1], lambda f: (f.write(bytes(1 << 20)), f.flush(), print('writing', flush=True), "
-              "time.sleep(60)))")
-    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "last.pt")], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    script = (
+        "import sys, time; from aaconv.utils.atomic import atomic_write; "
+        "atomic_write(sys.argv[1], lambda f: (f.write(bytes(1 << 20)), f.flush(), print('writing', flush=True), "
+        "time.sleep(60)))"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "last.pt")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert writer.stdout.readline().strip() == "writing"
     writer.send_signal(signal.SIGKILL)
     writer.wait()
@@ -137,11 +144,17 @@ def test_run_files_follow_the_umask(toy_config, tmp_path: Path):
 
 
 def test_a_run_dir_held_by_another_process_is_refused_until_that_process_dies(toy_config, tmp_path: Path):
-    script = ("import sys, time; from aaconv.engine.run_lock import RunLock; RunLock(sys.argv[1]); "
-              "print('locked', flush=True); time.sleep(60)")
+    script = (
+        "import sys, time; from aaconv.engine.run_lock import RunLock; RunLock(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
     tmp_path.mkdir(exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=f"is in use by process {holder.pid} on "):

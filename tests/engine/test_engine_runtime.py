@@ -19,12 +19,32 @@ from aaconv.models import create_model
 
 
 def test_detect_env_torchrun_slurm_and_single():
-    torchrun = detect_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"})
+    torchrun = detect_env(
+        {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "3", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"}
+    )
     assert (torchrun.rank, torchrun.world_size, torchrun.local_rank, torchrun.master_addr, torchrun.source) == (
-        3, 8, 3, "n1", "torchrun")
-    slurm = detect_env({"SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "4242",
-                        "SLURM_JOB_NODELIST": "gpu[007-008]"})
-    assert (slurm.rank, slurm.world_size, slurm.local_rank, slurm.master_addr, slurm.source) == (9, 16, 1, "gpu007", "slurm")
+        3,
+        8,
+        3,
+        "n1",
+        "torchrun",
+    )
+    slurm = detect_env(
+        {
+            "SLURM_PROCID": "9",
+            "SLURM_NTASKS": "16",
+            "SLURM_LOCALID": "1",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NODELIST": "gpu[007-008]",
+        }
+    )
+    assert (slurm.rank, slurm.world_size, slurm.local_rank, slurm.master_addr, slurm.source) == (
+        9,
+        16,
+        1,
+        "gpu007",
+        "slurm",
+    )
     assert slurm.master_port == 20000 + 4242
     assert detect_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).source == "single"  # e.g. an interactive salloc
     assert detect_env({}).world_size == 1

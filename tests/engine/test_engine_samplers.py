@@ -64,8 +64,9 @@ def test_seeded_samples_do_not_depend_on_workers_or_touch_the_global_rng():
     state = torch.get_rng_state()
     epochs = {}
     for workers in (0, 2):
-        loader, sampler, _ = build_train_loader(dataset, batch_size=4, data={"workers": workers}, collate_fn=None,
-                                                rank=0, world_size=1, seed=3)
+        loader, sampler, _ = build_train_loader(
+            dataset, batch_size=4, data={"workers": workers}, collate_fn=None, rank=0, world_size=1, seed=3
+        )
         sampler.set_epoch(2)
         epochs[workers] = torch.cat(list(loader))
     assert torch.equal(epochs[0], epochs[2])
@@ -73,7 +74,9 @@ def test_seeded_samples_do_not_depend_on_workers_or_touch_the_global_rng():
 
 
 def test_eval_loader_keeps_every_sample():
-    loaders = [build_eval_loader(Noisy(), batch_size=4, data={"workers": 0}, collate_fn=None, rank=r, world_size=4)
-               for r in range(4)]
+    loaders = [
+        build_eval_loader(Noisy(), batch_size=4, data={"workers": 0}, collate_fn=None, rank=r, world_size=4)
+        for r in range(4)
+    ]
     indices = sorted(int(x[0]) for loader in loaders for batch in loader for x in batch)
     assert indices == list(range(30))

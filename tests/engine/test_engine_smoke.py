@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
 import torch
 
 from aaconv.engine.checkpoint import load_checkpoint

@@ -16,10 +16,22 @@ pytestmark = pytest.mark.slow
 def test_submitit_local_sweep_runs_two_jobs_with_tensorboard_and_offline_wandb(tmp_path: Path, data_cache: Path):
     sweep = tmp_path / "sweep"
     proc = run_entry(
-        ["train.py", "-m", "hydra/launcher=submitit_local", "logger=tensorboard,wandb", *TOY, f"data.root={data_cache}",
-         "data.workers=0", "trainer.epochs=1", "logger.progress_bar=false", f"hydra.sweep.dir={sweep}",
-         "hydra.launcher.timeout_min=10"],
-        cwd=REPO, env={"WANDB_SILENT": "true"}, timeout=400,
+        [
+            "train.py",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "logger=tensorboard,wandb",
+            *TOY,
+            f"data.root={data_cache}",
+            "data.workers=0",
+            "trainer.epochs=1",
+            "logger.progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.launcher.timeout_min=10",
+        ],
+        cwd=REPO,
+        env={"WANDB_SILENT": "true"},
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     job_dirs = sorted(p.parent for p in sweep.glob("*/results.json"))

@@ -13,8 +13,20 @@ from aaconv.engine.precision import NonFiniteLossError
 from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
 
-CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "global_step", "best_metric",
-                   "nonfinite_skipped", "world_size", "rng", "config"}
+CHECKPOINT_KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "batch_in_epoch",
+    "global_step",
+    "best_metric",
+    "nonfinite_skipped",
+    "world_size",
+    "rng",
+    "config",
+}
 
 
 def fit(cfg, run_dir: Path) -> tuple[Trainer, dict]:
@@ -28,7 +40,9 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 def test_accumulating_k_batches_equals_one_k_times_larger_batch(toy_config, tmp_path: Path):
     big, _ = fit(toy_config("data.batch_size=16", "trainer.accum_steps=1", "+task.train_size=64"), tmp_path / "a")
-    accum, results = fit(toy_config("data.batch_size=4", "trainer.accum_steps=4", "+task.train_size=64"), tmp_path / "b")
+    accum, results = fit(
+        toy_config("data.batch_size=4", "trainer.accum_steps=4", "+task.train_size=64"), tmp_path / "b"
+    )
     assert results["global_batch"] == 16
     assert accum.global_step == big.global_step == 4
     for key, value in weights(big).items():
@@ -43,8 +57,15 @@ def test_deterministic_runs_are_bit_identical(toy_config, tmp_path: Path):
 
 
 def test_checkpoint_loads_weights_only_with_plain_keys_and_ema(toy_config, tmp_path: Path):
-    trainer, results = fit(toy_config("trainer.ema.enabled=true", "trainer.ema.decay=0.9", "trainer.clip_grad_norm=1.0",
-                                      "trainer.channels_last=true"), tmp_path)
+    trainer, results = fit(
+        toy_config(
+            "trainer.ema.enabled=true",
+            "trainer.ema.decay=0.9",
+            "trainer.clip_grad_norm=1.0",
+            "trainer.channels_last=true",
+        ),
+        tmp_path,
+    )
     state = load_checkpoint(tmp_path / "last.pt")  # torch.load(weights_only=True) inside
     assert CHECKPOINT_KEYS | {"ema"} <= set(state)
     assert state["model"].keys() == state["ema"].keys() == trainer.model.state_dict().keys()
@@ -94,8 +115,9 @@ def test_compiled_model_checkpoints_without_compile_prefixes(toy_config, tmp_pat
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_channels_last_fused_optimizer(toy_config, tmp_path: Path):
-    trainer, results = fit(toy_config("trainer.device=cuda", "trainer.precision=auto", "trainer.channels_last=true"),
-                           tmp_path)
+    trainer, results = fit(
+        toy_config("trainer.device=cuda", "trainer.precision=auto", "trainer.channels_last=true"), tmp_path
+    )
     assert results["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
     assert trainer.optimizer.param_groups[0]["fused"] is True  # SGD's fused CUDA kernel (optim.fused=auto)
     assert load_checkpoint(tmp_path / "last.pt")["model"]["1.weight"].device.type == "cpu"

@@ -38,7 +38,12 @@ def run_entry(
 ) -> subprocess.CompletedProcess:
     """Runs `python <args>` (train.py, -m torch.distributed.run ...) with the toy task importable."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=entry_env(env), capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *args],
+        cwd=cwd,
+        env=entry_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         preexec_fn=preexec_fn,
     )
 

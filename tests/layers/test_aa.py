@@ -1,4 +1,5 @@
 """AAConv2d and its relative attention against brute force written from the formula (papers.md section 1)."""
+
 import math
 
 import pytest
@@ -135,7 +136,7 @@ def test_reference_and_fused_agree_forward_backward(size, stride, heads, relativ
     out_ref, grads_ref = results["reference"]
     out_fused, grads_fused = results["fused"]
     torch.testing.assert_close(out_fused, out_ref, rtol=tol, atol=tol)
-    for g_fused, g_ref in zip(grads_fused, grads_ref):
+    for g_fused, g_ref in zip(grads_fused, grads_ref, strict=True):
         torch.testing.assert_close(g_fused, g_ref, rtol=tol, atol=tol)
 
 
@@ -155,7 +156,7 @@ def test_low_precision_paths_agree_with_float64(dtype, tol):
         out, grads = _param_grads(low, x_low)
         scale = out64.abs().max()
         assert (out.double() - out64).abs().max() <= tol * scale
-        for g, g64 in zip(grads, grads64):
+        for g, g64 in zip(grads, grads64, strict=True):
             assert (g.double() - g64).abs().max() <= tol * max(g64.abs().max(), 1e-3)
 
 
@@ -214,10 +215,10 @@ def test_gradients_reach_every_parameter(impl):
     _, grads = _param_grads(layer, torch.randn(2, 6, 7, 6, requires_grad=True))
     names = [n for n, _ in layer.named_parameters()]
     assert {"attention.rel_width", "attention.rel_height"} <= set(names)
-    for name, grad in zip(names, grads[1:]):
+    for name, grad in zip(names, grads[1:], strict=True):
         assert grad is not None and grad.abs().sum() > 0, name
     # a map of H x W trains exactly the 2W-1 / 2H-1 central rows (4x3 after the stride)
-    rows_w = (dict(zip(names, grads[1:]))["attention.rel_width"].abs().sum(1) > 0).nonzero().flatten()
+    rows_w = (dict(zip(names, grads[1:], strict=True))["attention.rel_width"].abs().sum(1) > 0).nonzero().flatten()
     assert rows_w.tolist() == list(range(5 - 2, 5 + 3))
 
 
@@ -226,8 +227,10 @@ def test_parameter_count_matches_formula():
     layer = AAConv2d(cin, cout, k, dk=dk, dv=dv, num_heads=heads, max_size=max_size)
     expected = (
         (cout - dv) * cin * k * k  # conv branch, no bias
-        + cin * (2 * dk + dv) + (2 * dk + dv)  # qkv 1x1 with bias
-        + dv * dv + dv  # output projection with bias
+        + cin * (2 * dk + dv)
+        + (2 * dk + dv)  # qkv 1x1 with bias
+        + dv * dv
+        + dv  # output projection with bias
         + 2 * (2 * max_size - 1) * (dk // heads)  # rW, rH shared across heads
     )
     assert sum(p.numel() for p in layer.parameters()) == expected
@@ -339,8 +342,9 @@ def test_sine_encoding_adds_position_to_the_attention_input():
 @pytest.mark.parametrize("stride,stride_mode", [(1, "avgpool"), (2, "avgpool"), (2, "qkv")])
 def test_memory_pool_is_pool_then_attention_then_bilinear_upsample(impl, stride, stride_mode):
     torch.manual_seed(13)
-    layer = AAConv2d(6, 12, 3, stride, dk=8, dv=4, num_heads=2, impl=impl, stride_mode=stride_mode,
-                     memory_pool=True, max_size=8).double()
+    layer = AAConv2d(
+        6, 12, 3, stride, dk=8, dv=4, num_heads=2, impl=impl, stride_mode=stride_mode, memory_pool=True, max_size=8
+    ).double()
     x = torch.randn(2, 6, 9, 11, dtype=f64)
     inputs = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False) if stride_mode == "avgpool" and stride > 1 else x
     conv = layer.conv(x)
@@ -426,14 +430,22 @@ def test_flex_matches_reference_forward_backward_on_cuda(relative, size, dk_h):
         layer.impl = impl
         out = layer(x)
         results[impl] = (out, *torch.autograd.grad((out * weights).sum(), [x, *layer.parameters()]))
-    for got, expected in zip(results["flex"], results["reference"]):
+    for got, expected in zip(results["flex"], results["reference"], strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 # (H, W, dk_h): AA-ResNet-50's attention maps at 224 px (layer2-4: 28, 14, 7; dk_h 3, 6, 13 at kappa 0.2,
 # 20 with min_dk_per_head=20) and RetinaNet's stride-16 / stride-32 maps at 800x1333 within flash's limit.
-IMAGENET_AND_DETECTION_MAPS = [(28, 28, 3), (28, 28, 20), (14, 14, 6), (14, 14, 20), (7, 7, 13), (7, 7, 20),
-                               (50, 84, 13), (25, 42, 20)]
+IMAGENET_AND_DETECTION_MAPS = [
+    (28, 28, 3),
+    (28, 28, 20),
+    (14, 14, 6),
+    (14, 14, 20),
+    (7, 7, 13),
+    (7, 7, 20),
+    (50, 84, 13),
+    (25, 42, 20),
+]
 
 
 @pytest.mark.gpu

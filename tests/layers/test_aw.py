@@ -1,4 +1,5 @@
 """AWConv2d against per-sample brute force written from papers.md section 2 and a plain nn.Conv2d."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,7 +62,9 @@ def test_grouped_and_depthwise_match_brute_force(groups):
     expected_out, expected_grads = brute_gradients(layer, x)
     out = layer(x)
     torch.testing.assert_close(out, expected_out)
-    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+    for got, expected in zip(
+        torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads, strict=True
+    ):
         torch.testing.assert_close(got, expected)
 
 
@@ -98,7 +101,9 @@ def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     expected_out, expected_grads = brute_gradients(layer, x)
     out = layer(x)
     torch.testing.assert_close(out, expected_out)
-    for got, expected in zip(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads):
+    for got, expected in zip(
+        torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]), expected_grads, strict=True
+    ):
         torch.testing.assert_close(got, expected)
         assert got.abs().sum() > 0
 
@@ -107,7 +112,12 @@ def test_auto_picks_unfold_where_per_sample_kernels_outweigh_scaled_patches():
     """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px), else grouped; groups > 1: grouped."""
     layer = AWConv2d(512, 512, 3, num_maps=4)
     assert [layer.resolve_impl(s) for s in [(5, 5), (7, 7), (11, 11), (12, 12), (40, 40)]] == [
-        "unfold", "unfold", "unfold", "grouped", "grouped"]
+        "unfold",
+        "unfold",
+        "unfold",
+        "grouped",
+        "grouped",
+    ]
     assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((16, 16)) == "grouped"  # 8x8 out: 256 = 4 * 64
     assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((14, 14)) == "unfold"  # 7x7 out
     assert AWConv2d(8, 8, 3, num_maps=2, groups=8).resolve_impl((2, 2)) == "grouped"

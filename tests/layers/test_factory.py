@@ -1,4 +1,5 @@
 """create_attention: variant parsing, the builders' contract, AA depth rounding."""
+
 import pytest
 import torch
 from torch import nn

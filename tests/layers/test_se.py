@@ -1,4 +1,5 @@
 """SqueezeExcite against the formula and SE-ResNet-50's published parameter count."""
+
 import pytest
 import torch
 from torch import nn

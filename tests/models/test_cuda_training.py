@@ -1,5 +1,6 @@
 """Training steps on a CUDA device: AMP (bf16, fp16 with GradScaler) for every attention variant, channels_last,
 torch.compile with AA (SDPA and flex paths). Skipped without a GPU; scripts/gpu_check.sh runs them."""
+
 import copy
 
 import pytest
@@ -46,7 +47,7 @@ def test_amp_channels_last_training_fits_a_batch(variant, dtype):
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert losses[-1] < losses[0], losses
     assert all(p.dtype == torch.float32 for p in model.parameters())  # AMP keeps fp32 master weights
-    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert changed == len(before)  # fp16: the scaler skipped no step for good (every parameter moved)
 
 
@@ -62,7 +63,7 @@ def test_compiled_aa_matches_eager(impl):
         loss.backward()
         results.append((loss.detach(), [p.grad for p in m.parameters()]))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-3, atol=1e-3)
-    for got, expected in zip(results[1][1], results[0][1]):
+    for got, expected in zip(results[1][1], results[0][1], strict=True):
         torch.testing.assert_close(got, expected, rtol=5e-2, atol=5e-3)
     losses = train_steps(compiled, torch.bfloat16)  # compiled, under autocast
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses

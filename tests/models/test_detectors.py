@@ -5,9 +5,9 @@ import torch
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
+from aaconv.engine.checkpoint import save_checkpoint
 from aaconv.errors import ConfigError
 from aaconv.models import create_detector, create_model
-from aaconv.engine.checkpoint import save_checkpoint
 
 
 def count(model: torch.nn.Module) -> int:
@@ -31,15 +31,26 @@ def test_mnasnet_feature_stages_are_explicit():
 
 
 def _targets():
-    return [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([2])},
-            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    return [
+        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
 
 
 @pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
 def test_aa_detector_trains_and_predicts_at_variable_sizes(head):
     torch.manual_seed(0)
-    model = create_detector(head, "resnet18", "aa", num_classes=5, min_size=48, max_size=64,
-                            frozen_bn=False, trainable_layers=5, fpn_channels=32)
+    model = create_detector(
+        head,
+        "resnet18",
+        "aa",
+        num_classes=5,
+        min_size=48,
+        max_size=64,
+        frozen_bn=False,
+        trainable_layers=5,
+        fpn_channels=32,
+    )
     images = [torch.rand(3, 48, 64), torch.rand(3, 64, 48)]
     losses = model(images, _targets())
     total = sum(losses.values())
@@ -63,8 +74,16 @@ def test_aa_detection_backbone_keeps_the_classification_setting():
 def test_backbone_from_aaconv_checkpoint_frozen_bn_and_trainable_layers(tmp_path):
     classifier = create_model("resnet18", "aa", num_classes=6)
     save_checkpoint({"model": classifier.state_dict()}, tmp_path / "last.pt")
-    model = create_detector("retinanet", "resnet18", "aa", num_classes=7, min_size=64, max_size=64,
-                            weights=str(tmp_path / "last.pt"), trainable_layers=2)
+    model = create_detector(
+        "retinanet",
+        "resnet18",
+        "aa",
+        num_classes=7,
+        min_size=64,
+        max_size=64,
+        weights=str(tmp_path / "last.pt"),
+        trainable_layers=2,
+    )
     body = model.backbone.body
     torch.testing.assert_close(body.layer4[0].conv1.qkv.weight, classifier.layer4[0].conv1.qkv.weight)
     assert isinstance(body.bn1, FrozenBatchNorm2d)

@@ -16,10 +16,15 @@ from helpers.config import CONFIGS
 
 # The paper's ImageNet table (224 px): (params in M, GFLOPs with a multiply-add counted as 2 FLOPs).
 RESNET_ROWS = {
-    ("resnet34", "none"): (21.8, 7.4), ("resnet34", "aa"): (20.7, 7.1),
-    ("resnet50", "none"): (25.6, 8.2), ("resnet50", "se"): (28.1, 8.2), ("resnet50", "aa"): (25.8, 8.3),
-    ("resnet101", "none"): (44.5, 15.6), ("resnet101", "aa"): (45.4, 16.1),
-    ("resnet152", "none"): (60.2, 23.0), ("resnet152", "aa"): (61.6, 23.8),
+    ("resnet34", "none"): (21.8, 7.4),
+    ("resnet34", "aa"): (20.7, 7.1),
+    ("resnet50", "none"): (25.6, 8.2),
+    ("resnet50", "se"): (28.1, 8.2),
+    ("resnet50", "aa"): (25.8, 8.3),
+    ("resnet101", "none"): (44.5, 15.6),
+    ("resnet101", "aa"): (45.4, 16.1),
+    ("resnet152", "none"): (60.2, 23.0),
+    ("resnet152", "aa"): (61.6, 23.8),
 }
 # The paper's MnasNet-A1 table: width -> (baseline, AA) params in M.
 MNASNET_ROWS = {0.75: (2.91, 3.02), 1.0: (3.89, 4.06), 1.25: (5.26, 5.53), 1.4: (6.10, 6.44)}
@@ -67,8 +72,9 @@ def test_mnasnet_rows_within_1_percent(width):
 def test_config_keys_win_over_the_architecture_setting():
     paper = from_config("backbone=resnet34", "attention=aa")
     assert paper.layer4[0].conv1.attention.dv == 128  # upsilon 0.25
-    override = from_config("backbone=resnet34", "attention=aa", "attention.aa.upsilon=0.5",
-                           "attention.aa.memory_pool_stages=[]")
+    override = from_config(
+        "backbone=resnet34", "attention=aa", "attention.aa.upsilon=0.5", "attention.aa.memory_pool_stages=[]"
+    )
     assert override.layer4[0].conv1.attention.dv == 256 and not override.layer2[0].conv1.memory_pool
     assert paper.layer2[0].conv1.memory_pool
 
@@ -76,6 +82,7 @@ def test_config_keys_win_over_the_architecture_setting():
 @pytest.mark.parametrize("option", ["aa_se", "aw_aa"])
 def test_combined_attention_configs_keep_the_paper_aa(option):
     """aa_se / aw_aa compose aa.yaml, so their AA part is the paper's too."""
+
     def settings(model: torch.nn.Module) -> list[tuple[int, int, bool]]:
         return [(m.attention.dk, m.attention.dv, m.memory_pool) for m in model.modules() if isinstance(m, AAConv2d)]
 

@@ -85,17 +85,22 @@ def offline(tmp_path, monkeypatch):
     return tmp_path / "hub" / "checkpoints"
 
 
-@pytest.mark.parametrize("name, place", [
-    ("torchvision:resnet18", "resnet18-f37072fd.pth"),
-    ("timm:resnet18", "timm/resnet18.a1_in1k.safetensors"),
-])
+@pytest.mark.parametrize(
+    "name, place",
+    [
+        ("torchvision:resnet18", "resnet18-f37072fd.pth"),
+        ("timm:resnet18", "timm/resnet18.a1_in1k.safetensors"),
+    ],
+)
 def test_offline_download_is_one_line_naming_where_to_place_the_file(offline, name, place):
     with pytest.raises(CheckpointError, match=f"cannot download {name}.*place it at {offline / place}") as error:
         read_weights(name)
     assert "\n" not in str(error.value) and "pass a local file" in str(error.value)
 
 
-@pytest.mark.parametrize("name, suggestion", [("torchvision:resnet_18", "resnet18"), ("timm:semnasnet100", "semnasnet_100")])
+@pytest.mark.parametrize(
+    "name, suggestion", [("torchvision:resnet_18", "resnet18"), ("timm:semnasnet100", "semnasnet_100")]
+)
 def test_misspelled_name_is_one_line_with_suggestions(offline, name, suggestion):
     with pytest.raises(CheckpointError, match=f"has no pretrained model .*did you mean .*{suggestion}") as error:
         read_weights(name)

@@ -8,8 +8,13 @@ from aaconv.errors import ConfigError
 from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, SqueezeExcite
 from aaconv.models import create_model
 
-RESNET_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-                 "resnet101": 44_549_160, "resnet152": 60_192_808}
+RESNET_COUNTS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
 
 
 def count(model: torch.nn.Module) -> int:
@@ -20,7 +25,9 @@ def count(model: torch.nn.Module) -> int:
 def test_plain_resnet_matches_torchvision(name):
     model, reference = create_model(name), getattr(torchvision.models, name)(weights=None)
     assert count(model) == count(reference) == RESNET_COUNTS[name]
-    assert [(k, v.shape) for k, v in model.state_dict().items()] == [(k, v.shape) for k, v in reference.state_dict().items()]
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
 
 
 def test_torchvision_weights_give_identical_outputs():
@@ -47,7 +54,9 @@ def test_every_variant_builds_with_paper_placement(name, variant):
     assert isinstance(model.layer1[0].se, SqueezeExcite) == ("se" in variant)
 
 
-@pytest.mark.parametrize(("name", "variant"), [("resnet18", v) for v in VARIANTS] + [("resnet50", "aa+se"), ("resnet50", "aw+aa")])
+@pytest.mark.parametrize(
+    ("name", "variant"), [("resnet18", v) for v in VARIANTS] + [("resnet50", "aa+se"), ("resnet50", "aw+aa")]
+)
 def test_forward_backward_and_eval(name, variant):
     torch.manual_seed(0)
     model = create_model(name, variant, num_classes=5, input_size=32)

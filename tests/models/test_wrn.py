@@ -21,7 +21,7 @@ def reference_wrn_params(depth: int, k: int, num_classes: int) -> int:
     total = 3 * 16 * 9  # stem conv
     in_channels = 16
     for width in (16 * k, 32 * k, 64 * k):
-        for index in range(n):
+        for _ in range(n):
             total += 2 * in_channels + in_channels * width * 9 + 2 * width + width * width * 9  # bn1, conv1, bn2, conv2
             total += in_channels * width if in_channels != width else 0  # 1x1 shortcut
             in_channels = width

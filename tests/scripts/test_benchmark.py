@@ -1,9 +1,11 @@
 """scripts/benchmark.py at a tiny size: its JSON, ratios and peers (timings themselves are not asserted)."""
+
 import importlib.util
 import json
 import sys
 
 import pytest
+
 from helpers.config import REPO, TINY_SHAPES
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
@@ -35,8 +37,17 @@ def test_classification_rows_peers_and_ratios(tmp_path):
 
 def test_config_overrides_reach_the_model():
     entries = benchmark.build_entries(
-        benchmark.parse_args(["--models", "resnet18:aa", "--no-peers", "--set", "attention.aa.impl=reference",
-                              "attention.aa.num_heads=4", *TINY]),
+        benchmark.parse_args(
+            [
+                "--models",
+                "resnet18:aa",
+                "--no-peers",
+                "--set",
+                "attention.aa.impl=reference",
+                "attention.aa.num_heads=4",
+                *TINY,
+            ]
+        ),
         benchmark.torch.device("cpu"),
     )
     layers = [m for m in entries[-1].model.modules() if type(m).__name__ == "AAConv2d"]
@@ -44,8 +55,26 @@ def test_config_overrides_reach_the_model():
 
 
 def test_retinanet_against_torchvision():
-    result = benchmark.main(["--task", "retinanet", "--models", "resnet50:none", "--batch", "1", "--image-size",
-                             "64x96", "--warmup", "1", "--repeats", "1", "--modes", "train", "--threads", "1"])
+    result = benchmark.main(
+        [
+            "--task",
+            "retinanet",
+            "--models",
+            "resnet50:none",
+            "--batch",
+            "1",
+            "--image-size",
+            "64x96",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--modes",
+            "train",
+            "--threads",
+            "1",
+        ]
+    )
     peer, ours = result["models"]
     assert peer["model"] == "torchvision:retinanet_resnet50_fpn" and ours["baseline"] == peer["model"]
     assert ours["params_m"] == pytest.approx(peer["params_m"])
@@ -54,7 +83,26 @@ def test_retinanet_against_torchvision():
 
 def test_loader_mode_on_the_shapes_set(data_cache):
     sets = [f"data.root={data_cache}"] + [f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items()]
-    result = benchmark.main(["--models", "--loader", "--data", "shapes", "--set", *sets, "--batch", "8",
-                             "--image-size", "32", "--workers", "0", "--decode", "pil", "gpu", "--loader-batches", "2"])
+    result = benchmark.main(
+        [
+            "--models",
+            "--loader",
+            "--data",
+            "shapes",
+            "--set",
+            *sets,
+            "--batch",
+            "8",
+            "--image-size",
+            "32",
+            "--workers",
+            "0",
+            "--decode",
+            "pil",
+            "gpu",
+            "--loader-batches",
+            "2",
+        ]
+    )
     assert [(row["decode"], row["workers"]) for row in result["loader"]] == [("pil", 0), ("gpu", 0)]
     assert all(row["images_per_s"] > 0 for row in result["loader"]) and "models" not in result

@@ -24,8 +24,13 @@ _spec.loader.exec_module(check_data_module)
 def check_data(*args: str, in_process: bool = True) -> subprocess.CompletedProcess:
     """Runs the script (in this process unless told otherwise: starting one costs seconds) -> exit status and output."""
     if not in_process:
-        return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                              env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": ""})
+        return subprocess.run(
+            [sys.executable, str(SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": ""},
+        )
     import contextlib
     import io
 

@@ -14,15 +14,26 @@ import pytest
 
 from helpers.config import REPO
 
-TINY = ["data.generate.train_per_class=8", "data.generate.val_per_class=4", "data.batch_size=8",
-        "trainer.epochs=1", "logger.progress_bar=false"]
+TINY = [
+    "data.generate.train_per_class=8",
+    "data.generate.val_per_class=4",
+    "data.batch_size=8",
+    "trainer.epochs=1",
+    "logger.progress_bar=false",
+]
 
 
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """A script in a subprocess; its caches (datasets, model sizes) in `cwd` unless `env` says otherwise."""
     env = {"AACONV_CACHE": str(cwd / "cache"), **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +41,27 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """outputs/: a two-seed multirun of the mini row 'none' and a single run of the row 'se'."""
     root = tmp_path_factory.mktemp("runs")
     env = {"AACONV_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
-    sweep = run(str(REPO / "train.py"), "-m", "experiment=mini_relations", "attention=none", "seed=0,1", *TINY,
-                f"hydra.sweep.dir={root / 'outputs' / 'sweep'}", cwd=root, env=env)
+    sweep = run(
+        str(REPO / "train.py"),
+        "-m",
+        "experiment=mini_relations",
+        "attention=none",
+        "seed=0,1",
+        *TINY,
+        f"hydra.sweep.dir={root / 'outputs' / 'sweep'}",
+        cwd=root,
+        env=env,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    single = run(str(REPO / "train.py"), "experiment=mini_relations", "attention=se", *TINY,
-                 f"hydra.run.dir={root / 'outputs' / 'single'}", cwd=root, env=env)
+    single = run(
+        str(REPO / "train.py"),
+        "experiment=mini_relations",
+        "attention=se",
+        *TINY,
+        f"hydra.run.dir={root / 'outputs' / 'single'}",
+        cwd=root,
+        env=env,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     return root / "outputs"
 
@@ -82,8 +109,15 @@ def test_sweep_summary_is_sorted_by_the_metric_with_each_jobs_overrides(runs: Pa
 
 
 def test_plot_needs_matplotlib_or_writes_the_figure(tmp_path: Path) -> None:
-    shown = run(str(REPO / "scripts" / "paper_table.py"), "--no-count", "--table", "ImageNet ResNet",
-                "--plot", str(tmp_path / "fig1.png"), cwd=tmp_path)
+    shown = run(
+        str(REPO / "scripts" / "paper_table.py"),
+        "--no-count",
+        "--table",
+        "ImageNet ResNet",
+        "--plot",
+        str(tmp_path / "fig1.png"),
+        cwd=tmp_path,
+    )
     if importlib.util.find_spec("matplotlib") is None:
         assert shown.returncode != 0 and "--plot needs matplotlib" in shown.stderr
     else:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from test_paper_table import TINY, run
 
 from helpers.config import CONFIGS, REPO
-from test_paper_table import TINY, run
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra: pip install -e '.[optuna]'")
 
@@ -17,12 +17,22 @@ pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna ext
 @pytest.mark.slow
 def test_optuna_search_trains_its_trials_and_reports_the_best(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "search"
-    searched = run(str(REPO / "train.py"), "-m", "experiment=mini_relations", "hydra/sweeper=lr_wd_ls",
-                   "hydra.sweeper.n_trials=2", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
-                   env={"AACONV_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    searched = run(
+        str(REPO / "train.py"),
+        "-m",
+        "experiment=mini_relations",
+        "hydra/sweeper=lr_wd_ls",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+        env={"AACONV_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"},
+    )
     assert searched.returncode == 0, searched.stderr[-3000:]
-    trials = [(json.loads(p.read_text()), OmegaConf.load(p.parent / ".hydra" / "overrides.yaml"))
-              for p in sorted(sweep_dir.rglob("results.json"))]
+    trials = [
+        (json.loads(p.read_text()), OmegaConf.load(p.parent / ".hydra" / "overrides.yaml"))
+        for p in sorted(sweep_dir.rglob("results.json"))
+    ]
     assert len(trials) == 2
     space = OmegaConf.load(CONFIGS / "hydra" / "sweeper" / "lr_wd_ls.yaml").hydra.sweeper.params
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")

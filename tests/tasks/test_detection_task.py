@@ -19,8 +19,15 @@ from aaconv.tasks.detection import coco_metrics
 
 @pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
 def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
-    cfg = tiny_config(f"task={head}", "data=shapes_det", "data.batch_size=4", "data.detection.min_size=64",
-                      "data.detection.max_size=64", "data.detection.fpn_channels=32", "attention=aa")
+    cfg = tiny_config(
+        f"task={head}",
+        "data=shapes_det",
+        "data.batch_size=4",
+        "data.detection.min_size=64",
+        "data.detection.max_size=64",
+        "data.detection.fpn_channels=32",
+        "attention=aa",
+    )
     task = build_task(cfg)
     torch.manual_seed(0)
     model = task.build_model()
@@ -39,15 +46,16 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
         model.score_thresh = 0.0
     else:
         model.roi_heads.score_thresh = 0.0
-    metrics = task.evaluate(model, DataLoader(val, batch_size=4, collate_fn=task.collate_fn), torch.device("cpu"),
-                            output_dir=tmp_path)
+    metrics = task.evaluate(
+        model, DataLoader(val, batch_size=4, collate_fn=task.collate_fn), torch.device("cpu"), output_dir=tmp_path
+    )
     predictions = json.loads((tmp_path / "predictions.json").read_text())
     assert predictions and set(predictions[0]) == {"image_id", "category_id", "bbox", "score"}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(val.root / "annotations" / "instances_val2017.json"))
         evaluator = COCOeval(gt, gt.loadRes(str(tmp_path / "predictions.json")), "bbox")
         evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
-    expected = dict(zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluator.stats[:6]))
+    expected = dict(zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluator.stats[:6], strict=True))
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
     assert metrics["APl"] == -1.0  # no large objects in 96 px images: pycocotools says -1, not 0
@@ -84,8 +92,12 @@ def test_shapes_recipes_build_and_train(tiny_config, experiment):
 def test_backbone_weights_load_a_torchvision_file_into_the_detector(tiny_config, tmp_path, head):
     reference = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(reference, tmp_path / "resnet18.pth")
-    cfg = tiny_config(f"task={head}", "data=shapes_det", f"backbone.weights={tmp_path / 'resnet18.pth'}",
-                      "data.detection.frozen_bn=true")
+    cfg = tiny_config(
+        f"task={head}",
+        "data=shapes_det",
+        f"backbone.weights={tmp_path / 'resnet18.pth'}",
+        "data.detection.frozen_bn=true",
+    )
     body = build_task(cfg).build_model().backbone.body.state_dict()
     for key in ("conv1.weight", "layer2.0.conv1.weight", "layer4.1.bn2.running_mean"):
         assert torch.equal(body[key], reference[key]), key
@@ -98,8 +110,14 @@ def _predictions(gt: COCO, seed: int) -> list[dict]:
     for ann in gt.dataset["annotations"]:
         x, y, w, h = (torch.tensor(ann["bbox"]) + torch.randn(4, generator=g) * 2).tolist()
         category = ann["category_id"] if torch.rand((), generator=g) > 0.2 else 1 + ann["category_id"] % 6
-        out.append({"image_id": ann["image_id"], "category_id": category, "bbox": [x, y, max(w, 1), max(h, 1)],
-                    "score": float(torch.rand((), generator=g))})
+        out.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": category,
+                "bbox": [x, y, max(w, 1), max(h, 1)],
+                "score": float(torch.rand((), generator=g)),
+            }
+        )
     return out
 
 
