@@ -19,11 +19,12 @@ DOCUMENTS = [
 
 
 def named_experiments() -> list[tuple[str, str]]:
-    """(document, experiment) for every `experiment=<name>` (or comma-separated sweep) in the documents."""
+    """(document, experiment) for every `experiment=<name>` (or comma-separated sweep) in the documents; a
+    placeholder such as `experiment=paper/...` is not a name."""
     found = set()
     for path in DOCUMENTS:
-        for match in re.finditer(r"experiment=([\w,]+)", path.read_text()):
-            found |= {(path.name, name) for name in match[1].split(",")}
+        for match in re.finditer(r"experiment=([\w,/]+)", path.read_text()):
+            found |= {(path.name, name) for name in match[1].split(",") if not name.endswith("/")}
     return sorted(found)
 
 

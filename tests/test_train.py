@@ -72,7 +72,7 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
 
 
 def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
-    result = run("train.py", "data=imagenet", f"data.root={tmp_path / 'imagenet'}", cwd=tmp_path)
+    result = run("train.py", "~experiment", "data=imagenet", f"data.root={tmp_path / 'imagenet'}", cwd=tmp_path)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: data root {tmp_path / 'imagenet'} does not exist")
@@ -127,6 +127,7 @@ def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"not a jpeg")
     result = run(
         "train.py",
+        "~experiment",
         "data=imagenet",
         f"data.root={root}",
         "data.num_classes=2",
