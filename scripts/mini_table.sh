@@ -2,7 +2,7 @@
 # The mini reproduction on a CPU: ResNet-18 x {none, se, aa, aw} x 3 seeds on the built-in relations set
 # (configs/experiment/mini_relations.yaml), then its table (mean ± std over the seeds) from scripts/paper_table.py.
 #   scripts/mini_table.sh [SWEEP_DIR] [extra overrides...]      e.g. scripts/mini_table.sh multirun/mini trainer.epochs=3
-#   VARIANTS=none,se,aa scripts/mini_table.sh                   leave out AW, about 30x slower per step on a CPU
+#   VARIANTS=none,aa scripts/mini_table.sh                      a subset of the variants (AW takes ~2x none's time)
 # One training process at a time on one thread (figures and timings in docs/reproduce.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
