@@ -54,8 +54,10 @@ def user_message(error: BaseException) -> str:
 
 
 def require_values(cfg: DictConfig) -> None:
-    """Raises ConfigError naming every mandatory (`???`) value the user has not set."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    """Raises ConfigError naming every mandatory value the user has not set: each `???` and each key of
+    `required_values` that is null."""
+    required = cfg.get("required_values") or []
+    missing = sorted(set(OmegaConf.missing_keys(cfg)) | {k for k in required if OmegaConf.select(cfg, k) is None})
     if missing:
         settings = " ".join(f"{key}=..." for key in missing)
         raise ConfigError(f"required config value(s) not set: {', '.join(missing)}; add {settings} to the command")

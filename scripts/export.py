@@ -4,7 +4,7 @@
 
 Writes DIR/model.safetensors (the model's state dict; no pickled code, readable without aaconv) and
 DIR/config.yaml (the run's resolved config, plain data). DIR defaults to an `export` folder beside the
-checkpoint. The weights load anywhere a weights file is accepted: `data.detection.weights=DIR/model.safetensors`,
+checkpoint. The weights load anywhere a weights file is accepted: `backbone.weights=DIR/model.safetensors`,
 `aaconv.models.pretrained.load_pretrained(model, ...)`, and timm's
 `timm.create_model("aa_resnet50", checkpoint_path=...)` (aaconv.models.registry).
 """

@@ -61,7 +61,7 @@ class Row:
         launcher = "torchrun --nproc_per_node=8 " if dataset in ("imagenet", "coco") else "python "
         words = [f"{launcher}train.py experiment={self.experiment}", DATA_ROOTS.get(dataset, "")]
         if self.experiment.startswith("paper/coco") and "_none" not in self.experiment:
-            words.append("data.detection.weights=<ImageNet run>/last.pt")
+            words.append("backbone.weights=<ImageNet run>/last.pt")
         words += [f"{g}={o}" for g, o in self.choices.items()]
         return " ".join(w for w in words if w)
 
@@ -155,7 +155,7 @@ METRICS = ("top1", "top5", "ap", "ap50", "ap75")
 def compose_row(row: Row) -> Any:
     overrides = [f"experiment={row.experiment}", "data.root=/unused", *(f"{g}={o}" for g, o in row.choices.items())]
     if row.experiment.startswith("paper/coco"):
-        overrides.append("data.detection.weights=null")  # the model's shape only: no checkpoint is read
+        overrides.append("backbone.weights=null")  # the model's shape only: no checkpoint is read
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("train", overrides=overrides)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -172,7 +171,7 @@ TINY_INPUT = {
         "data.num_classes=5",
         "data.detection.min_size=64",
         "data.detection.max_size=64",
-        "data.detection.weights=null",
+        "backbone.weights=null",
     ],
 }
 
@@ -202,9 +201,6 @@ def test_paper_row_composes_and_builds_its_model(row: str) -> None:
     choices = {k.removeprefix("override /"): v for d in data for k, v in d.items()}
     assert cfg.backbone == OmegaConf.load(CONFIGS / "backbone" / f"{choices['backbone']}.yaml")
     assert cfg.attention.variant == OmegaConf.load(CONFIGS / "attention" / f"{choices['attention']}.yaml").variant
-    aa = cfg.attention.get("aa", {})
-    if "coordconv" in aa and "coordconv" not in inspect.signature(AAConv2d.__init__).parameters:
-        pytest.skip("attention.aa.coordconv is not an AAConv2d option yet: this row only composes")
     model = build_task(cfg).build_model().eval()
     size = 64 if dataset == "coco" else cfg.data.image_size
     with torch.no_grad():
@@ -215,3 +211,24 @@ def test_paper_row_composes_and_builds_its_model(row: str) -> None:
         assert set(out[0]) == {"boxes", "scores", "labels"}
     if row.endswith("_full"):
         assert all(m.conv is None for m in model.modules() if isinstance(m, AAConv2d)), "kappa = upsilon = 1"
+
+
+@pytest.mark.parametrize("row", [row for row in PAPER_ROWS if row.startswith("paper/coco")])
+def test_coco_rows_start_from_imagenet_weights(row: str) -> None:
+    """The detection task receives the row's ImageNet initialisation: torchvision's weights for the baselines;
+    the attention rows refuse to start until backbone.weights names their ImageNet run."""
+    from aaconv.errors import ConfigError, require_values
+    from aaconv.tasks import build_task
+
+    overrides = [f"experiment={row}", "data.root=/data"]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+        if row.endswith("_none"):
+            expected = f"torchvision:{cfg.backbone.name}"
+        else:
+            with pytest.raises(ConfigError, match=r"not set: backbone.weights; add backbone.weights=\.\.\. to"):
+                require_values(cfg)
+            expected = "/runs/imagenet/last.pt"
+            cfg = compose("train", overrides=[*overrides, f"backbone.weights={expected}"])
+    require_values(cfg)
+    assert build_task(cfg).backbone["weights"] == expected

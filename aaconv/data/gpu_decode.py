@@ -35,8 +35,14 @@ GPU_OPTIONS = {"scale", "ratio", "hflip", "color_jitter", "interpolation"}  # ti
 
 
 def read_bytes(path: str) -> Tensor:
-    """The file's bytes as a 1-D uint8 tensor."""
-    return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    """The file's bytes as a 1-D uint8 tensor; DataError naming the file if it is empty or unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read image {path} ({e.strerror}); check the file and its permissions") from e
+    if not data:
+        raise DataError(f"image {path} is an empty file; remove or replace it (scripts/check_data.py lists them)")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def encoded(dataset: ImageFolder) -> ImageFolder:

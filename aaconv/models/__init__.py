@@ -1,7 +1,7 @@
-"""Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors.
+"""Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors; Wide ResNets for CIFAR.
 
-`create_model` builds a classifier by name (aaconv.models.registry, which also registers every model with
-timm); backbones follow the Backbone protocol (aaconv.models.backbone).
+`create_model` builds a classifier by name (aaconv.models.registry, which also registers the ImageNet models
+with timm); the ResNets and MnasNets follow the Backbone protocol (aaconv.models.backbone).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def create_model(
     name: str, attention: str | Mapping[str, Any] = "none", num_classes: int = 1000, **kwargs: Any
 ) -> nn.Module:
     """Builds classifier `name` (a key of BUILDERS) with `attention` (a variant name such as "aa+se" or the
-    `attention` config mapping {variant, aa, aw, se}); kwargs go to the backbone (ResNet / MnasNet)."""
+    `attention` config mapping {variant, aa, aw, se}); kwargs go to the network (ResNet / MnasNet / WideResNet)."""
     if name not in BUILDERS:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(BUILDERS)}")
     return BUILDERS[name](attention, num_classes=num_classes, **kwargs)

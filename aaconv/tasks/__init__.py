@@ -10,10 +10,11 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from aaconv.errors import CheckpointError
+from aaconv.errors import AAConvError, CheckpointError
 from aaconv.tasks.base import Task
 
 # The tasks a saved config may name: `_target_` -> (module, class).
@@ -27,10 +28,16 @@ def build_task(cfg: Mapping[str, Any]) -> Task:
     """Instantiates `cfg.task` (its `_target_` class) with the backbone, attention and data groups.
 
     Only for configs composed from the project's own config tree: a config read back from a checkpoint
-    or any other file is data and must never reach `instantiate` (use task_from_saved_config)."""
-    return instantiate(
-        cfg["task"], backbone=cfg["backbone"], attention=cfg["attention"], data=cfg["data"], _convert_="all"
-    )
+    or any other file is data and must never reach `instantiate` (use task_from_saved_config). A user error
+    the task raises (aaconv.errors) comes out as itself, not wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(
+            cfg["task"], backbone=cfg["backbone"], attention=cfg["attention"], data=cfg["data"], _convert_="all"
+        )
+    except InstantiationException as e:
+        if isinstance(e.__cause__, AAConvError):
+            raise e.__cause__ from None
+        raise
 
 
 def _plain(value: Any) -> Any:

@@ -17,6 +17,7 @@ from aaconv.data.cifar import CIFAR100, cifar_transform
 from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.data.transforms import classification_transform
+from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
 from aaconv.models.pretrained import init_backbone
 from aaconv.utils.distributed import all_reduce_sum
@@ -63,6 +64,11 @@ class ClassificationTask:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.gpu_decode = None
         if data.get("decode", "cpu") == "gpu":  # training images decoded and augmented on the device
+            if data.get("skip_unreadable", False):
+                raise ConfigError(
+                    "data.decode=gpu cannot leave undecodable images out of a batch (data.skip_unreadable=true); "
+                    "find them with python scripts/check_data.py <data root>, or use data.decode=cpu"
+                )
             self.gpu_decode = GpuDecode.from_config(data["image_size"], data["transform"]["train"])
             self.collate_fn = collate_encoded
         self.mixup = None

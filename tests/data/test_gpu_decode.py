@@ -15,7 +15,7 @@ from aaconv.data.gpu_decode import (
     read_bytes,
 )
 from aaconv.data.imagefolder import build_imagefolder
-from aaconv.errors import ConfigError
+from aaconv.errors import ConfigError, DataError
 
 cpu = torch.device("cpu")
 
@@ -98,3 +98,12 @@ def test_loader_throughput_counts_images(jpeg_folder, decode):
     data = {"root": str(jpeg_folder), "generate": None, "train_split": "train", "transform": {"train": options}}
     rate = loader_throughput(data, decode=decode, workers=0, batch_size=2, image_size=16, batches=1, device=cpu)
     assert rate > 0
+
+
+def test_an_empty_or_missing_file_is_named(tmp_path):
+    empty = tmp_path / "empty.JPEG"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=f"image {empty} is an empty file"):
+        read_bytes(str(empty))
+    with pytest.raises(DataError, match=f"cannot read image {tmp_path / 'gone.JPEG'}"):
+        read_bytes(str(tmp_path / "gone.JPEG"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from aaconv.errors import CheckpointError
+from aaconv.errors import CheckpointError, ConfigError
 from aaconv.tasks import Task, build_task, task_from_saved_config
 
 
@@ -32,3 +32,16 @@ def test_saved_config_naming_another_target_is_refused_unimported(tiny_config, t
     with pytest.raises(CheckpointError, match="'aaconv_probe_module.Anything', which is not one of aaconv's tasks"):
         task_from_saved_config(OmegaConf.create(saved))
     assert "aaconv_probe_module" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("data.decode=gpu", "+data.transform.train.re_prob=0.25"), r"data.decode=gpu applies .* not data.transform"),
+        (("data.decode=gpu", "data.skip_unreadable=true"), r"data.decode=gpu cannot leave undecodable images out"),
+    ],
+)
+def test_a_tasks_config_error_is_raised_as_itself(tiny_config, overrides, message):
+    """build_task passes the task's own ConfigError through (one line for the user), not Hydra's wrapper."""
+    with pytest.raises(ConfigError, match=message):
+        build_task(tiny_config(*overrides))
