@@ -42,8 +42,17 @@ def check_image(item: ImageCheck) -> str | None:
 
 
 def imagefolder_images(root: Path) -> list[ImageCheck]:
-    """Every file under `root` with an image extension (the files torchvision's ImageFolder reads)."""
-    return [(str(p), None) for p in sorted(root.rglob("*")) if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)]
+    """Every file under `root` with an image extension (the files torchvision's ImageFolder reads); DataError
+    if there is none (a wrong or empty folder is not a clean dataset)."""
+    images = [
+        (str(p), None) for p in sorted(root.rglob("*")) if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)
+    ]
+    if not images:
+        raise DataError(
+            f"no image files under {root}; the ImageFolder layout is <root>/<split>/<class>/<image> "
+            "(for COCO add --layout coco)"
+        )
+    return images
 
 
 def _box_problem(box: object) -> str | None:

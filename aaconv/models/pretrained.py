@@ -224,9 +224,10 @@ def _centered_rows(length: int, rows: int) -> slice:
 
 
 def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
-    """Copies the overlap of `value` into `target`: the leading block, or for AA's relative tables
-    (offsets -(n-1)..n-1 around the middle row) the central rows, so offset d stays offset d."""
-    if target.dim() != value.dim():
+    """Copies the overlap of `value` into `target`: the leading block (channels only: a conv kernel of
+    another size is never cut to fit), or for AA's relative tables (offsets -(n-1)..n-1 around the middle
+    row) the central rows, so offset d stays offset d."""
+    if target.dim() != value.dim() or target.shape[2:] != value.shape[2:]:
         return False
     region = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True)]
     if key.endswith(("rel_width", "rel_height")):
@@ -283,7 +284,15 @@ def load_pretrained(
 
 def init_backbone(model: nn.Module, weights: str | os.PathLike, *, exact: tuple[str, ...] = ()) -> LoadReport:
     """`backbone.weights` of every task: loads `weights` into `model` (see load_pretrained) and logs the
-    report (loaded / adapted / not in the weights / unused keys)."""
+    report (loaded / adapted / not in the weights / unused keys). Weights that fit less than half of the
+    model's tensors are another architecture's: CheckpointError (a run would otherwise train mostly from
+    scratch while reporting pretrained weights)."""
     report = load_pretrained(model, weights, exact=exact)
+    fitted, total = len(report.loaded) + len(report.adapted), len(report.loaded + report.adapted + report.missing)
+    if fitted < total / 2:
+        raise CheckpointError(
+            f"backbone.weights {weights} fit only {fitted} of this model's {total} tensors ({report.summary()}); "
+            "they were trained for another architecture: pass weights of this backbone, or backbone.weights=null"
+        )
     log.info("backbone weights %s: %s", weights, report.summary())
     return report

@@ -6,7 +6,7 @@ import torchvision
 
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
-from aaconv.models.pretrained import load_pretrained, read_weights
+from aaconv.models.pretrained import init_backbone, load_pretrained, read_weights
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,20 @@ def test_aw_resnet_takes_the_kernels_unchanged(torchvision_file):
     model = create_model("resnet50", "aw")
     load_pretrained(model, torchvision_file)
     torch.testing.assert_close(model.layer4[1].conv2.conv.weight, reference["layer4.1.conv2.weight"])
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    """resnet18's 3x3 kernels are never cut to fit resnet50's 1x1 ones, and weights fitting under half of
+    the model stop the run instead of a mostly-random start."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18", num_classes=6).state_dict(), path)
+    model = create_model("resnet50")
+    report = load_pretrained(model, path)
+    shapes = torch.load(path, weights_only=True)
+    assert all(shapes[k].shape[2:] == model.state_dict()[k].shape[2:] for k in report.adapted)
+    assert "layer1.0.conv2.weight" in report.loaded and "layer1.0.conv1.weight" in report.missing  # 3x3 vs 1x1
+    with pytest.raises(CheckpointError, match=r"resnet18.pth fit only \d+ of this model's \d+ tensors.*another arch"):
+        init_backbone(model, path)
 
 
 def test_strict_mismatch_lists_keys(torchvision_file):

@@ -82,3 +82,11 @@ def test_coco_images_sizes_and_annotations(tmp_path: Path, tiny_config):
 def test_missing_root_is_one_line(tmp_path: Path):
     result = check_data(str(tmp_path / "nothing"))
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr
+
+
+def test_folder_without_images_is_an_error_not_a_clean_dataset(tmp_path: Path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    result = check_data(str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert f"no image files under {tmp_path}; the ImageFolder layout is" in result.stderr
