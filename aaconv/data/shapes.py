@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from aaconv.utils.atomic import current_umask
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "star")
 SPLITS: tuple[str, ...] = ("train", "val")
 FORMAT_VERSION = 2
@@ -209,6 +211,7 @@ def materialize(cache_dir: str | os.PathLike, spec: ShapesSpec = ShapesSpec()) -
         return root
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".shapes-", dir=cache_dir))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide a shared AACONV_CACHE from a team
     try:
         spec.write(staging)
         (staging / _COMPLETE_MARKER).write_text(json.dumps(asdict(spec), indent=2))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,16 @@ def test_second_call_reuses_the_cache(tmp_path: Path) -> None:
     assert materialize(tmp_path, SPEC) == root
     assert marker.read_bytes() == b"touched"
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o077, 0o700)])
+def test_dataset_folder_follows_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        root = materialize(tmp_path, SPEC)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(root.stat().st_mode) == mode  # a shared cache is readable by the team when the umask says so
 
 
 def test_imagefolder_layout(tmp_path: Path) -> None:
