@@ -43,15 +43,20 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 def test_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     path.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*: not a file written by torch.save"):
         evaluate(eval_config(path), tmp_path)
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     torch.save({"model": {}, "payload": Path("/etc/passwd")}, path)  # a non-tensor object needs unpickling
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .* read with weights_only=True"):
         evaluate(eval_config(path), tmp_path)
+
+
+def test_a_run_folder_given_as_checkpoint_is_named_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a folder; pass the last.pt or best.pt inside it"):
+        evaluate(eval_config(tmp_path), tmp_path)
 
 
 def test_checkpoint_of_another_model_lists_the_keys(tmp_path: Path, tiny_config) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from aaconv.errors import CheckpointError, first_line
 from aaconv.utils.atomic import atomic_write
+from aaconv.utils.state_dict import torch_load_safely
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -30,12 +31,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Reads a checkpoint written by `save_checkpoint` (tensors, numbers, strings, lists, dicts only)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the last.pt or best.pt inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the last.pt or best.pt of a run directory")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign / pickled / empty files
-        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from e
+    state = torch_load_safely(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an aaconv checkpoint (no 'model' entry)")
     return state

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from aaconv.errors import CheckpointError, first_line
-from aaconv.utils.state_dict import load_model_state
+from aaconv.utils.state_dict import load_model_state, torch_load_safely
 
 StateDict = dict[str, Tensor]
 log = logging.getLogger("aaconv")
@@ -184,6 +184,8 @@ def read_weights(source: str | os.PathLike) -> StateDict:
     if text.startswith("timm:"):
         return timm_weights(text.split(":", 1)[1])
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"weights {path} is a folder; pass a file inside it (last.pt, *.safetensors, *.pth)")
     if not path.is_file():
         raise CheckpointError(
             f"weights {path} do not exist; pass a state-dict file, an aaconv checkpoint, "
@@ -191,10 +193,7 @@ def read_weights(source: str | os.PathLike) -> StateDict:
         )
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign / pickled files
-        raise CheckpointError(f"cannot read weights {path}: {first_line(e)}") from e
+    state = torch_load_safely(path, "weights")
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict (expected name -> tensor)")
@@ -209,7 +208,7 @@ def read_safetensors(path: Path) -> StateDict:
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"cannot read weights {path}: {first_line(e)}") from e
 
 
 def _source_key(key: str, source: StateDict) -> str | None:

@@ -62,8 +62,10 @@ def test_strict_mismatch_lists_keys(torchvision_file):
 def test_unreadable_file_is_a_checkpoint_error(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cannot read weights .*: not a file written by torch.save"):
         load_pretrained(create_model("resnet18"), bad)
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_pretrained(create_model("resnet18"), tmp_path)
     with pytest.raises(CheckpointError, match="do not exist"):
         load_pretrained(create_model("resnet18"), tmp_path / "missing.pth")
     bad.write_bytes(b"")  # an empty file: torch's error message is empty too
