@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from aaconv.engine.checkpoint import load_checkpoint
+from aaconv.engine.config_checks import EVAL_CHECKS, check_config
 from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.runtime import select_device
@@ -24,6 +25,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     require_values(cfg)
+    check_config(cfg, EVAL_CHECKS)
     state = load_checkpoint(cfg.checkpoint)
     run_cfg = run_config(state, cfg, known_targets(CONFIGS))  # plain values only: a checkpoint runs no code
     task = task_from_saved_config(run_cfg)
@@ -31,7 +33,12 @@ def main(cfg: DictConfig) -> None:
     output_dir = broadcast_object(HydraConfig.get().runtime.output_dir)  # rank 0's: timestamps may differ per process
     try:
         evaluate_checkpoint(
-            task, state, run_cfg, select_device(cfg.device, env.local_rank), output_dir, checkpoint=cfg.checkpoint
+            task,
+            state,
+            run_cfg,
+            select_device(cfg.device, env.local_rank, key="device"),
+            output_dir,
+            checkpoint=cfg.checkpoint,
         )
     except BaseException:
         destroy_distributed(barrier=False)

@@ -36,6 +36,8 @@ def check_split_dir(root: str | Path, split: str) -> Path:
     """Returns root/split after checking it holds class folders with images, else raises DataError."""
     root = Path(root).expanduser()
     hint = LAYOUT_HINT.format(split=split)
+    if root.is_file():
+        raise DataError(f"data root {root} is a file, not a folder; set data.root to the dataset folder ({hint})")
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist; set data.root to the dataset folder ({hint})")
     split_dir = root / split
@@ -73,6 +75,11 @@ def build_imagefolder(
         dataset = folder(str(split_dir), transform=transform, loader=load_rgb)
     except FileNotFoundError as e:
         raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
+    if num_classes is not None and len(dataset.classes) < 2:
+        raise DataError(
+            f"{split_dir} has one class folder ({dataset.classes[0]}): a classifier needs two or more; "
+            "add the other classes' folders next to it"
+        )
     if num_classes is not None and len(dataset.classes) != num_classes:
         raise DataError(
             f"{split_dir} has {len(dataset.classes)} class folders but data.num_classes={num_classes}; "

@@ -5,7 +5,8 @@ batch-scaled learning rate), so a typo never surfaces as a traceback halfway thr
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -26,10 +27,16 @@ def _is_number(value: object) -> bool:
 POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer >= 0", "a number > 0", "a number >= 0"
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
 # null in attention.aa: the backbone's paper setting (AA_SETTINGS in aaconv/models/resnet.py, mnasnet.py)
-POSITIVE_INT_OR_NULL = "a positive integer, or null"
+POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "an integer >= 0, or null", "an integer"
+DECODER = "cpu or gpu"
+RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
 RULES: dict[str, Callable[[object], bool]] = {
     POSITIVE_INT: lambda v: _is_int(v) and v > 0,
     COUNT: lambda v: _is_int(v) and v >= 0,
+    COUNT_OR_NULL: lambda v: v is None or (_is_int(v) and v >= 0),
+    INTEGER: _is_int,
+    DECODER: lambda v: v in ("cpu", "gpu"),
+    RESUME: lambda v: v in (None, "auto", "never") or Path(str(v)).expanduser().is_file(),
     POSITIVE: lambda v: _is_number(v) and v > 0,
     NON_NEGATIVE: lambda v: _is_number(v) and v >= 0,
     POSITIVE_OR_NULL: lambda v: v is None or (_is_number(v) and v > 0),
@@ -39,11 +46,14 @@ RULES: dict[str, Callable[[object], bool]] = {
 
 # Keys absent from a config (another task's or attention variant's) are skipped.
 CHECKS: dict[str, str] = {
+    "seed": INTEGER,
     "data.batch_size": POSITIVE_INT,
     "data.image_size": POSITIVE_INT,
     "data.num_classes": POSITIVE_INT,
     "data.workers": COUNT,
+    "data.decode": DECODER,
     "trainer.epochs": POSITIVE_INT,
+    "trainer.resume": RESUME,
     "trainer.accum_steps": POSITIVE_INT,
     "trainer.max_steps": POSITIVE_INT_OR_NULL,
     "trainer.max_eval_batches": POSITIVE_INT_OR_NULL,
@@ -66,9 +76,13 @@ CHECKS: dict[str, str] = {
 }
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raises ConfigError for the first value of CHECKS that does not fit its rule."""
-    for key, rule in CHECKS.items():
+# eval.py's own keys (configs/eval.yaml); null keeps the training run's value.
+EVAL_CHECKS: dict[str, str] = {"batch_size": POSITIVE_INT_OR_NULL, "workers": COUNT_OR_NULL}
+
+
+def check_config(cfg: DictConfig, checks: Mapping[str, str] = CHECKS) -> None:
+    """Raises ConfigError for the first value of `checks` (key -> rule) that does not fit its rule."""
+    for key, rule in checks.items():
         value = OmegaConf.select(cfg, key, default=_UNSET)
         if value is _UNSET:
             continue

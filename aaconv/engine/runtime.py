@@ -12,13 +12,17 @@ import torch
 from aaconv.errors import ConfigError
 
 
-def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """ "auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device."""
+def select_device(name: str = "auto", local_rank: int = 0, key: str = "trainer.device") -> torch.device:
+    """ "auto" takes CUDA (GPU `local_rank`) when present, else the CPU; anything else is passed to torch.device.
+    `key` is the config key the errors name (eval.py's is `device`)."""
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"{key}={name} is not a device: use auto, cpu, cuda or cuda:<index>") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+        raise ConfigError(f"{key}={name} but no CUDA device is visible; use {key}=auto or cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device

@@ -41,6 +41,20 @@ def test_missing_root(tmp_path: Path) -> None:
         build_imagefolder(tmp_path / "nope", "train", transform=None)
 
 
+def test_a_file_given_as_root_is_named_as_a_file(tmp_path: Path) -> None:
+    root = tmp_path / "train.tar"
+    root.write_bytes(b"")
+    with pytest.raises(DataError, match=r"data root .*train.tar is a file, not a folder; set data.root"):
+        build_imagefolder(root, "train", transform=None)
+
+
+def test_a_single_class_is_refused_for_training(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"a": 2})
+    for num_classes in (1, 1000):  # before the count check, which would suggest data.num_classes=1
+        with pytest.raises(DataError, match=r"has one class folder \(a\): a classifier needs two or more"):
+            build_imagefolder(tmp_path, "train", transform=None, num_classes=num_classes)
+
+
 def test_missing_split(tmp_path: Path) -> None:
     make_tree(tmp_path, {"a": 1}, split="training")
     with pytest.raises(DataError, match=r"has no 'train' folder \(found \['training'\]\)"):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aaconv.engine.config_checks import build_model, check_config
+from aaconv.engine.config_checks import EVAL_CHECKS, build_model, check_config
 from aaconv.engine.runtime import select_device
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
+from helpers.config import compose_config
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,9 @@ from aaconv.tasks import build_task
             "trainer.max_eval_batches=1.5",
             "trainer.max_eval_batches=1.5 is not valid: it must be a positive integer, or null",
         ),
+        ("seed=abc", "seed=abc is not valid: it must be an integer"),
+        ("data.decode=cuda", "data.decode=cuda is not valid: it must be cpu or gpu"),
+        ("trainer.resume=sometimes", "trainer.resume=sometimes is not valid: it must be auto, never, or the path"),
     ],
 )
 def test_bad_values_are_named_as_typed(tiny_config, override: str, message: str):
@@ -77,3 +81,31 @@ def test_a_batch_larger_than_the_training_set_is_one_line(toy_config, tmp_path):
 def test_asking_for_cuda_without_a_gpu_is_one_line():
     with pytest.raises(ConfigError, match="trainer.device=cuda but no CUDA device is visible"):
         select_device("cuda")
+    with pytest.raises(ConfigError, match="device=cuda:1 but no CUDA device is visible; use device=auto or cpu"):
+        select_device("cuda:1", key="device")  # eval.py's key
+
+
+def test_a_device_torch_does_not_know_is_one_line():
+    with pytest.raises(ConfigError, match="trainer.device=tpu is not a device: use auto, cpu, cuda or cuda:<index>"):
+        select_device("tpu")
+
+
+def test_an_existing_checkpoint_path_is_a_valid_resume_value(tiny_config, tmp_path):
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.touch()
+    for value in ("auto", "never", "null", str(checkpoint)):
+        check_config(tiny_config(f"trainer.resume={value}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("batch_size=0", "batch_size=0 is not valid: it must be a positive integer, or null"),
+        ("workers=-1", "workers=-1 is not valid: it must be an integer >= 0, or null"),
+    ],
+)
+def test_eval_values_are_checked_too(override: str, message: str):
+    cfg = compose_config("checkpoint=last.pt", override, config_name="eval")
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg, EVAL_CHECKS)
+    check_config(compose_config("checkpoint=last.pt", config_name="eval"), EVAL_CHECKS)
