@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -335,9 +335,7 @@ def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit(
-            "error: --plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')"
-        ) from None
+        fail("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
     for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red"), strict=True):
@@ -360,7 +358,7 @@ def sweep_table(folder: Path) -> str:
     """The jobs of a multirun folder sorted by their primary metric (best first), with each job's overrides."""
     runs = find_runs([folder])
     if not runs:
-        raise SystemExit(f"error: no finished jobs (results.json with .hydra/) under {folder}")
+        fail(f"no finished jobs (results.json with .hydra/) under {folder}; pass a multirun folder of train.py -m")
     metric = "top1" if all("top1" in r.results for r in runs) else "AP"
     runs.sort(key=lambda r: -float(r.results.get(metric, -math.inf)))
     lines = [f"| rank | {metric} | epochs | overrides | folder |", "|---|---|---|---|---|"]
@@ -370,6 +368,12 @@ def sweep_table(folder: Path) -> str:
             f"{' '.join(r.overrides) or '-'} | {r.folder} |"
         )
     return "\n".join(lines)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as train.py and eval.py end on a user error."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -386,6 +390,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.sweep:
         print(sweep_table(args.sweep))
         return
+    for folder in args.runs:
+        if not folder.is_dir():
+            fail(
+                f"run folder {folder} does not exist; pass train.py's run or multirun folders (outputs/..., multirun/...)"
+            )
+        if not find_runs([folder]):
+            fail(
+                f"no finished runs (results.json with .hydra/) under {folder}; pass train.py's run or multirun folders"
+            )
     sizes = None if args.no_count else SizeCache(enabled=not args.no_cache)
     objects = table_rows(find_runs(args.runs), args.table, sizes)
     if sizes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -106,6 +107,20 @@ def test_sweep_summary_is_sorted_by_the_metric_with_each_jobs_overrides(runs: Pa
     assert float(jobs[0][1]) >= float(jobs[1][1])
     assert sorted(next(w for w in job[3].split() if w.startswith("seed=")) for job in jobs) == ["seed=0", "seed=1"]
     assert all("experiment=mini_relations" in job[3] for job in jobs)
+
+
+def test_a_folder_without_runs_is_one_line_not_an_empty_table(runs: Path, tmp_path: Path) -> None:
+    script = str(REPO / "scripts" / "paper_table.py")
+    (tmp_path / "notes").mkdir()
+    cases = {
+        (script, "--no-count", str(tmp_path / "missing")): "run folder .*missing does not exist",
+        (script, "--no-count", str(runs), str(tmp_path / "notes")): "no finished runs .* under .*notes",
+        (script, "--sweep", str(tmp_path / "notes")): "no finished jobs .* under .*notes",
+    }
+    for args, message in cases.items():
+        shown = run(*args, cwd=tmp_path)
+        assert shown.returncode == 2 and shown.stdout == "", shown.stdout[-2000:]
+        assert len(shown.stderr.strip().splitlines()) == 1 and re.match(f"error: {message}", shown.stderr)
 
 
 def test_plot_needs_matplotlib_or_writes_the_figure(tmp_path: Path) -> None:
