@@ -285,7 +285,8 @@ def init_backbone(model: nn.Module, weights: str | os.PathLike, *, exact: tuple[
     """`backbone.weights` of every task: loads `weights` into `model` (see load_pretrained) and logs the
     report (loaded / adapted / not in the weights / unused keys). Weights that fit less than half of the
     model's tensors are another architecture's: CheckpointError (a run would otherwise train mostly from
-    scratch while reporting pretrained weights)."""
+    scratch while reporting pretrained weights). Backbone tensors left out (all but the `exact` prefixes, the
+    classifier) are a warning naming them."""
     report = load_pretrained(model, weights, exact=exact)
     fitted, total = len(report.loaded) + len(report.adapted), len(report.loaded + report.adapted + report.missing)
     if fitted < total / 2:
@@ -294,4 +295,13 @@ def init_backbone(model: nn.Module, weights: str | os.PathLike, *, exact: tuple[
             "they were trained for another architecture: pass weights of this backbone, or backbone.weights=null"
         )
     log.info("backbone weights %s: %s", weights, report.summary())
+    untrained = [key for key in report.missing if not key.startswith(exact)]
+    if untrained:
+        log.warning(
+            "backbone.weights %s leave %d of the backbone's tensors at their random initialisation (e.g. %s): "
+            "expected for attention layers added to a plain network, not for weights of this very architecture",
+            weights,
+            len(untrained),
+            ", ".join(untrained[:3]),
+        )
     return report

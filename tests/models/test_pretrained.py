@@ -1,5 +1,7 @@
 """Pretrained weights into attention variants: loaded / adapted / missing report, strict mismatch errors."""
 
+import logging
+
 import pytest
 import torch
 import torchvision
@@ -19,6 +21,20 @@ def torchvision_file(tmp_path_factory):
 def test_plain_resnet_loads_everything(torchvision_file):
     report = load_pretrained(create_model("resnet50"), torchvision_file)
     assert not report.missing and not report.unexpected and not report.adapted
+
+
+def test_backbone_tensors_left_out_are_a_warning_the_classifier_is_not(tmp_path, caplog):
+    """resnet18 into resnet34: the shared blocks fit (over half the tensors), the extra blocks stay random."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18", num_classes=6).state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="aaconv"):
+        init_backbone(create_model("resnet34", num_classes=3), path, exact=("fc.",))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "at their random initialisation (e.g. layer1.2." in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aaconv"):
+        init_backbone(create_model("resnet18", num_classes=3), path, exact=("fc.",))  # only fc differs
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_aa_resnet_reports_what_it_loaded(torchvision_file):
