@@ -1,7 +1,7 @@
 """Training and inference throughput and peak memory of aaconv models beside timm / torchvision, in one process.
 
     python scripts/benchmark.py --models resnet50:none resnet50:se resnet50:aa resnet50:aw \\
-        --batch 8 --image-size 160 --threads 2                       # the CPU table of docs/performance.md
+        --batch 8 --image-size 160 --threads 1 --warmup 1 --repeats 5  # the CPU table of docs/performance.md
     python scripts/benchmark.py --models resnet50:aa --precision bf16 --channels-last --compile --batch 64
     python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
