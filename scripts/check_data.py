@@ -4,8 +4,9 @@
 
 imagefolder: decodes every image file under ROOT (all splits, e.g. ROOT/train/<class>/*.JPEG) the way the
 training loader does (aaconv.data.imagefolder.load_rgb). coco: for each ROOT/annotations/instances_<split>.json,
-decodes every image it lists from ROOT/<split>/ and checks its size against the file, and checks that each
-annotation names a listed image and category and has a box [x, y, w, h] with w, h >= 0.
+decodes every image it lists from ROOT/<split>/ and checks its size against the file, and lists every entry
+training would refuse (aaconv.data.coco.annotation_problems: ids, sizes, file names, categories, boxes) or skip
+with a count (annotations of unlisted images, boxes with a negative side).
 
 Prints one line per problem (`<file>: <what>`) and a summary; exits 1 if there is any problem, else 0.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from aaconv.data.coco import annotation_problems, image_problems
 from aaconv.data.imagefolder import load_rgb
 from aaconv.errors import DataError
 
@@ -55,16 +57,10 @@ def imagefolder_images(root: Path) -> list[ImageCheck]:
     return images
 
 
-def _box_problem(box: object) -> str | None:
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
-        return f"bbox {box!r} is not [x, y, w, h]"
-    if box[2] < 0 or box[3] < 0:
-        return f"bbox {box} has a negative width or height"
-    return None
-
-
 def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
-    """(images to decode with their annotated sizes, annotation problems) of every annotations/instances_*.json."""
+    """(images to decode with their annotated sizes, annotation problems) of every annotations/instances_*.json:
+    what training refuses (aaconv.data.coco.annotation_problems), and what it would skip with a count
+    (annotations of unlisted images, boxes with a negative side)."""
     files = sorted((root / "annotations").glob("instances_*.json"))
     if not files:
         raise DataError(
@@ -79,19 +75,22 @@ def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
         except (OSError, ValueError) as e:
             problems.append(f"{file}: cannot read ({e})")
             continue
+        problems += [f"{file}: {problem}" for problem in annotation_problems(data)]
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
+            continue
         folder = root / file.stem.removeprefix("instances_")
-        image_ids = {image["id"] for image in data.get("images", [])}
-        category_ids = {category["id"] for category in data.get("categories", [])}
-        for image in data.get("images", []):
-            images.append((str(folder / image["file_name"]), (image["width"], image["height"])))
-        for ann in data.get("annotations", []):
-            where = f"{file}: annotation {ann.get('id')}"
-            if ann.get("image_id") not in image_ids:
-                problems.append(f"{where} names image {ann.get('image_id')}, which is not in the file's images")
-            if ann.get("category_id") not in category_ids:
-                problems.append(f"{where} names category {ann.get('category_id')}, which is not in its categories")
-            if (problem := _box_problem(ann.get("bbox"))) is not None:
-                problems.append(f"{where}: {problem}")
+        listed = [i for i in data["images"] if isinstance(i, dict) and not image_problems(i)]
+        images += [(str(folder / i["file_name"]), (i["width"], i["height"])) for i in listed]
+        image_ids = {i.get("id") for i in data["images"] if isinstance(i, dict)}  # listed, valid or not
+        for ann in data["annotations"]:
+            if not isinstance(ann, dict):
+                continue
+            where = f"{file}: annotation {ann.get('id')!r}"
+            if isinstance(ann.get("image_id"), int) and ann["image_id"] not in image_ids:
+                problems.append(f"{where} names image {ann['image_id']}, which is not in the file's images")
+            box = ann.get("bbox")
+            if isinstance(box, list) and len(box) == 4 and any(isinstance(v, int | float) and v < 0 for v in box[2:]):
+                problems.append(f"{where}: bbox {box} has a negative width or height")
     return images, problems
 
 

@@ -6,8 +6,10 @@ Predictions therefore need no mapping back: label == category_id.
 
 Every split: crowd boxes (`iscrowd=1`) are not training targets, boxes with no area after clipping to the
 image (degenerate, or outside it) are dropped from the targets, and annotations whose `image_id` names no
-image are ignored; one line per split counts each. An annotation whose `category_id` is not among the
-file's categories is an error. Training split only: images left without boxes are dropped. The validation
+image are ignored; one line per split counts each. An annotation file that breaks the layout (a missing list,
+a non-integer or duplicate id, category 0, a file name outside the split's folder, a box that is not four finite
+numbers, an unknown `category_id`: `annotation_problems`) is an error, and so is an image whose size differs from
+its entry's. Training split only: images left without boxes are dropped. The validation
 split keeps every image, and pycocotools scores against the annotation file as it is (its degenerate boxes
 included). An image that cannot be decoded stops the run with an error naming it, or with `skip_unreadable`
 comes out as None and is left out of its batch (aaconv.data.SkipUnreadable).
@@ -19,6 +21,8 @@ import contextlib
 import io
 import json
 import logging
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,8 @@ Target = dict[str, Tensor]
 
 
 def load_coco(annotation_file: Path) -> Any:
-    """pycocotools' COCO index of `annotation_file`, without its prints; DataError if missing."""
+    """pycocotools' COCO index of `annotation_file` (without its prints), after `annotation_problems` found
+    nothing; DataError naming the first problem otherwise."""
     from pycocotools.coco import COCO
 
     if not annotation_file.is_file():
@@ -44,31 +49,89 @@ def load_coco(annotation_file: Path) -> Any:
             "annotations/instances_<split>.json next to the <split>/ image folder"
         )
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(annotation_file))
+        data = json.loads(annotation_file.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(
             f"COCO annotations {annotation_file} are not valid JSON ({e}); re-download or fix the file"
         ) from e
-    except (KeyError, TypeError) as e:
+    problems = annotation_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DataError(
-            f"COCO annotations {annotation_file} lack the COCO layout (missing {e}); "
-            "expected 'images', 'annotations' and 'categories' lists"
-        ) from e
-    check_categories(coco, annotation_file)
+            f"COCO annotations {annotation_file}: {problems[0]}{more}; fix the file "
+            "(python scripts/check_data.py <root> --layout coco lists every problem)"
+        )
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     return coco
 
 
-def check_categories(coco: Any, annotation_file: Path) -> None:
-    """DataError naming the first annotation whose category_id is not among the file's categories."""
-    known = set(coco.cats)
-    for ann in coco.dataset.get("annotations", []):
-        if ann.get("category_id") not in known:
-            raise DataError(
-                f"annotation {ann.get('id')} in {annotation_file} has category_id "
-                f"{ann.get('category_id')}, which is not among the file's {len(known)} categories; "
-                "fix or remove that annotation"
-            )
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_box(value: object) -> bool:
+    numbers = isinstance(value, list) and len(value) == 4
+    return numbers and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+
+def annotation_problems(data: object) -> list[str]:
+    """Every way `data` (a parsed instances_<split>.json) breaks the COCO layout this project reads: the three
+    lists, integer ids (categories from 1: label 0 is the detectors' background) without duplicates, image
+    entries with a file name inside the split's folder and a positive size, annotations with an integer image id,
+    a known category and a finite [x, y, w, h] box. Boxes with no area and annotations of unlisted images are
+    not problems here: CocoDetection counts and skips them."""
+    lists = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
+        return ["the top level must be an object with 'images', 'annotations' and 'categories' lists"]
+    categories = [c if isinstance(c, dict) else {} for c in data["categories"]]
+    images = [i if isinstance(i, dict) else {} for i in data["images"]]
+    annotations = [a if isinstance(a, dict) else {} for a in data["annotations"]]
+    category_ids = {c.get("id") for c in categories}
+    return (
+        [p for c in categories for p in _category_problems(c)]
+        + [p for i in images for p in image_problems(i)]
+        + _duplicate_ids("category", categories)
+        + _duplicate_ids("image", images)
+        + [p for a in annotations for p in _annotation_problems(a, category_ids)]
+    )
+
+
+def _category_problems(category: dict[str, Any]) -> list[str]:
+    cid = category.get("id")
+    return [] if _is_id(cid) and cid >= 1 else [f"category id {cid!r} is not an integer >= 1 (0 is the background)"]
+
+
+def image_problems(image: dict[str, Any]) -> list[str]:
+    """What is wrong with one `images` entry: its id, its file name (inside the split's folder), its size."""
+    where, name, problems = f"image {image.get('id')!r}", image.get("file_name"), []
+    if not _is_id(image.get("id")):
+        problems.append(f"{where}: the id is not an integer")
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        problems.append(f"{where}: file_name {name!r} is not a file name inside the split's image folder")
+    if not all(_is_id(image.get(k)) and image[k] > 0 for k in ("width", "height")):
+        problems.append(
+            f"{where}: width x height {image.get('width')!r} x {image.get('height')!r} are not positive integers"
+        )
+    return problems
+
+
+def _duplicate_ids(kind: str, entries: list[dict[str, Any]]) -> list[str]:
+    counts = Counter(e.get("id") for e in entries if _is_id(e.get("id")))
+    return [f"{kind} id {i} is listed more than once" for i, n in counts.items() if n > 1]
+
+
+def _annotation_problems(ann: dict[str, Any], category_ids: set[object]) -> list[str]:
+    where, problems = f"annotation {ann.get('id')!r}", []
+    if not _is_id(ann.get("image_id")):
+        problems.append(f"{where}: image_id {ann.get('image_id')!r} is not an integer")
+    if not _is_id(ann.get("category_id")) or ann["category_id"] not in category_ids:
+        problems.append(f"{where}: category_id {ann.get('category_id')!r} is not among the file's category ids")
+    if not _is_box(ann.get("bbox")):
+        problems.append(f"{where}: bbox {ann.get('bbox')!r} is not [x, y, width, height] of finite numbers")
+    return problems
 
 
 def annotations_to_target(annotations: list[dict[str, Any]], width: int, height: int) -> tuple[Target, int]:
@@ -112,7 +175,10 @@ class CocoDetection(Dataset):
         self.train, self.hflip, self.skip_unreadable = train, hflip, skip_unreadable
         self.ids = self._summarize(sorted(self.coco.imgs))
         if not self.ids:
-            raise DataError(f"COCO split {split} under {self.root} has no usable image")
+            raise DataError(
+                f"COCO split {split} under {self.root} has no usable image ({len(self.coco.imgs)} images, "
+                f"{len(self.coco.anns)} annotations): training needs images with a non-crowd box of positive area"
+            )
 
     def _summarize(self, ids: list[int]) -> list[int]:
         """The images this split uses (training: those with a box left), after one log line that counts the
@@ -166,6 +232,11 @@ class CocoDetection(Dataset):
                 log.warning("skipped: %s", error)
                 return None
             raise error from e
+        if image.size != (info["width"], info["height"]):  # boxes are in the annotated size's coordinates
+            raise DataError(
+                f"COCO image {path} is {image.width}x{image.height} but its annotation says "
+                f"{info['width']}x{info['height']}; fix the image entry's width / height or replace the file"
+            )
         target, _ = annotations_to_target(self.coco.imgToAnns[image_id], image.width, image.height)
         pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
         if self.train and torch.rand(()) < self.hflip:

@@ -28,7 +28,7 @@ POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer 
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
 # null in attention.aa: the backbone's paper setting (AA_SETTINGS in aaconv/models/resnet.py, mnasnet.py)
 POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "an integer >= 0, or null", "an integer"
-DECODER = "cpu or gpu"
+DECODER, PROBABILITY, SIZES = "cpu or gpu", "a number in [0, 1]", "a positive integer or a list of them"
 RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
 RULES: dict[str, Callable[[object], bool]] = {
     POSITIVE_INT: lambda v: _is_int(v) and v > 0,
@@ -36,6 +36,8 @@ RULES: dict[str, Callable[[object], bool]] = {
     COUNT_OR_NULL: lambda v: v is None or (_is_int(v) and v >= 0),
     INTEGER: _is_int,
     DECODER: lambda v: v in ("cpu", "gpu"),
+    PROBABILITY: lambda v: _is_number(v) and 0 <= v <= 1,
+    SIZES: lambda v: all(_is_int(n) and n > 0 for n in (v if isinstance(v, list) and v else [v])),
     RESUME: lambda v: v in (None, "auto", "never") or Path(str(v)).expanduser().is_file(),
     POSITIVE: lambda v: _is_number(v) and v > 0,
     NON_NEGATIVE: lambda v: _is_number(v) and v >= 0,
@@ -52,6 +54,9 @@ CHECKS: dict[str, str] = {
     "data.num_classes": POSITIVE_INT,
     "data.workers": COUNT,
     "data.decode": DECODER,
+    "data.detection.min_size": SIZES,
+    "data.detection.max_size": POSITIVE_INT,
+    "data.detection.hflip": PROBABILITY,
     "trainer.epochs": POSITIVE_INT,
     "trainer.resume": RESUME,
     "trainer.accum_steps": POSITIVE_INT,
@@ -99,5 +104,6 @@ def build_model(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
     except ValueError as e:
         raise ConfigError(
-            f"the backbone / attention config cannot build a model: {first_line(e)}; fix backbone.* / attention.*"
+            f"the config cannot build a model: {first_line(e)}; fix backbone.* / attention.* (detection: task.detector.* "
+            "/ data.detection.*)"
         ) from e

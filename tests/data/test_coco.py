@@ -52,6 +52,51 @@ def test_no_usable_image_and_missing_layout_are_data_errors(tmp_path):
         CocoDetection(tmp_path, "val2017", train=False)
 
 
+def _broken(edit):
+    def write(root):
+        _write_coco(root, [{"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "iscrowd": 0}])
+        file = root / "annotations" / "instances_train2017.json"
+        data = json.loads(file.read_text())
+        edit(data)
+        file.write_text(json.dumps(data))
+
+    return write
+
+
+BROKEN_ANNOTATIONS = {
+    "a list at the top level": (_broken(lambda d: d.clear()), "the top level must be an object with 'images'"),
+    "no 'images' key": (_broken(lambda d: d.pop("images")), "the top level must be an object with 'images'"),
+    "a 3-number bbox": (_broken(lambda d: d["annotations"][0].update(bbox=[1, 2, 3])), r"bbox \[1, 2, 3\] is not"),
+    "a string bbox": (_broken(lambda d: d["annotations"][0].update(bbox="1 2 3 4")), "bbox '1 2 3 4' is not"),
+    "no bbox": (_broken(lambda d: d["annotations"][0].pop("bbox")), "bbox None is not"),
+    "a NaN width": (_broken(lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 3])), "finite numbers"),
+    "a string image_id": (_broken(lambda d: d["annotations"][0].update(image_id="1")), "image_id '1' is not an int"),
+    "a bool category": (_broken(lambda d: d["annotations"][0].update(category_id=True)), "category_id True is not"),
+    "category 0": (_broken(lambda d: d["categories"][0].update(id=0)), "category id 0 is not an integer >= 1"),
+    "no width": (_broken(lambda d: d["images"][0].pop("width")), "image 1: width x height None x 10 are not pos"),
+    "a path outside": (_broken(lambda d: d["images"][0].update(file_name="../1.png")), "'../1.png' is not a file"),
+    "an absolute path": (_broken(lambda d: d["images"][0].update(file_name="/etc/passwd")), "'/etc/passwd' is not"),
+    "a duplicate image": (_broken(lambda d: d["images"][1].update(id=1)), "image id 1 is listed more than once"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_ANNOTATIONS)
+def test_broken_annotations_are_one_data_error_naming_the_entry(tmp_path, case):
+    write, message = BROKEN_ANNOTATIONS[case]
+    write(tmp_path)
+    with pytest.raises(DataError, match=f"instances_train2017.json: .*{message}"):
+        CocoDetection(tmp_path, "train2017", train=True)
+
+
+def test_an_image_of_another_size_than_annotated_is_a_data_error(tmp_path):
+    _write_coco(tmp_path, [{"id": 1, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 5, "iscrowd": 0}])
+    Image.new("RGB", (40, 20)).save(tmp_path / "train2017" / "1.png")  # annotated as 20x10
+    dataset = CocoDetection(tmp_path, "train2017", train=False)
+    with pytest.raises(DataError, match=r"1.png is 40x20 but its annotation says 20x10"):
+        dataset[0]
+    assert dataset[1][0].shape == (3, 10, 20)
+
+
 def _split_line(caplog, split):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"COCO {split}:")]
     assert len(lines) == 1, lines
@@ -83,7 +128,7 @@ def test_unknown_category_id_is_a_data_error_naming_the_annotation(tmp_path):
     _write_coco(
         tmp_path, [{"id": 7, "image_id": 1, "bbox": [2, 1, 6, 4], "category_id": 200, "area": 24, "iscrowd": 0}]
     )
-    with pytest.raises(DataError, match="annotation 7 in .* has category_id 200, which is not among"):
+    with pytest.raises(DataError, match="instances_train2017.json: annotation 7: category_id 200 is not among"):
         CocoDetection(tmp_path, "train2017", train=True)
 
 

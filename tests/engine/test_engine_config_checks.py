@@ -41,6 +41,23 @@ def test_bad_values_are_named_as_typed(tiny_config, override: str, message: str)
     assert str(error.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.detection.min_size=0",
+            "data.detection.min_size=0 is not valid: it must be a positive integer or a list",
+        ),
+        ("data.detection.min_size=[64,0]", r"data.detection.min_size=\[64, 0\] is not valid"),
+        ("data.detection.hflip=2", r"data.detection.hflip=2 is not valid: it must be a number in \[0, 1\]"),
+    ],
+)
+def test_bad_detection_values_are_named_as_typed(tiny_config, override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        check_config(tiny_config("task=retinanet", "data=shapes_det", override))
+    check_config(tiny_config("task=retinanet", "data=shapes_det", "data.detection.min_size=[48,64]"))
+
+
 def test_zero_heads_are_caught_before_the_model_divides_by_them(tiny_config):
     with pytest.raises(ConfigError, match=r"attention.aa.num_heads=0 is not valid"):
         check_config(tiny_config("attention=aa", "attention.aa.num_heads=0"))
@@ -60,7 +77,7 @@ def test_the_quickstart_and_every_attention_pass(tiny_config):
         ),
         (
             ("attention=aa", "attention.aa.num_heads=1024"),
-            "the backbone / attention config cannot build a model: AA needs out_channels >= num_heads",
+            "the config cannot build a model: AA needs out_channels >= num_heads",
         ),
     ],
 )

@@ -72,7 +72,7 @@ def test_coco_images_sizes_and_annotations(tmp_path: Path, tiny_config):
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 6, result.stdout
-    assert "names category 999" in result.stdout and "is not [x, y, w, h]" in result.stdout
+    assert "category_id 999 is not among" in result.stdout and "bbox [1, 2, 3] is not [x, y, w" in result.stdout
     for image in images[:3]:
         assert str(root / "val2017" / image["file_name"]) in result.stdout
     assert "but the annotation file says" in result.stdout
@@ -90,3 +90,31 @@ def test_folder_without_images_is_an_error_not_a_clean_dataset(tmp_path: Path):
     result = check_data(str(tmp_path))
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert f"no image files under {tmp_path}; the ImageFolder layout is" in result.stderr
+
+
+def test_coco_entries_training_refuses_are_all_reported_in_one_run(tmp_path: Path, tiny_config):
+    """Entries without a size, with a string id, a path out of the split's folder: every one listed, no
+    traceback, and each is what CocoDetection would refuse."""
+    _, val = build_task(tiny_config("task=retinanet", "data=shapes_det")).build_datasets()
+    root = tmp_path / "coco"
+    shutil.copytree(val.root, root)
+    file = root / "annotations/instances_val2017.json"
+    data = json.loads(file.read_text())
+    del data["images"][0]["height"]
+    data["images"][1]["file_name"] = "../../outside.jpg"
+    data["annotations"][0]["image_id"] = str(data["annotations"][0]["image_id"])
+    data["annotations"][1]["category_id"] = "1"
+    data["annotations"][2]["bbox"] = None
+    file.write_text(json.dumps(data))
+    result = check_data(str(root), "--layout", "coco")
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    problems = result.stdout.strip().splitlines()[:-1]
+    assert len(problems) == 5, result.stdout
+    for expected in (
+        "width x height",
+        "'../../outside.jpg' is not a file name",
+        "image_id '",
+        "category_id '1'",
+        "bbox None",
+    ):
+        assert sum(expected in line for line in problems) == 1, (expected, result.stdout)
