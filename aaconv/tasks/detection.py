@@ -139,7 +139,8 @@ class DetectionTask:
         if largest >= self.data["num_classes"]:
             raise DataError(
                 f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
-                f"COCO: 91), got {self.data['num_classes']}"
+                f"COCO: 91), got {self.data['num_classes']}: train with data.num_classes={largest + 1}, or evaluate "
+                "a checkpoint on annotations of the categories it was trained on"
             )
         return train, val
 

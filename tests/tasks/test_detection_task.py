@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader, Subset
 
-from aaconv.errors import ConfigError
+from aaconv.errors import ConfigError, DataError
 from aaconv.tasks import build_task
 from aaconv.tasks.detection import coco_metrics
 
@@ -69,6 +69,12 @@ def test_classification_data_is_a_config_error_naming_the_fix(tiny_config, head)
     with pytest.raises(ConfigError, match="data=shapes_det.*data=coco") as error:
         build_task(cfg).build_model()
     assert "\n" not in str(error.value)
+
+
+def test_a_class_count_below_the_largest_category_id_is_one_data_error(tiny_config):
+    task = build_task(tiny_config("task=retinanet", "data=shapes_det", "data.num_classes=5"))  # shapes: ids 1..6
+    with pytest.raises(DataError, match=r"category id 6 needs data.num_classes >= 7 .* got 5: train with"):
+        task.build_datasets()
 
 
 @pytest.mark.parametrize("experiment", ["retinanet_shapes", "faster_rcnn_shapes"])
