@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.utils import cli
 
 DEFAULT_SIZES = ("14x14", "28x28", "56x56", "64x64", "100x168")
 KINDS = ("aa-reference", "aa-fused", "aa-flex", "aw-grouped", "aw-unfold", "aw-auto", "conv")
@@ -161,23 +162,27 @@ def repeats_for(size: tuple[int, int]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="HxW feature maps")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--channels", type=int, default=128, help="in = out channels of every layer")
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--dk", type=int, default=24, help="default: kappa=0.2 of 128, rounded to 8 heads")
-    parser.add_argument("--dv", type=int, default=16, help="default: upsilon=0.1 of 128, rounded to 8 heads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", nargs="+", type=cli.dims, default=DEFAULT_SIZES, help="HxW feature maps")
+    parser.add_argument("--batch", type=cli.positive_int, default=2)
+    parser.add_argument("--channels", type=cli.positive_int, default=128, help="in = out channels of every layer")
+    parser.add_argument("--heads", type=cli.positive_int, default=8)
+    parser.add_argument("--dk", type=cli.positive_int, default=24, help="default: kappa=0.2 of 128, rounded to 8 heads")
+    parser.add_argument(
+        "--dv", type=cli.positive_int, default=16, help="default: upsilon=0.1 of 128, rounded to 8 heads"
+    )
+    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=cli.positive_int,
         default=torch.get_num_threads(),
         help="CPU threads; use 1 on a machine shared with other jobs (OpenMP barriers stall under contention)",
     )
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS)
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast dtype (fp32: none)")
     parser.add_argument("--backends", action="store_true", help="CUDA: also tabulate the SDPA kernels per size")
-    parser.add_argument("--aw-stages", nargs="+", metavar="CxS", help="AW per-stage table (see above), then exit")
+    parser.add_argument(
+        "--aw-stages", nargs="+", type=cli.dims, metavar="CxS", help="AW per-stage table (see above), then exit"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:

@@ -52,7 +52,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402  (after the sys.path line)
+from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402  (after the sys.path line)
+from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
+from aaconv.utils import cli  # noqa: E402
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -83,7 +85,7 @@ def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any
     path = REPO / "configs" / group / f"{option}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise SystemExit(f"benchmark: no {group} option {option!r}; available: {', '.join(options)}")
+        raise ConfigError(f"no {group} option {option!r} in --models; available: {', '.join(options)}")
     cfg = OmegaConf.load(path)
     dotted = [o[len(group) + 1 :] for o in overrides if o.startswith(group + ".")]
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
@@ -91,11 +93,12 @@ def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """ "224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only)."""
-    parts = [int(v) for v in text.lower().split("x")]
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
-    return parts[0], parts[-1]
+    """ "224" -> (224, 224); "800x1333" -> (800, 1333) (height x width; detection only). At least 32 px a side,
+    the backbones' total stride."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) >= 32 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or HxW with sides >= 32 (e.g. 224, 800x1333), got {text!r}")
+    return int(parts[0]), int(parts[-1])
 
 
 def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: list[str]) -> nn.Module:
@@ -392,6 +395,8 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train")
     elif args.data_root:
         data["root"] = args.data_root
+    if data.get("root") in (None, "???"):
+        raise ConfigError(f"--loader with --data {args.data} needs --data-root DIR (or --synthetic-jpeg N)")
     rows = []
     for decode in args.decode:
         for workers in args.workers:
@@ -449,7 +454,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="GROUP.KEY=VALUE",
         help="config overrides, e.g. attention.aa.impl=reference backbone.attention_stages=[3,4]",
     )
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=cli.positive_int, default=8)
     parser.add_argument(
         "--image-size",
         type=parse_size,
@@ -461,12 +466,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (peers too)")
     parser.add_argument("--modes", nargs="+", default=["train", "infer"], choices=("train", "infer"))
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; images/s is their median")
-    parser.add_argument("--steps", type=int, default=1, help="steps per model in each round")
+    parser.add_argument("--warmup", type=cli.positive_int, default=2, help="untimed steps per model and mode")
+    parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed rounds; images/s is their median")
+    parser.add_argument("--steps", type=cli.positive_int, default=1, help="steps per model in each round")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU intra-op threads")
+    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=cli.positive_int, default=torch.get_num_threads(), help="CPU intra-op threads"
+    )
     parser.add_argument(
         "--profile",
         type=int,
@@ -487,7 +494,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
     parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")
-    parser.add_argument("--loader-batches", type=int, default=20, help="--loader batches timed after 2 warm-up")
+    parser.add_argument(
+        "--loader-batches", type=cli.positive_int, default=20, help="--loader batches timed after 2 warm-up"
+    )
     return parser.parse_args(argv)
 
 
@@ -497,13 +506,14 @@ def report(rows: list[dict[str, Any]], modes: list[str]) -> str:
     return markdown(rows, modes)
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.task == "classification" and args.image_size[0] != args.image_size[1]:
-        sys.exit("benchmark: classification takes a square --image-size")
     size = "x".join(map(str, dict.fromkeys(args.image_size)))
+    if args.task == "classification" and args.image_size[0] != args.image_size[1]:
+        raise ConfigError(f"classification takes a square --image-size N, got {size}")
     header = (
         f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
         f"batch {args.batch}, "

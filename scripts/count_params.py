@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aaconv.layers import VARIANTS, AAConv2d
 from aaconv.models import MODELS, create_detector, create_model
+from aaconv.utils import cli
 
 
 class PaperRow(NamedTuple):
@@ -131,9 +132,9 @@ def grid(models: list[str], variants: list[str], size: int, flops: bool) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", action="store_true", help="every --models x --variants instead of the paper rows")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--size", type=cli.positive_int, default=224)
     parser.add_argument("--no-flops", action="store_true")
     args = parser.parse_args()
     if args.grid:

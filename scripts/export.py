@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save
 
 from aaconv.engine.checkpoint import load_checkpoint
-from aaconv.errors import CheckpointError, exit_on_user_error
+from aaconv.errors import CheckpointError, RunDirError, exit_on_user_error
 from aaconv.utils.atomic import atomic_write
 
 
@@ -26,7 +26,9 @@ def export(checkpoint: str | Path, output: str | Path | None = None, ema: bool =
     """Writes `output`/model.safetensors and `output`/config.yaml from `checkpoint`; returns their paths."""
     state = load_checkpoint(checkpoint)
     if ema and "ema" not in state:
-        raise CheckpointError(f"{checkpoint} has no EMA weights (trained with trainer.ema.enabled=false)")
+        raise CheckpointError(
+            f"{checkpoint} has no EMA weights (trained with trainer.ema.enabled=false); export without --ema"
+        )
     weights = {key: tensor.contiguous() for key, tensor in state["ema" if ema else "model"].items()}
     config = state.get("config") or {}
     metadata = {
@@ -36,8 +38,11 @@ def export(checkpoint: str | Path, output: str | Path | None = None, ema: bool =
         "ema": str(ema).lower(),
     }
     folder = Path(output) if output is not None else Path(checkpoint).expanduser().parent / "export"
-    weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(weights, metadata)))
-    config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(config).encode()))
+    try:
+        weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(weights, metadata)))
+        config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(config).encode()))
+    except OSError as e:
+        raise RunDirError(f"cannot write the export into {folder} ({e}); pass --output with a writable folder") from e
     return weights_path, config_path
 
 

@@ -6,6 +6,10 @@
 # One training process at a time on one thread (figures and timings in docs/reproduce.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    -*|*=*) echo "usage: scripts/mini_table.sh [SWEEP_DIR] [extra overrides...] (SWEEP_DIR first, then key=value)" >&2
+            exit 2 ;;
+esac
 sweep_dir="${1:-multirun/mini_relations}"
 shift || true
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

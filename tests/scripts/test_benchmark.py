@@ -106,3 +106,35 @@ def test_loader_mode_on_the_shapes_set(data_cache):
     )
     assert [(row["decode"], row["workers"]) for row in result["loader"]] == [("pil", 0), ("gpu", 0)]
     assert all(row["images_per_s"] > 0 for row in result["loader"]) and "models" not in result
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch", "0"], "--batch: expected an integer > 0, got '0'"),
+        (["--batch", "-1"], "--batch: expected an integer > 0, got '-1'"),
+        (["--image-size", "7"], "--image-size: expected N or HxW with sides >= 32"),
+        (["--image-size", "0x64"], "--image-size: expected N or HxW with sides >= 32"),
+        (["--device", "tpu"], "--device: 'tpu' is not a device"),
+    ],
+)
+def test_bad_arguments_are_argparses_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "resnet51:aa"], "error: no backbone option 'resnet51' in --models; available: "),
+        (["--models", "resnet50:xx"], "error: no attention option 'xx' in --models; available: "),
+        (["--models", "--loader"], "error: --loader with --data imagenet needs --data-root DIR"),
+        (["--models", "resnet18:none", "--image-size", "32x64"], "error: classification takes a square --image-size"),
+    ],
+)
+def test_bad_choices_are_one_line_with_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main([*argv, "--no-peers", "--repeats", "1", "--warmup", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith(message) and "\n" not in err

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from aaconv.engine.checkpoint import save_checkpoint
-from aaconv.errors import CheckpointError
+from aaconv.errors import CheckpointError, RunDirError
 from aaconv.models.detection import build_backbone
 from aaconv.models.pretrained import load_pretrained
 from aaconv.tasks import build_task
@@ -63,8 +63,11 @@ def test_detection_backbone_takes_an_export(checkpoint, tmp_path):
 
 def test_export_errors_are_one_line(checkpoint, tmp_path):
     _, _, path = checkpoint
-    with pytest.raises(CheckpointError, match="no EMA weights"):
+    with pytest.raises(CheckpointError, match="no EMA weights .*; export without --ema"):
         export_script.export(path, tmp_path / "out", ema=True)
+    (tmp_path / "taken").write_text("a file where the output folder would go")
+    with pytest.raises(RunDirError, match="cannot write the export into .*taken .*pass --output with a writable"):
+        export_script.export(path, tmp_path / "taken")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read weights"):
