@@ -23,7 +23,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from aaconv.data.coco import annotation_problems, image_problems
+from aaconv.data.coco import annotation_problems, image_problems, is_box
 from aaconv.data.imagefolder import load_rgb
 from aaconv.errors import DataError
 
@@ -77,7 +77,7 @@ def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
             continue
         problems += [f"{file}: {problem}" for problem in annotation_problems(data)]
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
-            continue
+            continue  # the images can still be decoded without categories
         folder = root / file.stem.removeprefix("instances_")
         listed = [i for i in data["images"] if isinstance(i, dict) and not image_problems(i)]
         images += [(str(folder / i["file_name"]), (i["width"], i["height"])) for i in listed]
@@ -89,7 +89,7 @@ def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
             if isinstance(ann.get("image_id"), int) and ann["image_id"] not in image_ids:
                 problems.append(f"{where} names image {ann['image_id']}, which is not in the file's images")
             box = ann.get("bbox")
-            if isinstance(box, list) and len(box) == 4 and any(isinstance(v, int | float) and v < 0 for v in box[2:]):
+            if is_box(box) and min(box[2:]) < 0:
                 problems.append(f"{where}: bbox {box} has a negative width or height")
     return images, problems
 

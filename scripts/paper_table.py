@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -38,6 +38,10 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aaconv.errors import ConfigError, DataError, exit_on_user_error  # noqa: E402  (after the sys.path line)
+
 CONFIGS = REPO / "configs"
 DATA_ROOTS = {
     "imagenet": "data.root=/path/to/imagenet",
@@ -335,7 +339,7 @@ def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        fail("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')")
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") from None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
     for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red"), strict=True):
@@ -358,7 +362,9 @@ def sweep_table(folder: Path) -> str:
     """The jobs of a multirun folder sorted by their primary metric (best first), with each job's overrides."""
     runs = find_runs([folder])
     if not runs:
-        fail(f"no finished jobs (results.json with .hydra/) under {folder}; pass a multirun folder of train.py -m")
+        raise DataError(
+            f"no finished jobs (results.json with .hydra/) under {folder}; pass a multirun folder of train.py -m"
+        )
     metric = "top1" if all("top1" in r.results for r in runs) else "AP"
     runs.sort(key=lambda r: -float(r.results.get(metric, -math.inf)))
     lines = [f"| rank | {metric} | epochs | overrides | folder |", "|---|---|---|---|---|"]
@@ -370,12 +376,24 @@ def sweep_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit status 2, as train.py and eval.py end on a user error."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def runs_of(folders: Sequence[Path]) -> list[Run]:
+    """The runs under each of `folders` (find_runs); DataError for a folder that is missing or holds none."""
+    runs = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(
+                f"run folder {folder} does not exist; pass train.py's run or multirun folders (outputs/..., multirun/...)"
+            )
+        found = find_runs([folder])
+        if not found:
+            raise DataError(
+                f"no finished runs (results.json with .hydra/) under {folder}; pass train.py's run or multirun folders"
+            )
+        runs += found
+    return runs
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="folders searched for runs (results.json)")
@@ -386,21 +404,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true", help="recount params / FLOPs instead of reading the cache")
     parser.add_argument("--sweep", type=Path, help="summarise one multirun folder instead, sorted by its metric")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     if args.sweep:
         print(sweep_table(args.sweep))
         return
-    for folder in args.runs:
-        if not folder.is_dir():
-            fail(
-                f"run folder {folder} does not exist; pass train.py's run or multirun folders (outputs/..., multirun/...)"
-            )
-        if not find_runs([folder]):
-            fail(
-                f"no finished runs (results.json with .hydra/) under {folder}; pass train.py's run or multirun folders"
-            )
+    runs = runs_of(args.runs)
     sizes = None if args.no_count else SizeCache(enabled=not args.no_cache)
-    objects = table_rows(find_runs(args.runs), args.table, sizes)
+    objects = table_rows(runs, args.table, sizes)
     if sizes:
         sizes.save()
     print(json.dumps(objects, indent=1) if args.format == "json" else markdown(objects))

@@ -72,7 +72,8 @@ def _is_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_box(value: object) -> bool:
+def is_box(value: object) -> bool:
+    """A COCO bbox: a list of four finite numbers [x, y, width, height]."""
     numbers = isinstance(value, list) and len(value) == 4
     return numbers and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
 
@@ -129,7 +130,7 @@ def _annotation_problems(ann: dict[str, Any], category_ids: set[object]) -> list
         problems.append(f"{where}: image_id {ann.get('image_id')!r} is not an integer")
     if not _is_id(ann.get("category_id")) or ann["category_id"] not in category_ids:
         problems.append(f"{where}: category_id {ann.get('category_id')!r} is not among the file's category ids")
-    if not _is_box(ann.get("bbox")):
+    if not is_box(ann.get("bbox")):
         problems.append(f"{where}: bbox {ann.get('bbox')!r} is not [x, y, width, height] of finite numbers")
     return problems
 
