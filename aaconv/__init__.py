@@ -3,6 +3,6 @@
 Importing aaconv registers its models with timm's registry (aaconv.models.registry) once timm is imported.
 """
 
-from aaconv.models.registry import register_timm_models_on_import
+from aaconv.models.timm_models import register_timm_models_on_import
 
 register_timm_models_on_import()

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from aaconv.errors import ConfigError, first_line
+from aaconv.layers import create_attention
 
 _UNSET = object()
 
@@ -26,7 +27,6 @@ def _is_number(value: object) -> bool:
 
 POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer >= 0", "a number > 0", "a number >= 0"
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
-# null in attention.aa: the backbone's paper setting (AA_SETTINGS in aaconv/models/resnet.py, mnasnet.py)
 POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "an integer >= 0, or null", "an integer"
 DECODER, PROBABILITY, SIZES = "cpu or gpu", "a number in [0, 1]", "a positive integer or a list of them"
 RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
@@ -72,12 +72,6 @@ CHECKS: dict[str, str] = {
     "optim.weight_decay": NON_NEGATIVE,
     "schedule.warmup_epochs": NON_NEGATIVE,
     "backbone.attention_stages": STAGES,
-    "attention.aa.num_heads": POSITIVE_INT_OR_NULL,
-    "attention.aa.kappa": POSITIVE_OR_NULL,
-    "attention.aa.upsilon": POSITIVE_OR_NULL,
-    "attention.aw.reduction": POSITIVE_INT,
-    "attention.aw.num_maps": POSITIVE_INT,
-    "attention.se.reduction": POSITIVE_INT,
 }
 
 
@@ -85,8 +79,23 @@ CHECKS: dict[str, str] = {
 EVAL_CHECKS: dict[str, str] = {"batch_size": POSITIVE_INT_OR_NULL, "workers": COUNT_OR_NULL}
 
 
+def check_attention(cfg: DictConfig) -> None:
+    """ConfigError (one line) when `cfg.attention` names an unknown part or has an option of the wrong type or
+    range: each attention part checks its own options (aaconv.layers.parts)."""
+    attention = OmegaConf.select(cfg, "attention", default=None)
+    if attention is None:
+        return
+    try:
+        create_attention(OmegaConf.to_container(attention, resolve=True))
+    except ValueError as e:
+        raise ConfigError(first_line(e)) from e
+
+
 def check_config(cfg: DictConfig, checks: Mapping[str, str] = CHECKS) -> None:
-    """Raises ConfigError for the first value of `checks` (key -> rule) that does not fit its rule."""
+    """Raises ConfigError for the first value of `checks` (key -> rule) that does not fit its rule, or for
+    an attention option its part refuses (`check_attention`; training configs only)."""
+    if checks is CHECKS:
+        check_attention(cfg)
     for key, rule in checks.items():
         value = OmegaConf.select(cfg, key, default=_UNSET)
         if value is _UNSET:

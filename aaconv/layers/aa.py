@@ -27,12 +27,17 @@ off: none. They combine.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 from .relative_attention import RelativeAttention2d
 
 STRIDE_MODES = ("avgpool", "qkv")
@@ -194,3 +199,127 @@ class AAConv2d(nn.Module):
         if self.conv is None:
             return attn
         return torch.cat([self.conv(x), attn], dim=1)
+
+
+def round_to_heads(value: float, num_heads: int) -> int:
+    """``value`` rounded to the nearest multiple of ``num_heads`` (halves up), at least ``num_heads``."""
+    return max(num_heads, int(math.floor(value / num_heads + 0.5)) * num_heads)
+
+
+def attention_depths(
+    out_channels: int, kappa: float, upsilon: float, num_heads: int, min_dk_per_head: int
+) -> tuple[int, int]:
+    """(dk, dv) from the paper's ratios: dk = max(round(kappa * out_channels), min_dk_per_head * num_heads) and
+    dv = round(upsilon * out_channels), rounded to the nearest multiple of ``num_heads`` (so dk_h >= 1, dv >= N_h).
+
+    dv is capped at the largest multiple of ``num_heads`` <= ``out_channels`` so the conv branch keeps
+    ``out_channels - dv >= 0`` channels (``upsilon=1`` with ``out_channels % num_heads == 0``: fully
+    attentional, no conv branch). Examples, 8 heads, kappa 0.2, upsilon 0.1: out 128 -> (160, 16) with the
+    paper's minimum of 20 dims per head, (24, 16) without it (``min_dk_per_head=0``); 512 -> (160, 48) / (104, 48);
+    1024 -> (208, 104) either way.
+    """
+    if out_channels < num_heads:
+        raise ValueError(f"AA needs out_channels >= num_heads, got {out_channels} < {num_heads}")
+    dk = max(round_to_heads(kappa * out_channels, num_heads), min_dk_per_head * num_heads)
+    dv = min(round_to_heads(upsilon * out_channels, num_heads), out_channels // num_heads * num_heads)
+    return dk, dv
+
+
+@dataclass(frozen=True)
+class AAOptions(ConvPartOptions):
+    """``attention.aa``: the depth rule, where AA goes, and ``AAConv2d``'s layer options.
+
+    The depth rule's defaults are the AA paper's ResNet setting (Bello et al. 2019): "kappa = 2 upsilon = 0.2"
+    (kappa 0.2, upsilon 0.1), N_h = 8, and at least 20 key dims per head (stated for its CIFAR networks; its
+    ImageNet parameter counts need it too: docs/models.md). A layer option left None takes ``AAConv2d``'s default.
+
+    Attributes:
+        memory_pool_stages: stages whose AA convs attend over a 3x3/2-pooled map, upsampled back (the paper's
+            ResNets: layer2, 28x28 at 224 px).
+        basic_block_convs: which of a block's spatial convs (``ConvSite.index``, from 1) AA takes; None: all.
+    """
+
+    kappa: float = 0.2
+    upsilon: float = 0.1
+    num_heads: int = 8
+    min_dk_per_head: int = 20
+    memory_pool_stages: tuple[int, ...] = dataclasses.field(default=(), metadata=STAGE_IDS)
+    basic_block_convs: tuple[int, ...] | None = None
+    relative: bool | None = None
+    sine: bool | None = None
+    coordconv: bool | None = None
+    impl: str | None = None
+    stride_mode: str | None = None
+    max_size: int | None = None
+    query_chunk: int | None = None
+
+    def check(self) -> dict[str, str]:
+        problems = super().check()
+        if self.kappa <= 0:
+            problems["kappa"] = "a number > 0"
+        if self.upsilon <= 0:
+            problems["upsilon"] = "a number > 0"
+        if self.num_heads <= 0:
+            problems["num_heads"] = "a positive integer"
+        if self.min_dk_per_head < 0:
+            problems["min_dk_per_head"] = "an integer >= 0"
+        if self.basic_block_convs is not None and (not self.basic_block_convs or min(self.basic_block_convs) < 1):
+            problems["basic_block_convs"] = "a non-empty list of conv numbers from 1, e.g. [1] or [1, 2]"
+        if self.stride_mode is not None and self.stride_mode not in STRIDE_MODES:
+            problems["stride_mode"] = f"one of {', '.join(STRIDE_MODES)}"
+        for key in ("max_size", "query_chunk"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                problems[key] = "a positive integer, or null"
+        return problems
+
+
+_LAYER_OPTIONS = ("relative", "sine", "coordconv", "impl", "stride_mode", "max_size", "query_chunk")
+
+
+def _aa_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    *,
+    options: AAOptions,
+    branch: ConvBuilder,
+    **layer: object,
+) -> AAConv2d:
+    o = options
+    dk, dv = attention_depths(out_channels, o.kappa, o.upsilon, o.num_heads, o.min_dk_per_head)
+    return AAConv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        dk=dk,
+        dv=dv,
+        num_heads=o.num_heads,
+        groups=groups,
+        conv_builder=branch,
+        **layer,
+    )
+
+
+def build_aa(options: AAOptions, site: ConvSite, base: ConvBuilder) -> ConvBuilder | None:
+    """The AA-conv builder at ``site`` (its conv branch built by ``base``), or None where AA does not go.
+    Relative tables cover ``site.size`` (halved where the stage attends over a pooled map) unless
+    ``max_size`` is set."""
+    if site.role not in options.replaces:
+        return None
+    if options.basic_block_convs is not None and site.index not in options.basic_block_convs:
+        return None
+    memory_pool = site.stage in options.memory_pool_stages
+    layer = {key: getattr(options, key) for key in _LAYER_OPTIONS if getattr(options, key) is not None}
+    if site.size is not None:
+        layer.setdefault("max_size", math.ceil(site.size / 2) if memory_pool else site.size)
+    return partial(_aa_conv, options=options, branch=base, memory_pool=memory_pool, **layer)
+
+
+register_part(
+    AttentionPart(
+        name="aa", slot="wrap", options=AAOptions, build=build_aa, modules=(AAConv2d,), paper="arXiv:1904.09925"
+    )
+)

@@ -25,9 +25,14 @@ of a plain conv on large maps). Measured on the CPU with ``scripts/bench_layers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 
 AW_IMPLS = ("auto", "grouped", "unfold")
 AW_GATES = ("sigmoid", "none")
@@ -154,3 +159,53 @@ class AWConv2d(nn.Module):
         kernel = self.conv.weight.view(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
         out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
         return out.permute(2, 0, 1, 3).reshape(batch, -1, out_h, out_w)
+
+
+@dataclass(frozen=True)
+class AWOptions(ConvPartOptions):
+    """``attention.aw``: ``AWConv2d``'s options (its docstring); the AW paper leaves r, M and the gate open."""
+
+    reduction: int = 16
+    num_maps: int = 4
+    gate: str = "sigmoid"
+    impl: str = "auto"
+
+    def check(self) -> dict[str, str]:
+        problems = super().check()
+        for key in ("reduction", "num_maps"):
+            if getattr(self, key) <= 0:
+                problems[key] = "a positive integer"
+        if self.gate not in AW_GATES:
+            problems["gate"] = f"one of {', '.join(AW_GATES)}"
+        if self.impl not in AW_IMPLS:
+            problems["impl"] = f"one of {', '.join(AW_IMPLS)}"
+        return problems
+
+
+def _aw_conv(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1, *, options: AWOptions
+) -> AWConv2d:
+    o = options
+    return AWConv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        reduction=o.reduction,
+        num_maps=o.num_maps,
+        gate=o.gate,
+        groups=groups,
+        impl=o.impl,
+    )
+
+
+def build_aw(options: AWOptions, site: ConvSite, base: ConvBuilder) -> ConvBuilder | None:
+    """The AW-conv builder at ``site`` (it replaces the plain conv ``base``), or None where AW does not go."""
+    return partial(_aw_conv, options=options) if site.role in options.replaces else None
+
+
+register_part(
+    AttentionPart(
+        name="aw", slot="conv", options=AWOptions, build=build_aw, modules=(AWConv2d,), paper="arXiv:2108.08205"
+    )
+)

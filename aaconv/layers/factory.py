@@ -1,125 +1,96 @@
-"""Turn an attention variant name into the builders a backbone block uses.
+"""An ``attention`` config (or a variant name) -> the convs and post-block modules a backbone builds.
 
-A block asks the builders for its spatial (3x3) conv and for a module applied to the residual
-branch output (after its last BN, before the addition). Variants (``VARIANTS``):
+``create_attention`` parses the variant once (``aaconv.layers.parts.parse_variant``) and checks each part's
+options; the ``Attention`` it returns is all a backbone talks to:
 
-- ``none``: plain ``nn.Conv2d`` (same parameters / state-dict keys as torchvision), no post module.
-- ``se``: plain conv, post = ``SqueezeExcite`` (Hu et al., arXiv 1709.01507).
-- ``aa``: ``AAConv2d`` (Bello et al., arXiv 1904.09925).
-- ``aw``: ``AWConv2d`` (Zhu et al., arXiv 2108.08205).
-- ``aa+se``, ``aw+se``: the AA / AW conv with SE after the branch.
-- ``aw+aa``: ``AAConv2d`` whose convolutional branch is an ``AWConv2d``.
+- ``attention.conv(site)`` builds the conv at a ``ConvSite`` (stage, map size, role, index in the block):
+  a plain ``nn.Conv2d`` where no part takes the site (torchvision's ``conv3x3``: padding ``k // 2``, no bias),
+  else the parts' conv (AW-conv; AA-conv, whose conv branch is the conv it replaces);
+- ``attention.post()`` builds the module a block applies to its residual branch output, or is None;
+- ``attention.check_placed(model)`` refuses a network in which a part found no conv it could take.
 
-Parts may be written in any order ("se+aw" == "aw+se").
-
-AA's defaults have one home each: the depth rule (``kappa``, ``upsilon``, ``num_heads``, ``min_dk_per_head``)
-in ``AA_DEFAULTS`` below, every layer option (``relative``, ``sine``, ``coordconv``, ``memory_pool``, ``impl``,
-``stride_mode``, ``max_size``, ``query_chunk``) in ``AAConv2d``'s signature. An option given as ``None`` takes
-that default, so a config can leave a key null.
+A backbone never names a variant: which convs a part takes is the part's option (``replaces``, AA's
+``basic_block_convs`` and ``memory_pool_stages``), and a backbone's paper setting is data it passes in
+(``defaults``: the ``paper_options`` of its registry entry, under the config's own keys).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from functools import partial
-from typing import Any, NamedTuple, Protocol
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
-from torch import nn
-
-from .aa import AAConv2d, plain_conv
-from .aw import AWConv2d
-from .se import SqueezeExcite
-
-VARIANTS = ("none", "se", "aa", "aw", "aa+se", "aw+se", "aw+aa")
-_PART_ORDER = ("aw", "aa", "se")
-AA_DEFAULTS: dict[str, Any] = {"kappa": 0.2, "upsilon": 0.1, "num_heads": 8, "min_dk_per_head": 20}
-"""The AA paper's ResNet depth rule (Bello et al. 2019): "kappa = 2 upsilon = 0.2", N_h = 8, and at least 20 key
-dims per head (stated for its CIFAR networks; its ImageNet parameter counts need it too, docs/models.md)."""
-
-
-class ConvBuilder(Protocol):
-    def __call__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
-    ) -> nn.Module: ...
+from .aa import plain_conv
+from .parts import (
+    AttentionPart,
+    ConvBuilder,
+    ConvSite,
+    PartOptions,
+    PostBuilder,
+    all_variants,
+    parse_variant,
+    parts,
+    variant_name,
+)
 
 
-class AttentionBuilders(NamedTuple):
-    conv: ConvBuilder
-    """Builds the block's spatial conv; padding ``kernel_size // 2``, no bias."""
-    post: Callable[[int], nn.Module] | None
-    """Builds the module applied to the residual branch output; ``None`` = nothing."""
+class Attention:
+    """A parsed, checked attention variant with its options per part (build with ``create_attention``)."""
 
+    def __init__(self, found: tuple[AttentionPart, ...], options: Mapping[str, PartOptions]):
+        self.parts = found
+        self.options = dict(options)
+        self.placed: set[str] = set()
 
-def normalize_variant(variant: str) -> str:
-    """Canonical spelling of ``variant`` ("se+aw" -> "aw+se"); ValueError if it is not a variant."""
-    parts = [p.strip().lower() for p in variant.split("+")]
-    for part in parts:
-        if part not in ("none", *_PART_ORDER):
-            raise ValueError(f"unknown attention part {part!r} in {variant!r}; valid variants: {VARIANTS}")
-    canonical = "+".join(sorted(parts, key=lambda p: ("none", *_PART_ORDER).index(p)))
-    if canonical not in VARIANTS:
-        raise ValueError(f"unsupported attention combination {variant!r}; valid variants: {VARIANTS}")
-    return canonical
+    @property
+    def name(self) -> str:
+        """The canonical variant name ("aw+se", "none")."""
+        return variant_name(self.parts)
 
+    def conv(self, site: ConvSite | None = None) -> ConvBuilder:
+        """The builder of the conv at ``site`` (None: a spatial conv of stage 0)."""
+        site = site or ConvSite(stage=0)
+        builder: ConvBuilder = plain_conv
+        for part in self.parts:
+            if part.slot == "post":
+                continue
+            built = part.build(self.options[part.name], site, builder)
+            if built is not None:
+                builder = built
+                self.placed.add(part.name)
+        return builder
 
-def round_to_heads(value: float, num_heads: int) -> int:
-    """``value`` rounded to the nearest multiple of ``num_heads`` (halves up), at least ``num_heads``."""
-    return max(num_heads, int(math.floor(value / num_heads + 0.5)) * num_heads)
+    def post(self) -> PostBuilder | None:
+        """The builder of the post-block module, or None when the variant has no post part."""
+        for part in self.parts:
+            if part.slot == "post":
+                self.placed.add(part.name)
+                return part.build(self.options[part.name])
+        return None
 
+    def stage_ids(self) -> dict[str, tuple[int, ...]]:
+        """{"attention.<part>.<key>": stage ids} for every option of the variant's parts that names stages."""
+        return {
+            f"attention.{part.name}.{key}": ids
+            for part in self.parts
+            for key, ids in self.options[part.name].stage_ids().items()
+        }
 
-def attention_depths(
-    out_channels: int, kappa: float, upsilon: float, num_heads: int, min_dk_per_head: int
-) -> tuple[int, int]:
-    """(dk, dv) from the paper's ratios: dk = max(round(kappa * out_channels), min_dk_per_head * num_heads) and
-    dv = round(upsilon * out_channels), rounded to the nearest multiple of ``num_heads`` (so dk_h >= 1, dv >= N_h).
-
-    dv is capped at the largest multiple of ``num_heads`` <= ``out_channels`` so the conv branch keeps
-    ``out_channels - dv >= 0`` channels (``upsilon=1`` with ``out_channels % num_heads == 0``: fully
-    attentional, no conv branch). Examples, 8 heads, kappa 0.2, upsilon 0.1: out 128 -> (160, 16) with the
-    paper's minimum of 20 dims per head, (24, 16) without it (``min_dk_per_head=0``); 512 -> (160, 48) / (104, 48);
-    1024 -> (208, 104) either way.
-    """
-    if out_channels < num_heads:
-        raise ValueError(f"AA needs out_channels >= num_heads, got {out_channels} < {num_heads}")
-    dk = max(round_to_heads(kappa * out_channels, num_heads), min_dk_per_head * num_heads)
-    dv = min(round_to_heads(upsilon * out_channels, num_heads), out_channels // num_heads * num_heads)
-    return dk, dv
-
-
-def _aw_conv(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1, **options: Any
-) -> AWConv2d:
-    return AWConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, **options)
-
-
-def _aa_conv(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    groups: int = 1,
-    *,
-    kappa: float,
-    upsilon: float,
-    num_heads: int,
-    min_dk_per_head: int,
-    branch: ConvBuilder | None = None,
-    **options: Any,
-) -> AAConv2d:
-    dk, dv = attention_depths(out_channels, kappa, upsilon, num_heads, min_dk_per_head)
-    return AAConv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        dk=dk,
-        dv=dv,
-        num_heads=num_heads,
-        groups=groups,
-        conv_builder=branch,
-        **options,
-    )
+    def check_placed(self, model: str) -> None:
+        """ValueError when a part of the variant was built nowhere in ``model`` (no conv it takes)."""
+        missing = [part for part in self.parts if part.name not in self.placed]
+        if missing:
+            part = missing[0]
+            options = self.options[part.name]
+            chosen = ", ".join(
+                f"{f.name}={getattr(options, f.name)}"
+                for f in dataclasses.fields(options)
+                if getattr(options, f.name) != f.default
+            )
+            raise ValueError(
+                f"attention part {part.name} found no conv to take in {model} (attention.{part.name}: "
+                f"{chosen or 'defaults'}; and backbone.attention_stages); change them, or pick another variant"
+            )
 
 
 def _given(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -127,27 +98,37 @@ def _given(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def create_attention(
-    variant: str = "none",
-    *,
-    aa: Mapping[str, Any] | None = None,
-    aw: Mapping[str, Any] | None = None,
-    se: Mapping[str, Any] | None = None,
-) -> AttentionBuilders:
-    """Builders for ``variant`` (one of ``VARIANTS``, parts in any order).
+    attention: str | Mapping[str, Any] | Attention = "none",
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    **part_options: Mapping[str, Any],
+) -> Attention:
+    """The ``Attention`` of a variant name ("aa+se") or of the ``attention`` config mapping
+    ``{variant, <part>: {options}}``.
 
     Args:
-        aa: the depth rule (``AA_DEFAULTS`` fills what is missing; dk, dv come from ``attention_depths``) plus
-            any ``AAConv2d`` keyword (``relative``, ``sine``, ``coordconv``, ``memory_pool``, ``impl``, ...).
-        aw: ``AWConv2d`` keywords (``reduction``, ``num_maps``, ``gate``, ``impl``).
-        se: ``SqueezeExcite`` keywords (``reduction``, ``divisor``, ``rd_channels``).
-        Options set to ``None`` are left out (their default applies).
+        defaults: per part, values that replace the part's own defaults (a backbone's paper setting); the
+            config's non-null keys win over them.
+        part_options: per part, options as keywords (``create_attention("aa", aa={"num_heads": 4})``).
+
+    ValueError (one line naming the key and the valid values) for an unknown part or key, two parts of one
+    slot, or an option of the wrong type or range. Option blocks of parts outside the variant are checked too.
     """
-    parts = set(normalize_variant(variant).split("+"))
-    aw_conv: ConvBuilder = partial(_aw_conv, **_given(aw))
-    conv: ConvBuilder = plain_conv
-    if "aa" in parts:
-        conv = partial(_aa_conv, **{**AA_DEFAULTS, **_given(aa)}, branch=aw_conv if "aw" in parts else None)
-    elif "aw" in parts:
-        conv = aw_conv
-    post = partial(SqueezeExcite, **_given(se)) if "se" in parts else None
-    return AttentionBuilders(conv=conv, post=post)
+    if isinstance(attention, Attention):
+        return attention
+    config = {"variant": attention} if isinstance(attention, str) else dict(attention)
+    config.update(part_options)
+    registered = parts()
+    unknown = sorted(set(config) - {"variant", *registered})
+    if unknown:
+        raise ValueError(f"attention.{unknown[0]} is not a key of attention; valid: variant, {', '.join(registered)}")
+    found = parse_variant(str(config.get("variant", "none")))
+    options = {}
+    for name, part in registered.items():
+        if name in config or part in found:
+            given = {**dict((defaults or {}).get(name, {})), **_given(config.get(name))}
+            options[name] = part.options.from_config(name, given)
+    return Attention(found, options)
+
+
+VARIANTS: tuple[str, ...] = all_variants()
+"""Every valid variant, canonical spelling: none, each part, and each combination of one part per slot."""

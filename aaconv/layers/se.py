@@ -7,8 +7,12 @@ has timm's ``seresnet50`` parameter count (28,088,024) and state-dict key names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from .parts import AttentionPart, PartOptions, PostBuilder, register_part
 
 
 def reduced_channels(channels: int, reduction: float, divisor: int = 8) -> int:
@@ -46,3 +50,39 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
         return x * scale.sigmoid()
+
+
+@dataclass(frozen=True)
+class SEOptions(PartOptions):
+    """``attention.se``: ``SqueezeExcite``'s options (its docstring)."""
+
+    reduction: float = 16
+    divisor: int = 8
+    rd_channels: int | None = None
+
+    def check(self) -> dict[str, str]:
+        problems = {}
+        if self.reduction <= 0:
+            problems["reduction"] = "a number > 0"
+        if self.divisor <= 0:
+            problems["divisor"] = "a positive integer"
+        if self.rd_channels is not None and self.rd_channels <= 0:
+            problems["rd_channels"] = "a positive integer, or null"
+        return problems
+
+
+def build_se(options: SEOptions) -> PostBuilder:
+    """SE after a block; a backbone's ``hidden`` width is used unless ``rd_channels`` is set."""
+
+    def post(channels: int, hidden: int | None = None) -> SqueezeExcite:
+        rd_channels = options.rd_channels or hidden
+        return SqueezeExcite(channels, options.reduction, divisor=options.divisor, rd_channels=rd_channels)
+
+    return post
+
+
+register_part(
+    AttentionPart(
+        name="se", slot="post", options=SEOptions, build=build_se, modules=(SqueezeExcite,), paper="arXiv:1709.01507"
+    )
+)

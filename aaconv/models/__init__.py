@@ -1,7 +1,8 @@
 """Models: ResNet and MnasNet backbones with attention, classifiers and COCO detectors; Wide ResNets for CIFAR.
 
-`create_model` builds a classifier by name (aaconv.models.registry, which also registers the ImageNet models
-with timm); the ResNets and MnasNets follow the Backbone protocol (aaconv.models.backbone).
+Each network registers itself where it is defined (aaconv.models.registry); `create_model` builds one by name.
+The ResNets and MnasNets follow the Backbone protocol (aaconv.models.backbone) and are registered with timm
+(aaconv.models.timm_models).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from typing import Any
 
 from torch import nn
 
+from aaconv.models import mnasnet, resnet, wrn  # noqa: F401  (registers their networks)
 from aaconv.models.backbone import Backbone
-from aaconv.models.registry import BUILDERS, backbone_options, create_model
-
-MODELS: tuple[str, ...] = tuple(BUILDERS)
+from aaconv.models.registry import MODELS, backbone_options, backbones, create_model, get_entry
 
 
 def create_detector(
@@ -30,4 +30,4 @@ def create_detector(
     return build_detector(head, backbone, attention, num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODELS", "Backbone", "backbone_options", "create_model", "create_detector"]
+__all__ = ["MODELS", "Backbone", "backbone_options", "backbones", "create_model", "create_detector", "get_entry"]

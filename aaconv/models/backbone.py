@@ -8,12 +8,33 @@ features_only=True)`, see aaconv.models.registry) walks the same `feature_info`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from aaconv.errors import ConfigError
+from aaconv.layers import Attention
+
 FeatureInfo = list[dict[str, Any]]
+
+
+def feature_size(input_size: int | None, stride: int) -> int | None:
+    """Side of a stride-`stride` feature map of an `input_size` input (each stride-2 step: ceil(H / 2))."""
+    if input_size is None:
+        return None
+    return max(1, math.ceil(input_size / stride))
+
+
+def check_stage_ids(attention: Attention, attention_stages: Iterable[int], valid: range, names: str) -> None:
+    """ConfigError unless `attention_stages` and every attention option naming stages are among `valid`
+    (`names`: what the ids are, e.g. "layer1..layer4")."""
+    keys = {"backbone.attention_stages": tuple(attention_stages), **attention.stage_ids()}
+    for key, ids in keys.items():
+        unknown = sorted(set(ids) - set(valid))
+        if unknown:
+            raise ConfigError(f"{key} must be among {valid.start}..{valid.stop - 1} ({names}), got {unknown}")
 
 
 def feature_info(channels: Sequence[int], reductions: Sequence[int], modules: Sequence[str]) -> FeatureInfo:
@@ -42,3 +63,8 @@ class Backbone(Protocol):
         """The units a detector freezes from the front (torchvision's `trainable_backbone_layers` counts the
         last ones): the stem first, then the stages."""
         ...
+
+
+def is_backbone_class(cls: type) -> bool:
+    """Whether instances of `cls` follow the Backbone protocol (its methods; `feature_info` is set per instance)."""
+    return all(callable(getattr(cls, method, None)) for method in ("forward_stages", "trainable_units"))

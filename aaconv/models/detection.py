@@ -9,10 +9,10 @@ With `attention="none"`, a ResNet-50 and 91 classes, the parameter counts equal 
 
 Variable input sizes: the model's transform resizes to `min_size` (shorter side) / `max_size` (longer
 side) and pads to a multiple of 32, so the backbone is built with `input_size = max_size` rounded up
-to 32 and AA's relative tables of each stage cover that extent (aaconv.models.attention).
+to 32 and AA's relative tables of each stage cover that extent (aaconv.layers.ConvSite.size).
 
-AA in a detection backbone is the classification backbone's setting (the AA paper's, `AA_SETTINGS` in
-resnet.py / mnasnet.py, under the config's `attention.aa` keys), so an ImageNet AA checkpoint loads one to
+AA in a detection backbone is the classification backbone's setting (the AA paper's, the `paper_options` of
+its registry entry, under the config's `attention.aa` keys), so an ImageNet AA checkpoint loads one to
 one. That includes memory downsampling in layer2: at 800x1333 its AA convs attend over 50x84 (4,200
 positions) instead of 100x168 (16,800), 16x fewer logits, the same cost as layer3's 50x84 maps. The
 paper's RetinaNet parameter counts point to another setting (no minimum key depth, AA in layer3-4 only,
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,14 +36,62 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from aaconv.errors import ConfigError
-from aaconv.models import backbone_options, create_model
+from aaconv.models import backbone_options, backbones, create_model, get_entry
 from aaconv.models.backbone import Backbone
 from aaconv.models.pretrained import init_backbone
-from aaconv.models.registry import IMAGENET_BACKBONES
 
-HEADS = ("retinanet", "faster_rcnn")
-# Feature strides each head's FPN reads (torchvision: RetinaNet C3-C5, Faster R-CNN C2-C5).
-HEAD_STRIDES = {"retinanet": (8, 16, 32), "faster_rcnn": (4, 8, 16, 32)}
+
+def retinanet_anchor_scales(size: int) -> tuple[int, ...]:
+    """RetinaNet's three octave scales on a level whose smallest anchor side is `size`: 2^0, 2^(1/3), 2^(2/3)."""
+    return (size, int(size * 2 ** (1.0 / 3)), int(size * 2 ** (2.0 / 3)))
+
+
+def retinanet_norm_head(channels: int, anchors: AnchorGenerator, num_classes: int) -> nn.Module:
+    """RetinaNet's head with GroupNorm(32) after each conv (torchvision's RetinaNet v2 head)."""
+    return RetinaNetHead(
+        channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
+    )
+
+
+@dataclass(frozen=True)
+class DetectionHead:
+    """One detection head over an FPN: everything `build_detector` varies per head.
+
+    Attributes:
+        detector: torchvision's detector class, called as `detector(fpn_backbone, num_classes=..., **kwargs)`.
+        strides: feature strides its FPN reads (torchvision: RetinaNet C3-C5, Faster R-CNN C2-C5).
+        extra_block: `(fpn_channels) -> ` torchvision's extra FPN block (P6/P7, or a max-pooled level).
+        anchor_scales: `(smallest anchor side of a level) -> ` the anchor sides on that level.
+        anchor_keyword: the detector keyword that takes an AnchorGenerator.
+        norm_head: `(fpn_channels, anchors, num_classes) -> ` a GroupNorm head (`group_norm_head=True`), or None
+            when the head has no such option.
+    """
+
+    detector: Callable[..., nn.Module]
+    strides: tuple[int, ...]
+    extra_block: Callable[[int], nn.Module]
+    anchor_scales: Callable[[int], tuple[int, ...]]
+    anchor_keyword: str
+    norm_head: Callable[[int, AnchorGenerator, int], nn.Module] | None = None
+
+
+HEADS: dict[str, DetectionHead] = {
+    "retinanet": DetectionHead(
+        detector=RetinaNet,
+        strides=(8, 16, 32),
+        extra_block=lambda channels: LastLevelP6P7(channels, channels),
+        anchor_scales=retinanet_anchor_scales,
+        anchor_keyword="anchor_generator",
+        norm_head=retinanet_norm_head,
+    ),
+    "faster_rcnn": DetectionHead(
+        detector=FasterRCNN,
+        strides=(4, 8, 16, 32),
+        extra_block=lambda channels: LastLevelMaxPool(),
+        anchor_scales=lambda size: (size,),
+        anchor_keyword="rpn_anchor_generator",
+    ),
+}
 
 
 def default_stages(body: Backbone, strides: Sequence[int]) -> list[int]:
@@ -77,16 +126,20 @@ def freeze_units(backbone: Backbone, trainable_layers: int) -> None:
         unit.requires_grad_(False)
 
 
+def get_head(name: str) -> DetectionHead:
+    """The HEADS entry `name`; ValueError listing the heads otherwise."""
+    if name not in HEADS:
+        raise ValueError(f"unknown detection head {name!r}; available: {', '.join(HEADS)}")
+    return HEADS[name]
+
+
 def anchor_generator(head: str, sizes: Sequence[int]) -> AnchorGenerator:
     """torchvision's anchors for `head` with `sizes` = the smallest anchor side on each of the five FPN levels
-    (torchvision: 32, 64, 128, 256, 512): RetinaNet adds the octave scales 2^(1/3), 2^(2/3) on each level;
+    (torchvision: 32, 64, 128, 256, 512), the head's scales on each level (RetinaNet: three octaves);
     aspect ratios 0.5, 1, 2."""
     if len(sizes) != 5:
         raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {list(sizes)}")
-    if head == "retinanet":
-        per_level = tuple((s, int(s * 2 ** (1.0 / 3)), int(s * 2 ** (2.0 / 3))) for s in sizes)
-    else:
-        per_level = tuple((s,) for s in sizes)
+    per_level = tuple(get_head(head).anchor_scales(s) for s in sizes)
     return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
@@ -135,10 +188,10 @@ def build_backbone(
         frozen_bn: replace BN by FrozenBatchNorm2d (torchvision's default with pretrained weights).
         trainable_layers: units from the end that train (ResNet: 0..5; MnasNet: 0..8).
     """
-    if backbone["name"] not in IMAGENET_BACKBONES:
+    if not get_entry(backbone["name"]).is_backbone:
         raise ConfigError(
-            f"backbone={backbone['name']} has no detection stages; detection takes one of "
-            f"{', '.join(IMAGENET_BACKBONES)}"
+            f"backbone={backbone['name']} has no detection stages (not a Backbone); detection takes one of "
+            f"{', '.join(backbones())}"
         )
     options = backbone_options(backbone)
     size = math.ceil(max_size / 32) * 32
@@ -187,24 +240,19 @@ def build_detector(
             which trains far faster from scratch.
         head_kwargs: passed to torchvision's RetinaNet / FasterRCNN (score_thresh, detections_per_img, ...).
     """
-    if head not in HEADS:
-        raise ValueError(f"unknown detection head {head!r}; available: {', '.join(HEADS)}")
-    if group_norm_head and head != "retinanet":
-        raise ValueError("group_norm_head is a RetinaNet option")
+    spec_head = get_head(head)
+    if group_norm_head and spec_head.norm_head is None:
+        heads = [name for name, entry in HEADS.items() if entry.norm_head is not None]
+        raise ValueError(f"group_norm_head is an option of {', '.join(heads)} only, not of {head}")
     spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
     body = build_backbone(
         spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
     )
-    stages = list(returned_stages) if returned_stages is not None else default_stages(body, HEAD_STRIDES[head])
-    extra = LastLevelP6P7(fpn_channels, fpn_channels) if head == "retinanet" else LastLevelMaxPool()
-    fpn = FPNBackbone(body, stages, fpn_channels, extra)
+    stages = list(returned_stages) if returned_stages is not None else default_stages(body, spec_head.strides)
+    fpn = FPNBackbone(body, stages, fpn_channels, spec_head.extra_block(fpn_channels))
     if anchor_sizes is not None:
-        key = "anchor_generator" if head == "retinanet" else "rpn_anchor_generator"
-        head_kwargs[key] = anchor_generator(head, anchor_sizes)
+        head_kwargs[spec_head.anchor_keyword] = anchor_generator(head, anchor_sizes)
     if group_norm_head:
-        anchors = head_kwargs.get("anchor_generator") or anchor_generator(head, (32, 64, 128, 256, 512))
-        head_kwargs["head"] = RetinaNetHead(
-            fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
-        )
-    detector = RetinaNet if head == "retinanet" else FasterRCNN
-    return detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)
+        anchors = head_kwargs.get(spec_head.anchor_keyword) or anchor_generator(head, (32, 64, 128, 256, 512))
+        head_kwargs["head"] = spec_head.norm_head(fpn_channels, anchors, num_classes)
+    return spec_head.detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)

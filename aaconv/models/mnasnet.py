@@ -7,14 +7,16 @@ state dicts load as they are (after renaming SE's conv_reduce/conv_expand to fc1
 `attention="none"`, `mnasnet_a1` has timm's `semnasnet_100` parameters (3,887,038 at width 1.0) and
 `mnasnet_b1` torchvision's `mnasnet1_0` (4,383,312), at every width multiplier.
 
-Attention, every module built by aaconv.layers' factory (Bello et al. 2019, Sec. 4.1: "the last 13 of 18
-blocks", from the 28x28 stage on, which is stage 2 onward here: 3 + 4 + 2 + 3 + 1 = 13 blocks in both A1 and B1):
-- AA replaces channels of the 1x1 *expansion* conv ("replacing convolutional channels in the expansion
-  pointwise convolution using kappa = 2 upsilon = 0.1 and N_h = 4 heads"): conv_pw becomes an AAConv2d
-  with the same C_in -> C_mid, dk and dv from kappa = 0.1, upsilon = 0.05 of C_mid (`AA_SETTINGS`).
-- AW replaces the depthwise conv with a depthwise AWConv2d (same C -> C).
-- SE adds MnasNet-A1's own squeeze-excite (on the expanded channels after the depthwise conv, hidden
-  width = block input channels x se_ratio) to every attention-stage block that lacks one.
+Attention, in the blocks of `attention_stages` (Bello et al. 2019, Sec. 4.1: "the last 13 of 18 blocks", from
+the 28x28 stage on, which is stage 2 onward here: 3 + 4 + 2 + 3 + 1 = 13 blocks in both A1 and B1). A block asks
+its `Attention` for two convs and one post-block module:
+- the 1x1 *expansion* conv at `ConvSite(role="expansion")`: the AA paper augments it ("replacing convolutional
+  channels in the expansion pointwise convolution using kappa = 2 upsilon = 0.1 and N_h = 4 heads"), which is
+  the registered AA setting here (`paper_options`: replaces expansion, kappa 0.1, upsilon 0.05, 4 heads);
+- the depthwise conv at `ConvSite(role="spatial")` (AW-conv takes it, depthwise);
+- the post-block module (SE, CBAM) on the expanded channels after the depthwise conv, hidden width = block
+  input channels x se_ratio, in every attention-stage block that has no native SE; MnasNet-A1's native SE
+  stays as it is.
 The 1x1 head is never changed.
 """
 
@@ -25,18 +27,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from aaconv.errors import ConfigError
-from aaconv.layers import create_attention
-from aaconv.models.attention import (
-    AttentionSpec,
-    attention_spec,
-    feature_size,
-    memory_pooled,
-    parts,
-    stage_builders,
-    without,
-)
-from aaconv.models.backbone import feature_info
+from aaconv.layers import Attention, ConvSite, SqueezeExcite, create_attention, plain_conv
+from aaconv.layers.parts import ConvBuilder, PostBuilder
+from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.registry import register_model
+from aaconv.models.timm_models import imagenet_cfg
 
 # One row per stage: (block, repeats, kernel, stride, expansion, out channels, SE ratio; 0 = no SE).
 Stage = tuple[str, int, int, int, int, int, float]
@@ -63,10 +58,13 @@ ARCHS: dict[str, tuple[Stage, ...]] = {
 MNASNETS = tuple(ARCHS)
 # BN momentum of the reference implementations: timm's default for A1, torchvision's 1 - 0.9997 for B1.
 BN_MOMENTUM = {"mnasnet_a1": 0.1, "mnasnet_b1": 1 - 0.9997}
-# The AA paper's MnasNet setting ("kappa = 2 upsilon = 0.1 and N_h = 4 heads"; no minimum key depth and no memory
-# downsampling, which its parameter counts rule out: docs/models.md); the factory's defaults fill the rest.
-# `attention.aa` keys the config sets win over these.
-AA_SETTINGS: dict[str, Any] = {"kappa": 0.1, "upsilon": 0.05, "num_heads": 4, "min_dk_per_head": 0}
+# The AA paper's MnasNet setting: AA on the expansion conv, "kappa = 2 upsilon = 0.1 and N_h = 4 heads"; no minimum
+# key depth and no memory downsampling, which its parameter counts rule out (docs/models.md).
+_PAPER_OPTIONS = {
+    "aa": {"replaces": ("expansion",), "kappa": 0.1, "upsilon": 0.05, "num_heads": 4, "min_dk_per_head": 0}
+}
+_TIMM_CFG = imagenet_cfg(first_conv="conv_stem", classifier="classifier")
+_FEATURE_CFG = {"out_indices": (0, 1, 2, 3, 4, 5, 6), "flatten_sequential": True}
 
 
 def round_channels(channels: float, divisor: int = 8) -> int:
@@ -93,10 +91,14 @@ class DepthwiseSeparable(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand (maybe attention-augmented) -> BN -> ReLU -> k x k depthwise (maybe AW) -> BN -> ReLU -> [SE]
-    -> 1x1 project -> BN, residual when stride 1 and in == out. (B, C_in, H, W) -> (B, C_out, H/s, W/s).
+    """1x1 expand -> BN -> ReLU -> k x k depthwise -> BN -> ReLU -> [SE] -> 1x1 project -> BN, residual when
+    stride 1 and in == out. (B, C_in, H, W) -> (B, C_out, H/s, W/s).
 
-    `size`: the block's input side (AA's relative tables of the expansion conv cover it)."""
+    Args:
+        expand_conv, depthwise_conv: build the 1x1 expansion and the depthwise conv (plain or attention).
+        native_se: MnasNet-A1's own SE, hidden width = C_in x native_se (0: none).
+        post: the attention's post-block module, built where there is no native SE, hidden width C_in x se_ratio.
+    """
 
     def __init__(
         self,
@@ -105,24 +107,26 @@ class InvertedResidual(nn.Module):
         kernel: int,
         stride: int,
         expansion: int,
-        se_ratio: float,
-        spec: AttentionSpec,
-        size: int | None,
         bn_momentum: float,
-        memory_pool: bool = False,
+        *,
+        expand_conv: ConvBuilder = plain_conv,
+        depthwise_conv: ConvBuilder = plain_conv,
+        native_se: float = 0.0,
+        post: PostBuilder | None = None,
+        se_ratio: float = 0.25,
     ):
         super().__init__()
         mid = in_channels * expansion
-        expand = stage_builders(
-            {**spec, "variant": "aa" if "aa" in parts(spec) else "none"}, size, memory_pool=memory_pool
-        )
-        self.conv_pw = expand.conv(in_channels, mid, 1)
+        self.conv_pw = expand_conv(in_channels, mid, 1)
         self.bn1 = nn.BatchNorm2d(mid, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
-        self.conv_dw = stage_builders(without(spec, "aa"), size).conv(mid, mid, kernel, stride, groups=mid)
+        self.conv_dw = depthwise_conv(mid, mid, kernel, stride, groups=mid)
         self.bn2 = nn.BatchNorm2d(mid, momentum=bn_momentum)
-        se = create_attention("se", se={"rd_channels": max(1, round(in_channels * se_ratio))}).post
-        self.se = se(mid) if se_ratio else None
+        self.se: nn.Module | None = None
+        if native_se:
+            self.se = SqueezeExcite(mid, rd_channels=max(1, round(in_channels * native_se)))
+        elif post is not None:
+            self.se = post(mid, hidden=max(1, round(in_channels * se_ratio)))
         self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels
@@ -141,13 +145,13 @@ class MnasNet(nn.Module):
 
     Args:
         arch: "mnasnet_a1" or "mnasnet_b1" (rows of ARCHS).
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}; its `aa` may carry
-            `memory_pool_stages` (stages 0..6 whose AA convs attend over a 3x3/2-pooled map; the paper: none).
-            `build_mnasnet` fills the paper's setting from AA_SETTINGS.
+        attention: an `Attention`, a variant name or the `attention` config mapping {variant, <part>: {...}}
+            (module docstring); `create_model` adds the paper's setting (`paper_options` of the entries below).
         width_mult: channel multiplier (0.5, 0.75, 1.0, 1.25, 1.4 in the papers); the 1280-wide head is fixed.
         attention_stages: stage indices (0..6 of `blocks`) whose blocks get the attention; default 2..6,
             the last 13 blocks (from the stride-8 / 28x28 stage on), the AA paper's placement.
-        se_ratio: hidden width of SE added by the `se` variant, as a fraction of the block's input channels.
+        se_ratio: hidden width of a post-block module the attention adds (SE, CBAM), as a fraction of the
+            block's input channels.
         num_classes: classifier outputs; 0 drops the classifier.
         dropout: before the classifier (both references: 0.2).
         bn_momentum: None: the reference's (BN_MOMENTUM).
@@ -165,7 +169,7 @@ class MnasNet(nn.Module):
     def __init__(
         self,
         arch: str = "mnasnet_a1",
-        attention: str | Mapping[str, Any] = "none",
+        attention: str | Mapping[str, Any] | Attention = "none",
         width_mult: float = 1.0,
         attention_stages: Sequence[int] = (2, 3, 4, 5, 6),
         se_ratio: float = 0.25,
@@ -179,14 +183,8 @@ class MnasNet(nn.Module):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown MnasNet {arch!r}; available: {', '.join(MNASNETS)}")
-        spec = attention_spec(attention)
-        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
-        unknown -= set(range(len(ARCHS[arch])))
-        if unknown:
-            raise ConfigError(
-                f"attention_stages and attention.aa.memory_pool_stages must be among 0..6 "
-                f"(blocks.0..blocks.6), got {sorted(unknown)}"
-            )
+        attention = create_attention(attention)
+        check_stage_ids(attention, attention_stages, range(len(ARCHS[arch])), "blocks.0..blocks.6")
         momentum = BN_MOMENTUM[arch] if bn_momentum is None else bn_momentum
         stem = round_channels(32 * width_mult)
         self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
@@ -196,29 +194,35 @@ class MnasNet(nn.Module):
         self.stage_channels: list[int] = []
         for index, (kind, repeats, kernel, stride, expansion, channels, native_se) in enumerate(ARCHS[arch]):
             out_channels = round_channels(channels * width_mult)
-            stage_spec = spec if index in attention_stages else attention_spec("none")
-            se = native_se or (se_ratio if "se" in parts(stage_spec) else 0.0)
+            attended = index in attention_stages
             blocks: list[nn.Module] = []
             for block in range(repeats):
                 s = stride if block == 0 else 1
                 size = feature_size(input_size, self.stage_strides[index] // s)  # the block's input side
                 if kind == "ds":
                     blocks.append(DepthwiseSeparable(in_channels, out_channels, kernel, s, momentum))
-                else:
-                    blocks.append(
-                        InvertedResidual(
-                            in_channels,
-                            out_channels,
-                            kernel,
-                            s,
-                            expansion,
-                            se,
-                            stage_spec,
-                            size,
-                            momentum,
-                            memory_pooled(stage_spec, index),
-                        )
+                    in_channels = out_channels
+                    continue
+                convs = {}
+                if attended:
+                    convs = {
+                        "expand_conv": attention.conv(ConvSite(index, size, role="expansion")),
+                        "depthwise_conv": attention.conv(ConvSite(index, size)),
+                        "post": attention.post(),
+                    }
+                blocks.append(
+                    InvertedResidual(
+                        in_channels,
+                        out_channels,
+                        kernel,
+                        s,
+                        expansion,
+                        momentum,
+                        native_se=native_se,
+                        se_ratio=se_ratio,
+                        **convs,
                     )
+                )
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
             self.stage_channels.append(out_channels)
@@ -279,7 +283,13 @@ class MnasNet(nn.Module):
         return [nn.ModuleList([self.conv_stem, self.bn1]), *self.blocks]
 
 
-def build_mnasnet(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> MnasNet:
-    """MnasNet-A1 / -B1 by name ("mnasnet_a1", "mnasnet_b1"); `attention="aa"` is the AA paper's AA-MnasNet
-    (AA_SETTINGS under the config's `aa` keys)."""
-    return MnasNet(name, attention_spec(attention, AA_SETTINGS), **kwargs)
+@register_model(MnasNet, paper_options=_PAPER_OPTIONS, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def mnasnet_a1(attention: Attention | str = "none", **kwargs: Any) -> MnasNet:
+    """MnasNet-A1 (with its own SE in stages 2, 4, 5): timm's `semnasnet_*`."""
+    return MnasNet("mnasnet_a1", attention, **kwargs)
+
+
+@register_model(MnasNet, paper_options=_PAPER_OPTIONS, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def mnasnet_b1(attention: Attention | str = "none", **kwargs: Any) -> MnasNet:
+    """MnasNet-B1 (no SE): torchvision's `mnasnet*`."""
+    return MnasNet("mnasnet_b1", attention, **kwargs)

@@ -1,43 +1,36 @@
-"""ResNet (He et al., 2016) whose blocks take their spatial conv and post-block attention from a builder.
+"""ResNet (He et al., 2016) whose blocks take their spatial convs and post-block module from an `Attention`.
 
 With `attention="none"` the network is torchvision's ResNet exactly: same modules, same state-dict
-keys, same parameter count, so torchvision's weights load and give identical outputs. Attention
-variants (aaconv.layers.create_attention) replace the 3x3 convs of the blocks in `attention_stages`
-(AA-conv, AW-conv; Bello et al. 2019 augment layer2..layer4) and add a post-block module (SE) to
-every block, after its last BN and before the residual addition.
+keys, same parameter count, so torchvision's weights load and give identical outputs. An attention
+variant (aaconv.layers.create_attention) builds the 3x3 convs of the blocks in `attention_stages` (AA-conv,
+AW-conv; Bello et al. 2019 augment layer2..layer4) and a post-block module (SE, CBAM) for every block,
+after its last BN and before the residual addition.
 
-`attention="aa"` builds the AA paper's networks: `AA_SETTINGS` holds each ResNet's setting beyond the
-factory's defaults (kappa 0.2, upsilon 0.1, 8 heads, at least 20 key dims per head), and the counts land
-within 0.5% of the paper's (docs/models.md has the evidence for each entry).
+Each network is registered below with the AA paper's setting on it (`paper_options`, beyond AA's own
+defaults: kappa 0.2, upsilon 0.1, 8 heads, at least 20 key dims per head); `create_model("resnet50", "aa")`
+is the paper's AA-ResNet-50, within 0.5% of its counts (docs/models.md has the evidence for each setting).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from aaconv.errors import ConfigError
-from aaconv.models.attention import attention_spec, feature_size, memory_pooled, stage_builders, without
-from aaconv.models.backbone import feature_info
-
-ConvBuilder = Callable[..., nn.Module]
-PostBuilder = Callable[[int], nn.Module] | None
+from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
+from aaconv.layers.parts import ConvBuilder, PostBuilder
+from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.registry import register_model
+from aaconv.models.timm_models import imagenet_cfg
 
 # The AA paper's setting per ResNet (Bello et al. 2019): the 28x28 stage (layer2) attends over a 3x3/2-pooled
-# map; a BasicBlock augments only its first 3x3 conv; ResNet-34 uses kappa = upsilon = 0.25. `attention.aa`
-# keys the config sets win over these.
+# map; a BasicBlock augments only its first 3x3 conv; ResNet-34 uses kappa = upsilon = 0.25 (docs/models.md).
 _BOTTLENECK_AA: dict[str, Any] = {"memory_pool_stages": (2,)}
 _BASIC_AA: dict[str, Any] = {**_BOTTLENECK_AA, "basic_block_convs": (1,)}
-AA_SETTINGS: dict[str, dict[str, Any]] = {
-    "resnet18": _BASIC_AA,
-    "resnet34": {**_BASIC_AA, "kappa": 0.25, "upsilon": 0.25},
-    "resnet50": _BOTTLENECK_AA,
-    "resnet101": _BOTTLENECK_AA,
-    "resnet152": _BOTTLENECK_AA,
-}
+_TIMM_CFG = imagenet_cfg(first_conv="conv1", classifier="fc")
+_FEATURE_CFG = {"out_indices": (0, 1, 2, 3, 4)}
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -54,7 +47,9 @@ class BasicBlock(nn.Module):
     expansion = 1
     spatial_convs = 2
 
-    def __init__(self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder):
+    def __init__(
+        self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder | None
+    ):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = convs[0](in_channels, width, 3, stride)
@@ -80,7 +75,9 @@ class Bottleneck(nn.Module):
     expansion = 4
     spatial_convs = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder):
+    def __init__(
+        self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder | None
+    ):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
@@ -103,32 +100,21 @@ class Bottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
-def _augmented_convs(spec: dict[str, Any], block: type[BasicBlock] | type[Bottleneck]) -> set[int]:
-    """Which of `block`'s 3x3 convs (1-based) the full variant builds; the others get it without AA."""
-    if block is Bottleneck:
-        return {1}
-    convs = set(spec["aa"].get("basic_block_convs") or (1, 2))
-    if not convs <= {1, 2}:
-        raise ConfigError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(convs)}")
-    return convs
-
-
 class ResNet(nn.Module):
     """ResNet for (B, 3, H, W) images -> (B, num_classes) logits; torchvision's module names.
 
     Args:
         block: BasicBlock or Bottleneck.
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}; its `aa` may
-            carry `memory_pool_stages` (stages 1..4 whose AA convs attend over a 3x3/2-pooled map) and
-            `basic_block_convs` (which of a BasicBlock's 3x3 convs, 1 and/or 2, AA augments; default both).
-            `build_resnet` fills both from AA_SETTINGS.
-        attention_stages: stages (1..4, torchvision's layer1..layer4) whose 3x3 convs are AA / AW convs;
-            SE (a post-block module) goes into every block, as in SE-ResNet.
+        attention: an `Attention`, a variant name or the `attention` config mapping {variant, <part>: {...}};
+            its convs are asked for at `ConvSite(stage, size, "spatial", index)` (index: 1, or 1 and 2 in a
+            BasicBlock). `create_model` adds the paper's setting (`paper_options` of the entries below).
+        attention_stages: stages (1..4, torchvision's layer1..layer4) whose 3x3 convs the attention builds;
+            a post-block module (SE) goes into every block, as in SE-ResNet.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         zero_init_residual: zero the last BN of each block, as torchvision's option.
         input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
-            (None: AAConv2d's default max_size). See aaconv.models.attention.
+            (None: AAConv2d's default max_size).
         headless: no pooling or classifier (a detection backbone; forward returns layer4's map).
 
     A Backbone (aaconv.models.backbone): `feature_info` lists the stem (stage 0, stride 2, after `relu`)
@@ -141,7 +127,7 @@ class ResNet(nn.Module):
         self,
         block: type[BasicBlock] | type[Bottleneck],
         layers: Sequence[int],
-        attention: str | Mapping[str, Any] = "none",
+        attention: str | Mapping[str, Any] | Attention = "none",
         attention_stages: Sequence[int] = (2, 3, 4),
         num_classes: int = 1000,
         zero_init_residual: bool = False,
@@ -149,32 +135,25 @@ class ResNet(nn.Module):
         headless: bool = False,
     ):
         super().__init__()
-        spec = attention_spec(attention)
-        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
-        unknown -= {1, 2, 3, 4}
-        if unknown:
-            raise ConfigError(
-                f"attention_stages and attention.aa.memory_pool_stages must be among 1..4 (layer1..layer4), "
-                f"got {sorted(unknown)}"
-            )
+        attention = create_attention(attention)
+        check_stage_ids(attention, attention_stages, range(1, 5), "layer1..layer4")
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        augmented = _augmented_convs(spec, block)
+        post = attention.post()
         in_channels = 64
         self.stage_channels: list[int] = []
         for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True), start=1):
             size = feature_size(input_size, self.stage_strides[stage - 1])
-            # SE goes into every block (Hu et al.); the AA / AW convs only into `attention_stages`.
-            stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
-            builders = stage_builders(stage_spec, size, memory_pool=memory_pooled(stage_spec, stage))
-            others = stage_builders(without(stage_spec, "aa"), size)  # a BasicBlock's conv that AA leaves out
-            convs = [builders.conv if i in augmented else others.conv for i in range(1, block.spatial_convs + 1)]
+            convs = [
+                attention.conv(ConvSite(stage, size, index=index)) if stage in attention_stages else plain_conv
+                for index in range(1, block.spatial_convs + 1)
+            ]
             blocks = []
             for index in range(depth):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(block(in_channels, width, stride, convs, builders.post))
+                blocks.append(block(in_channels, width, stride, convs, post))
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
             self.stage_channels.append(in_channels)
@@ -229,18 +208,36 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
-_DEPTHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-    "resnet152": (Bottleneck, (3, 8, 36, 3)),
-}
-RESNETS = tuple(_DEPTHS)
+@register_model(ResNet, paper_options={"aa": _BASIC_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def resnet18(attention: Attention | str = "none", **kwargs: Any) -> ResNet:
+    """ResNet-18: BasicBlocks (2, 2, 2, 2)."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), attention, **kwargs)
 
 
-def build_resnet(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> ResNet:
-    """ResNet-18/34/50/101/152 by name; `attention="none"` is the plain torchvision network, `"aa"` the AA
-    paper's AA-ResNet (AA_SETTINGS[name] under the config's `aa` keys)."""
-    block, layers = _DEPTHS[name]
-    return ResNet(block, layers, attention_spec(attention, AA_SETTINGS[name]), **kwargs)
+@register_model(
+    ResNet,
+    paper_options={"aa": {**_BASIC_AA, "kappa": 0.25, "upsilon": 0.25}},
+    timm_cfg=_TIMM_CFG,
+    feature_cfg=_FEATURE_CFG,
+)
+def resnet34(attention: Attention | str = "none", **kwargs: Any) -> ResNet:
+    """ResNet-34: BasicBlocks (3, 4, 6, 3)."""
+    return ResNet(BasicBlock, (3, 4, 6, 3), attention, **kwargs)
+
+
+@register_model(ResNet, paper_options={"aa": _BOTTLENECK_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def resnet50(attention: Attention | str = "none", **kwargs: Any) -> ResNet:
+    """ResNet-50: Bottlenecks (3, 4, 6, 3)."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), attention, **kwargs)
+
+
+@register_model(ResNet, paper_options={"aa": _BOTTLENECK_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def resnet101(attention: Attention | str = "none", **kwargs: Any) -> ResNet:
+    """ResNet-101: Bottlenecks (3, 4, 23, 3)."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), attention, **kwargs)
+
+
+@register_model(ResNet, paper_options={"aa": _BOTTLENECK_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)
+def resnet152(attention: Attention | str = "none", **kwargs: Any) -> ResNet:
+    """ResNet-152: Bottlenecks (3, 8, 36, 3)."""
+    return ResNet(Bottleneck, (3, 8, 36, 3), attention, **kwargs)

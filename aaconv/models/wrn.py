@@ -10,15 +10,16 @@ block, before the residual addition (Hu et al. 2018).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
-
-PostBuilder = Callable[[int], nn.Module] | None
+from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
+from aaconv.layers.parts import ConvBuilder, PostBuilder
+from aaconv.models.backbone import check_stage_ids, feature_size
+from aaconv.models.registry import register_model
 
 
 class WideBasicBlock(nn.Module):
@@ -30,16 +31,16 @@ class WideBasicBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        conv: Callable[..., nn.Module],
-        post: PostBuilder,
+        convs: Sequence[ConvBuilder],
+        post: PostBuilder | None,
         dropout: float = 0.0,
     ):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv(in_channels, out_channels, 3, stride)
+        self.conv1 = convs[0](in_channels, out_channels, 3, stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = conv(out_channels, out_channels, 3, 1)
+        self.conv2 = convs[1](out_channels, out_channels, 3, 1)
         self.relu = nn.ReLU(inplace=True)
         self.se = post(out_channels) if post is not None else None
         self.shortcut = None
@@ -61,8 +62,10 @@ class WideResNet(nn.Module):
     Args:
         depth: 6n + 4 (28 for WRN-28-10).
         widen_factor: k, the stage widths are 16k, 32k, 64k.
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
-        attention_stages: stages (1..3) whose 3x3 convs are AA / AW convs; SE goes into every block.
+        attention: an `Attention`, a variant name or the `attention` config mapping {variant, <part>: {...}};
+            its convs are asked for at `ConvSite(stage, size, "spatial", index)`, index 1 and 2 in a block.
+        attention_stages: stages (1..3) whose 3x3 convs the attention builds; a post-block module (SE) goes
+            into every block.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         dropout: dropout between the two convs of a block (the WRN paper's 0.3 variant; 0: none).
         input_size: input side; AA's relative tables of a stage cover its feature map.
@@ -74,7 +77,7 @@ class WideResNet(nn.Module):
         self,
         depth: int = 28,
         widen_factor: int = 10,
-        attention: str | Mapping[str, Any] = "none",
+        attention: str | Mapping[str, Any] | Attention = "none",
         attention_stages: Sequence[int] = (1, 2, 3),
         num_classes: int = 100,
         dropout: float = 0.0,
@@ -83,20 +86,22 @@ class WideResNet(nn.Module):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (e.g. 16, 22, 28, 40), got {depth}")
-        unknown = set(attention_stages) - {1, 2, 3}
-        if unknown:
-            raise ValueError(f"attention_stages must be among 1..3 for a Wide ResNet, got {sorted(unknown)}")
+        attention = create_attention(attention)
+        check_stage_ids(attention, attention_stages, range(1, 4), "layer1..layer3")
         blocks_per_stage = (depth - 4) // 6
-        spec = attention_spec(attention)
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        post = attention.post()
         in_channels = 16
         for stage, width in enumerate((16 * widen_factor, 32 * widen_factor, 64 * widen_factor), start=1):
-            stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
-            builders = stage_builders(stage_spec, feature_size(input_size, self.stage_strides[stage - 1]))
+            size = feature_size(input_size, self.stage_strides[stage - 1])
+            convs = [
+                attention.conv(ConvSite(stage, size, index=index)) if stage in attention_stages else plain_conv
+                for index in (1, 2)
+            ]
             blocks = []
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(WideBasicBlock(in_channels, width, stride, builders.conv, builders.post, dropout))
+                blocks.append(WideBasicBlock(in_channels, width, stride, convs, post, dropout))
                 in_channels = width
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.bn = nn.BatchNorm2d(in_channels)
@@ -120,11 +125,19 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
-_SIZES: dict[str, tuple[int, int]] = {"wrn16_8": (16, 8), "wrn28_10": (28, 10), "wrn40_4": (40, 4)}
-WRNS = tuple(_SIZES)
+@register_model(WideResNet)
+def wrn16_8(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
+    """WRN-16-8."""
+    return WideResNet(16, 8, attention, **kwargs)
 
 
-def build_wrn(name: str, attention: str | Mapping[str, Any] = "none", **kwargs: Any) -> WideResNet:
-    """WRN-d-k by name ("wrn28_10": depth 28, widen factor 10)."""
-    depth, widen_factor = _SIZES[name]
-    return WideResNet(depth, widen_factor, attention, **kwargs)
+@register_model(WideResNet)
+def wrn28_10(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
+    """WRN-28-10, the AA paper's CIFAR-100 network."""
+    return WideResNet(28, 10, attention, **kwargs)
+
+
+@register_model(WideResNet)
+def wrn40_4(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
+    """WRN-40-4."""
+    return WideResNet(40, 4, attention, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,8 +66,25 @@ def test_zero_heads_are_caught_before_the_model_divides_by_them(tiny_config):
 
 
 def test_the_quickstart_and_every_attention_pass(tiny_config):
-    for attention in ("none", "se", "aa", "aw", "aa_se", "aw_se", "aw_aa"):
+    options = sorted(path.stem for path in (Path(__file__).parents[2] / "configs" / "attention").glob("*.yaml"))
+    assert "none" in options and "aa" in options
+    for attention in options:
         check_config(tiny_config(f"attention={attention}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("attention.variant=aa+bam", r"unknown attention part 'bam'; valid parts: aa, aw, se"),
+        ("attention.variant=aa+aa", "combines aa and aa, both wrap parts"),
+        ("attention.aa.basic_block_convs=[0]", r"attention.aa.basic_block_convs=\(0,\) is not valid"),
+        ("attention.aa.impl=3", r"attention.aa.impl=3 is not valid: it must be a string, or null"),
+    ],
+)
+def test_attention_mistakes_are_one_line_from_their_part(tiny_config, override: str, message: str):
+    with pytest.raises(ConfigError, match=message) as info:
+        check_config(tiny_config("attention=aa", override))
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +92,7 @@ def test_the_quickstart_and_every_attention_pass(tiny_config):
     [
         (
             ("backbone.attention_stages=[5]", "attention=aa"),
-            r"attention_stages and attention.aa.memory_pool_stages must be among 1..4 .*, got \[5\]",
+            r"backbone.attention_stages must be among 1..4 \(layer1..layer4\), got \[5\]",
         ),
         (
             ("attention=aa", "attention.aa.num_heads=1024"),

@@ -8,6 +8,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from aaconv.engine.checkpoint import save_checkpoint
 from aaconv.errors import ConfigError
 from aaconv.models import create_detector, create_model
+from aaconv.models.detection import HEADS
 
 
 def count(model: torch.nn.Module) -> int:
@@ -37,7 +38,7 @@ def _targets():
     ]
 
 
-@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("head", list(HEADS))
 def test_aa_detector_trains_and_predicts_at_variable_sizes(head):
     torch.manual_seed(0)
     model = create_detector(
@@ -90,6 +91,6 @@ def test_backbone_from_aaconv_checkpoint_frozen_bn_and_trainable_layers(tmp_path
     assert not body.layer2[0].conv1.qkv.weight.requires_grad and body.layer3[0].conv1.qkv.weight.requires_grad
 
 
-def test_cifar_backbone_is_refused_for_detection_by_name():
-    with pytest.raises(ConfigError, match="backbone=wrn28_10 has no detection stages.*resnet50"):
+def test_a_network_that_is_not_a_backbone_is_refused_for_detection():
+    with pytest.raises(ConfigError, match=r"backbone=wrn28_10 has no detection stages \(not a Backbone\).*resnet50"):
         create_detector("retinanet", {"name": "wrn28_10"}, "none", num_classes=3)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from aaconv.errors import ConfigError
 from aaconv.layers import AAConv2d, SqueezeExcite
 from aaconv.models import create_model
 from aaconv.models.wrn import WideResNet
@@ -54,5 +55,5 @@ def test_se_goes_into_every_block_and_aa_into_every_3x3_conv_of_the_chosen_stage
 def test_bad_depth_or_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="6n \\+ 4"):
         WideResNet(depth=27)
-    with pytest.raises(ValueError, match="among 1..3"):
+    with pytest.raises(ConfigError, match=r"backbone.attention_stages must be among 1..3 \(layer1..layer3\)"):
         WideResNet(depth=10, attention_stages=(4,))

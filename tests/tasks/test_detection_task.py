@@ -13,11 +13,12 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader, Subset
 
 from aaconv.errors import ConfigError, DataError
+from aaconv.models.detection import HEADS
 from aaconv.tasks import build_task
 from aaconv.tasks.detection import coco_metrics
 
 
-@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("head", list(HEADS))
 def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
     cfg = tiny_config(
         f"task={head}",
@@ -63,7 +64,7 @@ def test_trains_and_scores_like_pycocotools(tiny_config, tmp_path, head):
     assert metrics["annotation_file"] == str((val.root / "annotations" / "instances_val2017.json").resolve())
 
 
-@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("head", list(HEADS))
 def test_classification_data_is_a_config_error_naming_the_fix(tiny_config, head):
     cfg = tiny_config(f"task={head}")  # the default data: shapes, classification
     with pytest.raises(ConfigError, match="data=shapes_det.*data=coco") as error:
@@ -94,7 +95,7 @@ def test_shapes_recipes_build_and_train(tiny_config, experiment):
     assert torch.isfinite(loss) and images == 4
 
 
-@pytest.mark.parametrize("head", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("head", list(HEADS))
 def test_backbone_weights_load_a_torchvision_file_into_the_detector(tiny_config, tmp_path, head):
     reference = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(reference, tmp_path / "resnet18.pth")

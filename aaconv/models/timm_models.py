@@ -1,0 +1,144 @@
+"""The registered networks in timm's registry, one entry point per network and attention variant.
+
+Every registry entry with a `timm_cfg` (aaconv.models.registry) is registered with each variant it can build,
+named `<variant>_<network>` with the variant's parts joined by "_" and `plain` for `none` (which would
+otherwise clash with timm's own `resnet50`):
+
+    plain_resnet50  se_resnet50  aa_resnet50  aw_resnet50  aa_se_resnet50  aw_se_resnet50  aw_aa_resnet50 ...
+
+So `timm.create_model("aa_resnet50")` builds exactly `create_model("resnet50", "aa")`, `timm.list_models("aa_*")`
+lists them, and `features_only=True` returns every stage of the model's `feature_info` (aaconv.models.backbone).
+Their `pretrained_cfg` names no weights: none are published. timm loads an exported `.safetensors` file
+(scripts/export.py) with `checkpoint_path=`.
+
+`import aaconv` registers the models as soon as timm is imported, without importing timm itself.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from aaconv.errors import CheckpointError, ConfigError
+from aaconv.layers import VARIANTS, parse_variant
+from aaconv.models.registry import MODELS, create_model
+
+
+def imagenet_cfg(first_conv: str, classifier: str) -> dict[str, Any]:
+    """timm's per-model defaults for an ImageNet network: eval preprocessing as configs/data/imagenet.yaml,
+    no weights."""
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": first_conv,
+        "classifier": classifier,
+        "license": "apache-2.0",
+        "notes": ("No pretrained weights are published; train with aaconv and export with scripts/export.py.",),
+    }
+
+
+def timm_name(model: str, variant: str) -> str:
+    """ "aa+se", "resnet50" -> "aa_se_resnet50"; "none" -> "plain_resnet50"."""
+    prefix = "plain" if variant == "none" else variant.replace("+", "_")
+    return f"{prefix}_{model}"
+
+
+def timm_models() -> dict[str, tuple[str, str]]:
+    """timm name -> (network, variant) for every entry with a timm_cfg and every variant it can build."""
+    return {
+        timm_name(model, variant): (model, variant)
+        for model, entry in MODELS.items()
+        if entry.timm_cfg is not None
+        for variant in VARIANTS
+        if entry.excluded(variant) is None
+    }
+
+
+def _pretrained_cfg(model: str, variant: str) -> dict[str, Any]:
+    papers = [part.paper for part in parse_variant(variant) if part.paper]
+    return {**MODELS[model].timm_cfg, "paper_ids": ", ".join(papers) or None}
+
+
+def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Module]:
+    """timm entry point `name`: timm's build_model_with_cfg over create_model(model, variant, ...)."""
+    from timm.models import build_model_with_cfg
+
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise CheckpointError(
+                f"no pretrained weights are published for {name}; pass pretrained=False, "
+                "or checkpoint_path=<model.safetensors written by scripts/export.py>"
+            )
+        if kwargs.pop("in_chans", 3) != 3:
+            raise ConfigError(f"{name} takes RGB images (in_chans=3)")
+        kwargs.setdefault("attention", variant)
+        return build_model_with_cfg(
+            partial(create_model, model),
+            name,
+            pretrained,
+            feature_cfg=dict(MODELS[model].feature_cfg),
+            kwargs_filter=("in_chans",),
+            **kwargs,
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers a function under its __name__,
+    entrypoint.__module__ = __name__  # with the pretrained cfg from its module's `default_cfgs`
+    return entrypoint
+
+
+def register_timm_models() -> list[str]:
+    """Registers every `timm_models()` name with timm (idempotent: names already registered are left as they
+    are) and returns the names."""
+    from timm.models import is_model, register_model
+
+    module = sys.modules[__name__]
+    names = timm_models()
+    module.default_cfgs = {name: _pretrained_cfg(model, variant) for name, (model, variant) in names.items()}
+    for name, (model, variant) in names.items():
+        if not is_model(name):
+            setattr(module, name, register_model(_timm_entrypoint(name, model, variant)))
+    return list(names)
+
+
+class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
+    """Finds `timm` through the other finders and runs register_timm_models() once its import completes."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")
+        if spec is not None and spec.loader is not None:
+            exec_timm = spec.loader.exec_module
+
+            def exec_module(module: ModuleType) -> None:
+                exec_timm(module)
+                register_timm_models()
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def register_timm_models_on_import() -> None:
+    """register_timm_models() now if timm is imported, else right after its import (timm's import costs
+    seconds; `import aaconv` should not pay them)."""
+    if "timm" in sys.modules:
+        register_timm_models()
+    elif not any(isinstance(finder, _RegisterWhenTimmLoads) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenTimmLoads())
