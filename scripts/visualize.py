@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from aaconv.engine import attention_maps as am  # noqa: E402  (after the sys.path line)
 from aaconv.errors import ConfigError, DataError, exit_on_user_error  # noqa: E402
+from aaconv.utils.cli import positive_int  # noqa: E402
 
 CONFIGS = REPO / "configs"
 CURVES = (
@@ -174,7 +175,7 @@ def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
         ax.set_xticks([])
         ax.set_yticks([])
         bars = axes[1, m + 1]
-        bars.bar(range(per_channel.shape[1]), per_channel[m], width=1.0, color="tab:green")
+        bars.stairs(per_channel[m], fill=True, color="tab:green")
         bars.set_title(f"map {m + 1}: mean over offsets", fontsize=8)
         bars.set_xlabel("input channel", fontsize=7)
         bars.tick_params(labelsize=6)
@@ -193,7 +194,7 @@ def plot_gates(plt: Any, gates: dict[str, torch.Tensor], picture: torch.Tensor) 
     flat = axes.flatten()
     _image_axis(flat[0], picture, "input")
     for ax, (name, values) in zip(flat[1:], gates.items(), strict=False):
-        ax.bar(range(len(values)), values.numpy(), width=1.0, color="tab:blue")
+        ax.stairs(values.numpy(), fill=True, color="tab:blue")
         ax.set_ylim(0, 1)
         ax.set_title(f"{name} (mean {values.nanmean():.2f})", fontsize=8)
         ax.tick_params(labelsize=6)
@@ -216,7 +217,11 @@ def attention_command(args: argparse.Namespace) -> Path:
         kind = next(k for k in am.KINDS if k in layers.values())
         names = [n for n, k in layers.items() if k == kind][: None if kind == "gate" else 1]
     if args.query and kind != "aa":
-        raise ConfigError(f"--query applies to AA layers; {names[0]} is an {kind} layer (leave --query out)")
+        aa = [name for name, k in layers.items() if k == "aa"]
+        raise ConfigError(
+            f"--query applies to AA layers only; {names[0]} is a {kind!r} layer "
+            f"(AA layers in this model: {', '.join(aa) or 'none'})"
+        )
     if kind == "aa":
         queries = args.query or [(picture.shape[2] // 2, picture.shape[1] // 2)]
         fig = plot_aa(plt, am.aa_maps(module, x, names[0], queries), picture)
@@ -281,6 +286,7 @@ def write_html(panels: list[tuple[str, str]], series: dict, labels: dict[Path, s
     except ImportError:
         return False
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in panels])
+    fig.update_layout(height=700, width=1000)
     for index, (key, _) in enumerate(panels):
         for run, data in series.items():
             fig.add_scatter(
@@ -298,11 +304,8 @@ def write_html(panels: list[tuple[str, str]], series: dict, labels: dict[Path, s
     return True
 
 
-def curves_command(args: argparse.Namespace) -> Path:
-    plt = pyplot()
-    runs = find_curves(args.runs)
-    labels = run_labels(list(runs))
-    panels, series = curve_series(runs)
+def plot_curves(plt: Any, panels: list[tuple[str, str]], series: dict, labels: dict[Path, str]) -> Any:
+    """Four panels against epoch, one line per run, a shared legend of the runs' labels below."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, title) in zip(axes.flatten(), panels, strict=False):
         for run, data in series.items():
@@ -310,9 +313,20 @@ def curves_command(args: argparse.Namespace) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    for ax in axes.flatten()[len(panels) :]:
+        ax.set_axis_off()
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 * -(-len(names) // 3) + 0.02, 1, 1))
+    fig.tight_layout(rect=(0, 0.035 * -(-len(names) // 3) + 0.01, 1, 1))
+    return fig
+
+
+def curves_command(args: argparse.Namespace) -> Path:
+    plt = pyplot()
+    runs = find_curves(args.runs)
+    labels = run_labels(list(runs))
+    panels, series = curve_series(runs)
+    fig = plot_curves(plt, panels, series, labels)
     out = args.out or args.runs[0] / "curves.png"
     fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
@@ -343,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     curves.add_argument("runs", type=Path, nargs="+", help="run folders or multirun folders")
     curves.add_argument("--out", type=Path, help="PNG to write (default: curves.png in the first folder)")
     for sub in (attention, curves):
-        sub.add_argument("--dpi", type=int, default=100)
+        sub.add_argument("--dpi", type=positive_int, default=100, help="resolution of the PNG (default 100)")
     args = parser.parse_args(argv)
     return attention_command(args) if args.command == "attention" else curves_command(args)
 

@@ -147,20 +147,21 @@ def aa_attention_probs(layer: AAConv2d, qkv: Tensor) -> Tensor:
     """The attention probabilities of an AA layer, through the paper's formulation.
 
     qkv: (B, 2*dk + dv, H, W), the input of ``layer.attention`` (captured by ``capture``) -> (B, N_h, HW, HW),
-    softmax over the last dim (key positions, row-major y * W + x), float32. The one place that reads AA's
+    softmax over the last dim (key positions, row-major y * W + x), in float32 or qkv's wider dtype. The one place that reads AA's
     attributes: ``attention.dk``, ``.dv``, ``.num_heads``, ``.rel_width`` / ``.rel_height`` (None without relative
     logits) and ``.max_size`` (the tables' centre row).
     """
     attn = layer.attention
     batch, _, height, width = qkv.shape
-    q, k, _ = qkv.float().split([attn.dk, attn.dk, attn.dv], dim=1)
+    dtype = torch.promote_types(qkv.dtype, torch.float32)  # half-precision activations: at least float32
+    q, k, _ = qkv.to(dtype).split([attn.dk, attn.dk, attn.dv], dim=1)
     q, k = (t.reshape(batch, attn.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k))
     q = q * (attn.dk // attn.num_heads) ** -0.5
     logits = q @ k.transpose(-1, -2)
     if attn.rel_width is not None and attn.rel_height is not None:
         centre = attn.max_size - 1
-        rel_w = attn.rel_width[centre - width + 1 : centre + width].float()
-        rel_h = attn.rel_height[centre - height + 1 : centre + height].float()
+        rel_w = attn.rel_width[centre - width + 1 : centre + width].to(dtype)
+        rel_h = attn.rel_height[centre - height + 1 : centre + height].to(dtype)
         logits = logits + relative_logits_reference(q, rel_w, rel_h, height, width)
     return logits.softmax(-1)
 
@@ -196,6 +197,7 @@ def query_cell(query: tuple[int, int], image_size: tuple[int, int], grid: tuple[
     return min(x * cols // width, cols - 1), min(y * rows // height, rows - 1)
 
 
+@torch.no_grad()
 def aa_maps(model: nn.Module, image: Tensor, layer: str, queries: Sequence[tuple[int, int]]) -> AAMaps:
     """``AAMaps`` of AA ``layer`` for a (1, 3, H, W) model input and queries (x, y) in its pixels."""
     check_queries(queries, *image.shape[-2:])
@@ -236,12 +238,11 @@ def aw_kernel_attention(layer: AWConv2d, x: Tensor) -> Tensor:
     return attention.unflatten(1, (layer.num_maps, -1))
 
 
+@torch.no_grad()
 def aw_maps(model: nn.Module, image: Tensor, layer: str) -> AWMaps:
     """``AWMaps`` of AW ``layer`` for a (1, 3, H, W) model input."""
     x, _ = run_captured(model, image, [layer])[layer]
-    module = dict(model.named_modules())[layer]
-    with torch.no_grad():
-        return AWMaps(layer, aw_kernel_attention(module, x)[0])
+    return AWMaps(layer, aw_kernel_attention(dict(model.named_modules())[layer], x)[0])
 
 
 # --- Gates -------------------------------------------------------------------------------------------------------
@@ -255,6 +256,7 @@ def gate_factor(x: Tensor, y: Tensor) -> Tensor:
     return ((x * y).sum((2, 3)) / energy.where(energy > 0, torch.nan)).float()
 
 
+@torch.no_grad()
 def gate_values(model: nn.Module, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
     """{gate layer: its (C,) factors} for a (1, 3, H, W) model input."""
     captured = run_captured(model, image, layers)
@@ -269,6 +271,7 @@ def _heat(values: Tensor) -> Tensor:
     return torch.stack([(3 * values).clamp(0, 1), (3 * values - 1).clamp(0, 1), (3 * values - 2).clamp(0, 1)], -3)
 
 
+@torch.no_grad()
 def attention_image_grid(model: nn.Module, images: Tensor, layer: str) -> Tensor:
     """One RGB picture of AA ``layer``'s attention for the image centres: a row per image of (B, 3, H, W)
     ``images``, the image then one map per head (each scaled to its maximum), upsampled to H x W ->
@@ -287,10 +290,11 @@ def attention_image_grid(model: nn.Module, images: Tensor, layer: str) -> Tensor
     return tiles.permute(2, 0, 3, 1, 4).reshape(3, len(images) * height, -1)
 
 
-def log_attention_images(logger: Any, model: nn.Module, dataset: Any, step: int, count: int) -> None:
-    """``logger.attention_images``: sends ``attention_image_grid`` of the model's first AA layer for the first
-    ``count`` images of ``dataset`` (the same ones every evaluation) to ``logger.log_images``. Nothing when
-    ``count`` is 0; a warning when the model has no AA layer."""
+def log_attention_images(logger: Any, model: nn.Module, dataset: Any, step: int, logger_cfg: Mapping[str, Any]) -> None:
+    """``logger.attention_images`` (``logger_cfg``'s key, 0 when absent): sends ``attention_image_grid`` of the
+    model's first AA layer for the first that many images of ``dataset`` (the same ones at every evaluation) to
+    ``logger.log_images``. Nothing when it is 0; a warning when the model has no AA layer."""
+    count = int(logger_cfg.get("attention_images", 0))
     if count <= 0:
         return
     aa = [name for name, kind in attention_layers(model).items() if kind == "aa"]

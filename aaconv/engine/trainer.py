@@ -477,14 +477,8 @@ class Trainer:
             if self.ema is not None:
                 ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device)
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
-        if self.is_main:
-            log_attention_images(
-                self.logger,
-                self.model,
-                self.val_loader.dataset,
-                self.global_step,
-                int(self.cfg.logger.get("attention_images", 0)),
-            )
+        if self.is_main:  # logger.attention_images
+            log_attention_images(self.logger, self.model, self.val_loader.dataset, self.global_step, self.cfg.logger)
         set_rng_state(state)
         return metrics
 
