@@ -14,8 +14,9 @@ captured inputs for the chosen layers only:
   rule (``is_channel_gate``): 1x1-conv children ``fc1`` and ``fc2`` with ``fc2`` restoring ``fc1``'s input width
   (the squeeze-excite layout of ``SqueezeExcite`` and timm's ``SEModule``). The factor is read from the forward's
   input x and output y, g_c = sum_hw(x y) / sum_hw(x^2), so it does not depend on how the gate computes it (average
-  or average + max pooling alike). A gate of another shape (a spatial gate, one factor per position) is one more
-  rule in ``GATE_RULES`` and its reduction in ``gate_factor``.
+  or average + max pooling alike); a channel whose input is all zero (a zero-initialised residual BN before
+  training) has no factor to read and gives NaN. A gate of another shape (a spatial gate, one factor per position,
+  as CBAM's second half) is one more rule in ``GATE_RULES`` and its reduction beside ``gate_factor``.
 
 ``attention_image_grid`` renders AA maps as one RGB tensor for TensorBoard / W&B (``logger.attention_images``).
 """
