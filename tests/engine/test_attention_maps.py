@@ -177,3 +177,26 @@ def test_logged_pictures_are_the_first_images_then_one_map_per_head() -> None:
             assert 0 <= tile.min() and tile.amin(0).max() == 1  # each map is white at its maximum
     am.log_attention_images(recorder := Recorder(), model, dataset, step=3, logger_cfg={"attention_images": 0})
     assert not recorder.images
+
+
+@pytest.mark.slow
+def test_training_with_tensorboard_logs_the_attention_pictures_at_each_evaluation(tmp_path, tiny_config) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aaconv.engine.trainer import Trainer
+    from aaconv.tasks import build_task
+
+    cfg = tiny_config(
+        "attention=aa",
+        "logger=tensorboard",
+        "logger.attention_images=3",
+        "trainer.max_steps=2",
+        "trainer.max_eval_batches=1",
+    )
+    Trainer(cfg, build_task(cfg), tmp_path).fit()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    [tag] = events.Tags()["images"]
+    [image] = events.Images(tag)
+    assert tag == "attention/layer2.0.conv1" and image.step == 2
+    assert (image.height, image.width) == (3 * 32, 9 * 32)  # 3 images; each, then ResNet-18's 8 heads
