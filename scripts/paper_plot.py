@@ -41,8 +41,13 @@ def points(objects: Sequence[dict[str, Any]], source: str, x_key: str) -> dict[s
 
 
 def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
-    """Writes the figure of ``objects`` (paper_table.table_rows) to ``path``; ConfigError without matplotlib or
-    without any point to draw."""
+    """Writes ``figure(objects)`` to ``path``."""
+    figure(objects).savefig(path, dpi=100)
+
+
+def figure(objects: Sequence[dict[str, Any]]) -> Any:
+    """The matplotlib figure of ``objects`` (paper_table.table_rows); ConfigError without matplotlib or without
+    any point to draw."""
     try:
         import matplotlib
 
@@ -82,5 +87,5 @@ def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
             else:
                 ax.text(0.5, 0.5, f"no {x_title} beside a {metric_name} number", ha="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plt.close(fig)  # out of pyplot's registry; the figure itself stays drawable
+    return fig
