@@ -122,10 +122,8 @@ def parse_query(text: str) -> tuple[int, int]:
 # --- attention ---------------------------------------------------------------------------------------------------
 
 
-def _mark(ax: Any, queries: Sequence[tuple[int, int]]) -> None:
-    for i, (x, y) in enumerate(queries):
-        ax.plot(x, y, marker="x", color="cyan", markersize=9, mew=2)
-        ax.annotate(str(i + 1), (x, y), xytext=(4, -4), textcoords="offset points", color="cyan", fontsize=9)
+def _mark(ax: Any, query: tuple[int, int]) -> None:
+    ax.plot(*query, marker="x", color="cyan", markersize=8, mew=2)
 
 
 def _image_axis(ax: Any, picture: torch.Tensor, title: str) -> None:
@@ -138,20 +136,28 @@ def plot_aa(plt: Any, maps: am.AAMaps, picture: torch.Tensor) -> Any:
     """Rows: queries; columns: the image with the query, then each head's map over the image."""
     num_queries, num_heads = maps.maps.shape[:2]
     height, width = picture.shape[1:]
-    fig, axes = plt.subplots(num_queries, num_heads + 1, figsize=(1.6 * (num_heads + 1), 1.75 * num_queries + 0.4))
+    fig, axes = plt.subplots(
+        num_queries,
+        num_heads + 1,
+        figsize=(1.6 * (num_heads + 1) + 0.8, 1.75 * num_queries + 0.4),
+        layout="constrained",
+    )
     axes = axes.reshape(num_queries, num_heads + 1)
     gray = picture.mean(0).numpy()
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # the map's cells stretched over the image's pixels
+    top = float(maps.maps.max())  # one colour scale for every map, so heads and queries compare
     for qi, query in enumerate(maps.queries):
         _image_axis(axes[qi, 0], picture, f"query {qi + 1} at {query[0]},{query[1]}")
-        _mark(axes[qi, 0], [query])
+        _mark(axes[qi, 0], query)
         for head in range(num_heads):
             ax = axes[qi, head + 1]
-            ax.imshow(gray, cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            ax.imshow(gray, cmap="gray", extent=extent)
             prob = maps.maps[qi, head].numpy()
-            ax.imshow(prob, cmap="inferno", alpha=0.75, extent=(-0.5, width - 0.5, height - 0.5, -0.5), vmin=0)
-            ax.plot(*query, marker="x", color="cyan", markersize=7, mew=2)
+            shown = ax.imshow(prob, cmap="inferno", alpha=0.8, extent=extent, vmin=0, vmax=top)
+            _mark(ax, query)
             ax.set_title(f"head {head + 1} (max {prob.max():.2f})", fontsize=8)
             ax.set_axis_off()
+    fig.colorbar(shown, ax=axes, shrink=0.8, pad=0.01, label="attention probability")
     rows, cols = maps.maps.shape[-2:]
     fig.suptitle(f"AA attention of {maps.layer} over its {rows}x{cols} positions (each map sums to 1)", fontsize=10)
     return fig
@@ -162,7 +168,7 @@ def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
     over offsets for each input channel."""
     per_offset, per_channel = maps.per_offset.numpy(), maps.per_channel.numpy()
     num_maps = len(per_offset)
-    fig, axes = plt.subplots(2, num_maps + 1, figsize=(2.3 * (num_maps + 1), 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, num_maps + 1, figsize=(2.3 * (num_maps + 1), 4.6), squeeze=False, layout="constrained")
     _image_axis(axes[0, 0], picture, "input")
     axes[1, 0].set_axis_off()
     low, high = float(per_offset.min()), float(per_offset.max())
@@ -170,8 +176,9 @@ def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
         ax = axes[0, m + 1]
         ax.imshow(per_offset[m], cmap="viridis", vmin=low, vmax=high)
         for (i, j), value in np.ndenumerate(per_offset[m]):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
-        ax.set_title(f"map {m + 1}: mean over C_in", fontsize=8)
+            dark = value < (low + high) / 2  # viridis: dark below the middle of the scale
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        ax.set_title(f"map {m + 1}: mean over input channels", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         bars = axes[1, m + 1]
@@ -190,7 +197,7 @@ def plot_gates(plt: Any, gates: dict[str, torch.Tensor], picture: torch.Tensor) 
     """The image, then one bar chart of per-channel factors per gate module."""
     cols = min(4, len(gates) + 1)
     rows = -(-(len(gates) + 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.2 * rows), squeeze=False, layout="constrained")
     flat = axes.flatten()
     _image_axis(flat[0], picture, "input")
     for ax, (name, values) in zip(flat[1:], gates.items(), strict=False):
@@ -230,7 +237,6 @@ def attention_command(args: argparse.Namespace) -> Path:
     else:
         fig = plot_gates(plt, am.gate_values(module, x, names), picture)
     out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else 'gates'}.png")
-    fig.tight_layout()
     fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
     print(out)
@@ -312,6 +318,7 @@ def plot_curves(plt: Any, panels: list[tuple[str, str]], series: dict, labels: d
             ax.plot(*data[key], marker="o", markersize=3, label=labels[run])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     for ax in axes.flatten()[len(panels) :]:
         ax.set_axis_off()

@@ -113,7 +113,7 @@ def test_aw_view_plots_the_mean_kernel_attention_of_the_layer(checkpoints, image
         hidden = F.relu(F.conv2d(F.adaptive_avg_pool2d(inputs[0], 3), layer.fc1.weight, layer.fc1.bias))
         attention = torch.sigmoid(F.conv2d(hidden, layer.fc2.weight, layer.fc2.bias)).view(4, -1, 3, 3)
     [fig] = figures
-    maps = [ax for ax in fig.axes if "mean over C_in" in ax.get_title()]
+    maps = [ax for ax in fig.axes if "mean over input channels" in ax.get_title()]
     assert len(maps) == 4
     for m, ax in enumerate(maps):
         plotted = torch.as_tensor(ax.get_images()[0].get_array().data)
