@@ -256,36 +256,35 @@ def entry(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_quick_start_sweep_then_its_curves_and_the_aa_checkpoints_maps(tmp_path, image):
+def test_quick_start_sweep_then_its_curves_and_the_aa_checkpoints_maps(tmp_path, image, monkeypatch, capsys):
     sweep = tmp_path / "multirun"
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("trainer.epochs=")]
     trained = entry(
         str(REPO / "train.py"),
         "-m",
         "attention=none,aa",
-        *TINY_OVERRIDES,
+        *tiny,
         "trainer.epochs=2",
         f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=job${hydra.job.num}",  # the default names every override: too long a folder name
         cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    shown = entry(
-        str(REPO / "scripts" / "visualize.py"),
-        "curves",
-        str(sweep),
-        "--out",
-        str(tmp_path / "curves.png"),
-        cwd=tmp_path,
-    )
-    assert shown.returncode == 0 and (tmp_path / "curves.png").is_file(), shown.stderr[-2000:]
-    [aa_run] = sweep.glob("*attention=aa")
+    figures = figures_of(monkeypatch, "plot_curves")
+    status, _ = run_main("curves", str(sweep), "--out", str(tmp_path / "curves.png"), capsys=capsys)
+    assert status == 0 and (tmp_path / "curves.png").is_file()
+    [fig] = figures
+    for ax in fig.axes[:4]:  # every job in every panel, one point per epoch
+        assert [line.get_label() for line in ax.lines] == ["attention=none", "attention=aa"]
+        assert all(list(line.get_xdata()) == [1, 2] for line in ax.lines)
     maps = entry(
         str(REPO / "scripts" / "visualize.py"),
         "attention",
-        str(aa_run / "last.pt"),
+        str(sweep / "job1" / "last.pt"),
         "--image",
         str(image),
         cwd=tmp_path,
     )
     assert maps.returncode == 0, maps.stderr[-2000:]
-    assert maps.stdout.strip() == str(aa_run / "attention_layer2.0.conv1.png")
-    assert (aa_run / "attention_layer2.0.conv1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = sweep / "job1" / "attention_layer2.0.conv1.png"
+    assert maps.stdout.strip() == str(picture) and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
