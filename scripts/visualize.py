@@ -10,7 +10,8 @@ the chosen layer (default: the first AA layer, else the first AW layer, else eve
 - AW: per attention map m, A's mean over input channels at each kernel offset, and its mean over offsets for each
   input channel (W' = K * A + K).
 - gates (SE): each gate module's per-channel factors.
-The numbers come from aaconv.engine.attention_maps. Detection checkpoints show their backbone at the image's size.
+The numbers come from aaconv.engine.attention_maps. A detection checkpoint shows its backbone on the image resized,
+normalised and padded by the detector's own transform.
 
 curves: loss, lr, top-1 (or AP) and training images/s against epoch from each run's metrics.jsonl (a multirun
 folder: every job), one line per run labelled by the overrides that tell the runs apart; a PNG, and an HTML page
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aaconv.engine import attention_maps as am  # noqa: E402  (after the sys.path line)
-from aaconv.errors import ConfigError, DataError, exit_on_user_error  # noqa: E402
+from aaconv.errors import ConfigError, DataError, exit_on_user_error, first_line  # noqa: E402
 from aaconv.utils.cli import positive_int  # noqa: E402
 
 CONFIGS = REPO / "configs"
@@ -86,15 +87,16 @@ def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch
     """(the module to run, its (1, 3, H, W) input, the (3, H, W) picture in [0, 1] it shows) for image ``path``:
     a classifier's evaluation transform; a detector's backbone at the image's own size, normalised as the detector."""
     from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import normalize, to_tensor
+    from torchvision.transforms.functional import to_tensor
 
     try:
         image = Image.open(path).convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"cannot read image {path} ({e}); pass a PNG or JPEG file") from None
-    if hasattr(model, "backbone") and hasattr(model, "transform"):  # a torchvision detector
-        picture = to_tensor(image)
-        return model.backbone, normalize(picture, model.transform.image_mean, model.transform.image_std)[None], picture
+    if hasattr(model, "backbone") and hasattr(model, "transform"):  # a torchvision detector: its resize and padding
+        x = model.transform([to_tensor(image)])[0].tensors
+        mean, std = (torch.as_tensor(v)[:, None, None] for v in (model.transform.image_mean, model.transform.image_std))
+        return model.backbone, x, (x[0] * std + mean).clamp(0, 1)
     data = run_cfg.data
     if data.get("format") == "cifar":
         from aaconv.data.cifar import cifar_transform
@@ -229,18 +231,33 @@ def attention_command(args: argparse.Namespace) -> Path:
             f"--query applies to AA layers only; {names[0]} is a {kind!r} layer "
             f"(AA layers in this model: {', '.join(aa) or 'none'})"
         )
-    if kind == "aa":
-        queries = args.query or [(picture.shape[2] // 2, picture.shape[1] // 2)]
-        fig = plot_aa(plt, am.aa_maps(module, x, names[0], queries), picture)
-    elif kind == "aw":
-        fig = plot_aw(plt, am.aw_maps(module, x, names[0]), picture)
-    else:
-        fig = plot_gates(plt, am.gate_values(module, x, names), picture)
+    try:
+        fig = draw(plt, module, x, picture, kind, names, args.query)
+    except ValueError as e:  # the layers' own checks (a map larger than AA's relative tables)
+        raise ConfigError(f"the model cannot run on {args.image}: {first_line(e)}; pass a smaller image") from None
     out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else 'gates'}.png")
     fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
     print(out)
     return out
+
+
+def draw(
+    plt: Any,
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    picture: torch.Tensor,
+    kind: str,
+    names: list[str],
+    query: list[tuple[int, int]] | None,
+) -> Any:
+    """The figure of ``kind`` for layers ``names`` of ``module`` on input ``x`` (shown as ``picture``)."""
+    if kind == "aa":
+        queries = query or [(picture.shape[2] // 2, picture.shape[1] // 2)]
+        return plot_aa(plt, am.aa_maps(module, x, names[0], queries), picture)
+    if kind == "aw":
+        return plot_aw(plt, am.aw_maps(module, x, names[0]), picture)
+    return plot_gates(plt, am.gate_values(module, x, names), picture)
 
 
 # --- curves ------------------------------------------------------------------------------------------------------
