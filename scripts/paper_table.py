@@ -3,7 +3,7 @@
     python scripts/paper_table.py                          every row, the paper's numbers and the command to run it
     python scripts/paper_table.py outputs/ multirun/      + our metrics from the runs found there, and the difference
     python scripts/paper_table.py RUNS --format json       one object per row: {table, row, experiment, paper, ours}
-    python scripts/paper_table.py RUNS --plot fig1.png     the AA paper's Figure 1 (top-1 against parameters)
+    python scripts/paper_table.py RUNS --plot tables.png   ours vs the paper per table: top-1 / AP against params, GFLOPs
     python scripts/paper_table.py --sweep multirun/DATE/TIME   the jobs of one sweep sorted by their primary metric
 
 A run is any folder holding results.json (single runs and the job folders of a multirun) whose Hydra record
@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.errors import ConfigError, DataError, exit_on_user_error  # noqa: E402  (after the sys.path line)
+from aaconv.errors import DataError, exit_on_user_error  # noqa: E402  (after the sys.path line)
 
 CONFIGS = REPO / "configs"
 DATA_ROOTS = {
@@ -331,33 +331,6 @@ def markdown(objects: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines).lstrip()
 
 
-def plot(objects: Sequence[dict[str, Any]], path: Path) -> None:
-    """The AA paper's Figure 1: ImageNet top-1 against parameters, the paper's points and ours."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") from None
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    families = {"ResNet": "", "SE-ResNet": "SE-", "AA-ResNet": "AA-"}
-    for (label, prefix), colour in zip(families.items(), ("tab:gray", "tab:blue", "tab:red"), strict=True):
-        mine = [o for o in objects if o["table"] == "AA: ImageNet ResNet" and o["row"].startswith(prefix + "ResNet")]
-        paper = [(o["paper"]["params_m"], o["paper"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["paper"])]
-        ours = [(o["ours"]["params_m"], o["ours"]["top1"]) for o in mine if {"params_m", "top1"} <= set(o["ours"])]
-        if paper:
-            ax.plot(*zip(*paper, strict=True), "o-", color=colour, label=f"{label} (paper)")
-        if ours:
-            ax.plot(*zip(*ours, strict=True), "x--", color=colour, label=f"{label} (ours)")
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("ImageNet top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def sweep_table(folder: Path) -> str:
     """The jobs of a multirun folder sorted by their primary metric (best first), with each job's overrides."""
     runs = find_runs([folder])
@@ -398,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="folders searched for runs (results.json)")
     parser.add_argument("--format", choices=("md", "json"), default="md")
-    parser.add_argument("--plot", type=Path, help="write the Figure-1 chart (top-1 against parameters) to this PNG")
+    parser.add_argument(
+        "--plot", type=Path, help="write ours vs the paper per table (scripts/paper_plot.py) to this PNG"
+    )
     parser.add_argument("--table", action="append", help="only tables whose name contains this (repeatable)")
     parser.add_argument("--no-count", action="store_true", help="skip building the models (no params / FLOPs)")
     parser.add_argument("--no-cache", action="store_true", help="recount params / FLOPs instead of reading the cache")
@@ -414,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sizes.save()
     print(json.dumps(objects, indent=1) if args.format == "json" else markdown(objects))
     if args.plot:
+        from paper_plot import plot  # scripts/, beside this file
+
         plot(objects, args.plot)
 
 

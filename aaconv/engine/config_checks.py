@@ -67,6 +67,7 @@ CHECKS: dict[str, str] = {
     "trainer.clip_grad_norm": POSITIVE_OR_NULL,
     "trainer.dist_timeout_s": POSITIVE,
     "logger.log_every_steps": POSITIVE_INT,
+    "logger.attention_images": COUNT,
     "optim.lr": POSITIVE,
     "optim.lr_base_batch": POSITIVE_INT,
     "optim.weight_decay": NON_NEGATIVE,

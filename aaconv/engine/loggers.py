@@ -1,4 +1,5 @@
-"""Where metrics go: the console and `metrics.jsonl` always; TensorBoard or Weights & Biases on request.
+"""Where metrics go: the console and `metrics.jsonl` always; TensorBoard or Weights & Biases on request, with
+pictures of the attention maps at each evaluation when `logger.attention_images` > 0 (aaconv.engine.attention_maps).
 
 Only rank 0 builds loggers (`build_logger` returns one that drops everything on other ranks).
 """
@@ -12,6 +13,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from aaconv.errors import AAConvError
 
@@ -44,6 +47,11 @@ class RunLogger:
         for backend in self.backends:
             backend.log(scalars, step)
 
+    def log_images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
+        """(3, H, W) pictures with values in [0, 1], by tag, to the backends (TensorBoard, W&B)."""
+        for backend in self.backends:
+            backend.log_images(images, step)
+
     def close(self) -> None:
         for backend in self.backends:
             backend.close()
@@ -60,6 +68,11 @@ class TensorBoardBackend:
     def log(self, scalars: Mapping[str, float], step: int) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def log_images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
+        for tag, image in images.items():
+            self.writer.add_image(tag, image, step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -105,6 +118,11 @@ class WandbBackend:
 
     def log(self, scalars: Mapping[str, float], step: int) -> None:
         self.run.log(dict(scalars), step=step)
+
+    def log_images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
+        self.run.log(
+            {tag: self.wandb.Image(image.permute(1, 2, 0).numpy()) for tag, image in images.items()}, step=step
+        )
 
     def close(self) -> None:
         self.run.finish()

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from aaconv.engine.attention_maps import log_attention_images
 from aaconv.engine.checkpoint import load_checkpoint, nonfinite_tensors, save_checkpoint
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.distributed import destroy_distributed, init_distributed
@@ -476,6 +477,8 @@ class Trainer:
             if self.ema is not None:
                 ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device)
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+        if self.is_main:  # logger.attention_images
+            log_attention_images(self.logger, self.model, self.val_loader.dataset, self.global_step, self.cfg.logger)
         set_rng_state(state)
         return metrics
 
