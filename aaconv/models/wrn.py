@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aaconv.models.attention import attention_spec, feature_size, stage_builders, without
+from aaconv.errors import ConfigError
+from aaconv.models.attention import attention_spec, feature_size, memory_pooled, stage_builders, without
 
 PostBuilder = Callable[[int], nn.Module] | None
 
@@ -30,16 +31,16 @@ class WideBasicBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        conv: Callable[..., nn.Module],
+        convs: Sequence[Callable[..., nn.Module]],
         post: PostBuilder,
         dropout: float = 0.0,
     ):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv(in_channels, out_channels, 3, stride)
+        self.conv1 = convs[0](in_channels, out_channels, 3, stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = conv(out_channels, out_channels, 3, 1)
+        self.conv2 = convs[1](out_channels, out_channels, 3, 1)
         self.relu = nn.ReLU(inplace=True)
         self.se = post(out_channels) if post is not None else None
         self.shortcut = None
@@ -61,7 +62,10 @@ class WideResNet(nn.Module):
     Args:
         depth: 6n + 4 (28 for WRN-28-10).
         widen_factor: k, the stage widths are 16k, 32k, 64k.
-        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}.
+        attention: a variant name or the `attention` config mapping {variant, aa, aw, se}; its `aa` may carry
+            `memory_pool_stages` (stages 1..3 whose AA convs attend over a 3x3/2-pooled map, upsampled back) and
+            `basic_block_convs` (which of a block's 3x3 convs, 1 and/or 2, AA augments; default both; the
+            other conv keeps the rest of the variant, e.g. AW).
         attention_stages: stages (1..3) whose 3x3 convs are AA / AW convs; SE goes into every block.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         dropout: dropout between the two convs of a block (the WRN paper's 0.3 variant; 0: none).
@@ -83,20 +87,30 @@ class WideResNet(nn.Module):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (e.g. 16, 22, 28, 40), got {depth}")
-        unknown = set(attention_stages) - {1, 2, 3}
-        if unknown:
-            raise ValueError(f"attention_stages must be among 1..3 for a Wide ResNet, got {sorted(unknown)}")
-        blocks_per_stage = (depth - 4) // 6
         spec = attention_spec(attention)
+        unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
+        unknown -= {1, 2, 3}
+        if unknown:
+            raise ConfigError(
+                "attention_stages and attention.aa.memory_pool_stages must be among 1..3 for a Wide ResNet, "
+                f"got {sorted(unknown)}"
+            )
+        augmented = set(spec["aa"].get("basic_block_convs") or (1, 2))
+        if not augmented <= {1, 2}:
+            raise ConfigError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(augmented)}")
+        blocks_per_stage = (depth - 4) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
         in_channels = 16
         for stage, width in enumerate((16 * widen_factor, 32 * widen_factor, 64 * widen_factor), start=1):
             stage_spec = spec if stage in attention_stages else without(without(spec, "aa"), "aw")
-            builders = stage_builders(stage_spec, feature_size(input_size, self.stage_strides[stage - 1]))
+            size = feature_size(input_size, self.stage_strides[stage - 1])
+            builders = stage_builders(stage_spec, size, memory_pool=memory_pooled(stage_spec, stage))
+            others = stage_builders(without(stage_spec, "aa"), size)  # the conv AA leaves out, if any
+            convs = [builders.conv if i in augmented else others.conv for i in (1, 2)]
             blocks = []
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(WideBasicBlock(in_channels, width, stride, builders.conv, builders.post, dropout))
+                blocks.append(WideBasicBlock(in_channels, width, stride, convs, builders.post, dropout))
                 in_channels = width
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.bn = nn.BatchNorm2d(in_channels)
