@@ -37,6 +37,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
 from aaconv.models.backbone import Backbone
+from aaconv.models.detection_transform import CanvasTransform
 from aaconv.models.pretrained import init_backbone
 from aaconv.models.registry import IMAGENET_BACKBONES
 
@@ -167,6 +168,8 @@ def build_detector(
     fpn_channels: int = 256,
     anchor_sizes: Sequence[int] | None = None,
     group_norm_head: bool = False,
+    canvas: int | None = None,
+    scale_jitter: Sequence[float] | None = None,
     **head_kwargs: Any,
 ) -> nn.Module:
     """RetinaNet or Faster R-CNN (torchvision's) over an FPN on our backbone.
@@ -185,15 +188,21 @@ def build_detector(
         anchor_sizes: smallest anchor side per FPN level (see anchor_generator); None: torchvision's 32..512.
         group_norm_head: RetinaNet only: GroupNorm(32) after each head conv (torchvision's RetinaNet v2 head),
             which trains far faster from scratch.
+        canvas: a fixed square input instead of min_size / max_size: the longer side resized to `canvas`, padded
+            to canvas x canvas (aaconv.models.detection_transform; the AA paper's RetinaNet input: 640).
+        scale_jitter: with `canvas`, the training scale range, e.g. (0.8, 1.2); None: none.
         head_kwargs: passed to torchvision's RetinaNet / FasterRCNN (score_thresh, detections_per_img, ...).
     """
     if head not in HEADS:
         raise ValueError(f"unknown detection head {head!r}; available: {', '.join(HEADS)}")
     if group_norm_head and head != "retinanet":
         raise ValueError("group_norm_head is a RetinaNet option")
+    if scale_jitter is not None and canvas is None:
+        raise ValueError("scale_jitter needs a canvas (e.g. canvas=640): it jitters the canvas transform's scale")
     spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
+    largest = canvas if canvas is not None else max_size
     body = build_backbone(
-        spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
+        spec, attention, max_size=largest, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
     )
     stages = list(returned_stages) if returned_stages is not None else default_stages(body, HEAD_STRIDES[head])
     extra = LastLevelP6P7(fpn_channels, fpn_channels) if head == "retinanet" else LastLevelMaxPool()
@@ -207,4 +216,7 @@ def build_detector(
             fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=partial(nn.GroupNorm, 32)
         )
     detector = RetinaNet if head == "retinanet" else FasterRCNN
-    return detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)
+    model = detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)
+    if canvas is not None:
+        model.transform = CanvasTransform(canvas, model.transform.image_mean, model.transform.image_std, scale_jitter)
+    return model
