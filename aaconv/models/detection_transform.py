@@ -41,7 +41,9 @@ class CanvasTransform(GeneralizedRCNNTransform):
         if canvas <= 0 or canvas % 32:
             raise ValueError(f"canvas must be a positive multiple of 32 (the backbone's stride), got {canvas}")
         if scale_jitter is not None and not (len(scale_jitter) == 2 and 0 < scale_jitter[0] <= scale_jitter[1]):
-            raise ValueError(f"scale_jitter must be [low, high] with 0 < low <= high, e.g. [0.8, 1.2]; got {scale_jitter}")
+            raise ValueError(
+                f"scale_jitter must be [low, high] with 0 < low <= high, e.g. [0.8, 1.2]; got {scale_jitter}"
+            )
         super().__init__(canvas, canvas, list(image_mean), list(image_std), size_divisible=canvas)
         self.canvas = canvas
         self.scale_jitter = tuple(float(s) for s in scale_jitter) if scale_jitter is not None else None
