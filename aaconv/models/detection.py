@@ -15,8 +15,8 @@ AA in a detection backbone is the classification backbone's setting (the AA pape
 resnet.py / mnasnet.py, under the config's `attention.aa` keys), so an ImageNet AA checkpoint loads one to
 one. That includes memory downsampling in layer2: at 800x1333 its AA convs attend over 50x84 (4,200
 positions) instead of 100x168 (16,800), 16x fewer logits, the same cost as layer3's 50x84 maps. The
-paper's RetinaNet parameter counts point to another setting (no minimum key depth, AA in layer3-4 only,
-`attention.aa.min_dk_per_head=0 backbone.attention_stages=[3,4]`); docs/models.md compares both.
+AA paper's RetinaNet rows use another setting and input (kappa 0.1, upsilon 0.05, no minimum key depth, a 640 x 640
+canvas: `canvas=640`, aaconv.models.detection_transform), set by their experiments; docs/models.md compares them.
 """
 
 from __future__ import annotations

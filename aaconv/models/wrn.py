@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aaconv.errors import ConfigError
 from aaconv.models.attention import attention_spec, feature_size, memory_pooled, stage_builders, without
 
 PostBuilder = Callable[[int], nn.Module] | None
@@ -91,13 +90,13 @@ class WideResNet(nn.Module):
         unknown = set(attention_stages) | set(spec["aa"].get("memory_pool_stages") or ())
         unknown -= {1, 2, 3}
         if unknown:
-            raise ConfigError(
+            raise ValueError(
                 "attention_stages and attention.aa.memory_pool_stages must be among 1..3 for a Wide ResNet, "
                 f"got {sorted(unknown)}"
             )
         augmented = set(spec["aa"].get("basic_block_convs") or (1, 2))
         if not augmented <= {1, 2}:
-            raise ConfigError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(augmented)}")
+            raise ValueError(f"attention.aa.basic_block_convs must be a subset of [1, 2], got {sorted(augmented)}")
         blocks_per_stage = (depth - 4) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
         in_channels = 16
