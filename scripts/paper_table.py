@@ -12,10 +12,13 @@ A run is any folder holding results.json (single runs and the job folders of a m
 on the meta device (no memory, no compute) and counting one forward with torch.utils.flop_counter, which counts a
 multiply-add as 2 FLOPs as the paper does; AA is counted in its reference formulation. Classification rows are
 counted at their training size (224 px ImageNet, 32 px CIFAR); detection rows count backbone + FPN + heads
-(RetinaNet: both heads; Faster R-CNN: the RPN head, the RoI head depends on the proposals) at 800 x 1344.
+(RetinaNet: both heads; Faster R-CNN: the RPN head, the RoI head depends on the proposals) at the row's own input:
+its canvas (the AA paper's RetinaNet rows: 640 x 640), else 800 x 1344 (torchvision's resize, padded). Parameters
+include the frozen BatchNorm affines of the detection backbones (aaconv.models.cost, shared with count_params.py).
 The counts are cached in $AACONV_CACHE/paper_table/ (default ~/.cache/aaconv), keyed by a digest of configs/ and
 aaconv/: about 20 s of one core for all rows the first time, nothing after (--no-cache recounts).
-Paper numbers: the AA paper (Bello et al. 2019) as gathered in /work/shared/papers.md, the AW paper's abstract.
+Paper numbers: the AA paper (Bello et al. 2019), the AW paper's abstract (Zhu et al. 2021); each row names where
+its numbers come from: "paper" (its tables, copied second-hand [2nd] or recalled and confirmed by the counts [?]).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -70,8 +72,10 @@ class Row:
         return " ".join(w for w in words if w)
 
 
-def _p(params_m: float | None = None, gflops: float | None = None, **metrics: Any) -> dict[str, Any]:
-    return {k: v for k, v in {"params_m": params_m, "gflops": gflops, **metrics}.items() if v is not None}
+def _p(source: str, params_m: float | None = None, gflops: float | None = None, **metrics: Any) -> dict[str, Any]:
+    """The paper's numbers of a row and where they come from (`source`, shown beside them)."""
+    numbers = {k: v for k, v in {"params_m": params_m, "gflops": gflops, **metrics}.items() if v is not None}
+    return {**numbers, "source": source}
 
 
 AA_IN = "AA: ImageNet ResNet"  # AA paper Table 2; SE rows' top-1 from its Figure 1
@@ -83,70 +87,122 @@ RETINA = "AA: COCO RetinaNet"
 FRCNN = "AW: COCO Faster R-CNN"
 MINI = "Mini: built-in relations (CPU)"
 AW_ON_TOP = "up to +0.57 top-1 over the activation-attention model"
+# Where each paper number comes from: the paper's table or figure, as the project's paper notes grade the copy.
+TABLE2 = "paper: ImageNet table [2nd]"
+TABLE2_RECALLED = "paper: ImageNet table [?]; top-1 as in Fig. 1"
+FIG1 = "paper: Fig. 1 (top-1 only)"
+MNAS_TABLE = "paper: MnasNet table [?]; baselines = MnasNet-A1's own table"
+POS_TABLE = "paper: position-encoding table [2nd]"
+CIFAR_TABLE = "paper: CIFAR-100 table [2nd]"
+RETINA_TABLE = "paper: COCO RetinaNet table [2nd]"
+AW_ABSTRACT = "paper: AW abstract (gains only)"
 ROWS: list[Row] = [
-    Row(AA_IN, "ResNet-34", "paper/imagenet_resnet34_none", _p(21.8, 7.4, top1=73.6, top5=91.5)),
-    Row(AA_IN, "SE-ResNet-34", "paper/imagenet_resnet34_se", _p(top1=74.3)),
-    Row(AA_IN, "AA-ResNet-34", "paper/imagenet_resnet34_aa", _p(20.7, 7.1, top1=74.7, top5=92.0)),
-    Row(AA_IN, "ResNet-50", "paper/imagenet_resnet50_none", _p(25.6, 8.2, top1=76.4, top5=93.1)),
-    Row(AA_IN, "SE-ResNet-50", "paper/imagenet_resnet50_se", _p(28.1, 8.2, top1=77.5, top5=93.7)),
-    Row(AA_IN, "AA-ResNet-50", "paper/imagenet_resnet50_aa", _p(25.8, 8.3, top1=77.7, top5=93.8)),
-    Row(AA_IN, "ResNet-101", "paper/imagenet_resnet101_none", _p(44.5, 15.6, top1=77.9, top5=94.0)),
-    Row(AA_IN, "SE-ResNet-101", "paper/imagenet_resnet101_se", _p(top1=78.4)),
-    Row(AA_IN, "AA-ResNet-101", "paper/imagenet_resnet101_aa", _p(45.4, 16.1, top1=78.7, top5=94.4)),
-    Row(AA_IN, "ResNet-152", "paper/imagenet_resnet152_none", _p(60.2, 23.0, top1=78.4, top5=94.2)),
-    Row(AA_IN, "SE-ResNet-152", "paper/imagenet_resnet152_se", _p(top1=78.9)),
-    Row(AA_IN, "AA-ResNet-152", "paper/imagenet_resnet152_aa", _p(61.6, 23.8, top1=79.1, top5=94.6)),
-    Row(AW_IN, "AW-ResNet-50", "paper/imagenet_resnet50_aw", _p()),
-    Row(AW_IN, "AW-SE-ResNet-50", "paper/imagenet_resnet50_aw_se", _p(note=AW_ON_TOP)),
-    Row(AW_IN, "AW-AA-ResNet-50", "paper/imagenet_resnet50_aw_aa", _p(note=AW_ON_TOP)),
-    Row(AW_IN, "AW-ResNet-101", "paper/imagenet_resnet101_aw", _p(note="+1.00 top-1 over ResNet-101")),
-    Row(MNAS, "MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_none", _p(2.91, top1=73.3, top5=91.3)),
-    Row(MNAS, "AA-MnasNet-A1 0.75", "paper/imagenet_mnasnet_a1_075_aa", _p(3.02, top1=73.9, top5=91.6)),
-    Row(MNAS, "MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_none", _p(3.89, top1=75.2, top5=92.4)),
-    Row(MNAS, "AA-MnasNet-A1 1.0", "paper/imagenet_mnasnet_a1_100_aa", _p(4.06, top1=75.7, top5=92.6)),
-    Row(MNAS, "MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_none", _p(5.26, top1=76.7, top5=93.2)),
-    Row(MNAS, "AA-MnasNet-A1 1.25", "paper/imagenet_mnasnet_a1_125_aa", _p(5.53, top1=77.2, top5=93.6)),
-    Row(MNAS, "MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_none", _p(6.10, top1=77.2, top5=93.5)),
-    Row(MNAS, "AA-MnasNet-A1 1.4", "paper/imagenet_mnasnet_a1_140_aa", _p(6.44, top1=77.7, top5=93.8)),
-    Row(POS, "AA-ResNet-50, no position encoding", "paper/imagenet_resnet50_aa_pos_none", _p(top1=77.5)),
-    Row(POS, "AA-ResNet-50, 2-D sine", "paper/imagenet_resnet50_aa_pos_sine", _p(top1=77.5)),
-    Row(POS, "AA-ResNet-50, CoordConv", "paper/imagenet_resnet50_aa_pos_coordconv", _p(top1=77.5)),
-    Row(POS, "AA-ResNet-50, relative", "paper/imagenet_resnet50_aa_pos_relative", _p(top1=77.7)),
+    Row(AA_IN, "ResNet-34", "paper/imagenet_resnet34_none", _p(TABLE2, 21.8, 7.4, top1=73.6, top5=91.5)),
+    Row(AA_IN, "SE-ResNet-34", "paper/imagenet_resnet34_se", _p(FIG1, top1=74.3)),
+    Row(AA_IN, "AA-ResNet-34", "paper/imagenet_resnet34_aa", _p(TABLE2, 20.7, 7.1, top1=74.7, top5=92.0)),
+    Row(AA_IN, "ResNet-50", "paper/imagenet_resnet50_none", _p(TABLE2, 25.6, 8.2, top1=76.4, top5=93.1)),
+    Row(AA_IN, "SE-ResNet-50", "paper/imagenet_resnet50_se", _p(TABLE2, 28.1, 8.2, top1=77.5, top5=93.7)),
+    Row(AA_IN, "AA-ResNet-50", "paper/imagenet_resnet50_aa", _p(TABLE2, 25.8, 8.3, top1=77.7, top5=93.8)),
+    Row(AA_IN, "ResNet-101", "paper/imagenet_resnet101_none", _p(TABLE2, 44.5, 15.6, top1=77.9, top5=94.0)),
+    Row(AA_IN, "SE-ResNet-101", "paper/imagenet_resnet101_se", _p(FIG1, top1=78.4)),
+    Row(AA_IN, "AA-ResNet-101", "paper/imagenet_resnet101_aa", _p(TABLE2, 45.4, 16.1, top1=78.7, top5=94.4)),
+    Row(AA_IN, "ResNet-152", "paper/imagenet_resnet152_none", _p(TABLE2_RECALLED, 60.2, 23.0, top1=78.4, top5=94.2)),
+    Row(AA_IN, "SE-ResNet-152", "paper/imagenet_resnet152_se", _p(FIG1, top1=78.9)),
+    Row(AA_IN, "AA-ResNet-152", "paper/imagenet_resnet152_aa", _p(TABLE2_RECALLED, 61.6, 23.8, top1=79.1, top5=94.6)),
+    Row(AW_IN, "AW-ResNet-50", "paper/imagenet_resnet50_aw", _p(AW_ABSTRACT)),
+    Row(AW_IN, "AW-SE-ResNet-50", "paper/imagenet_resnet50_aw_se", _p(AW_ABSTRACT, note=AW_ON_TOP)),
+    Row(AW_IN, "AW-AA-ResNet-50", "paper/imagenet_resnet50_aw_aa", _p(AW_ABSTRACT, note=AW_ON_TOP)),
+    Row(AW_IN, "AW-ResNet-101", "paper/imagenet_resnet101_aw", _p(AW_ABSTRACT, note="+1.00 top-1 over ResNet-101")),
+    *(
+        Row(
+            MNAS,
+            f"{prefix}MnasNet-A1 {width}",
+            f"paper/imagenet_mnasnet_a1_{tag}_{variant}",
+            _p(MNAS_TABLE, numbers[0], top1=numbers[1], top5=numbers[2]),
+        )
+        for width, tag, base, augmented in (
+            ("0.75", "075", (2.91, 73.3, 91.3), (3.02, 73.9, 91.6)),
+            ("1.0", "100", (3.89, 75.2, 92.4), (4.06, 75.7, 92.6)),
+            ("1.25", "125", (5.26, 76.7, 93.2), (5.53, 77.2, 93.6)),
+            ("1.4", "140", (6.10, 77.2, 93.5), (6.44, 77.7, 93.8)),
+        )
+        for prefix, variant, numbers in (("", "none", base), ("AA-", "aa", augmented))
+    ),
+    Row(POS, "AA-ResNet-50, no position encoding", "paper/imagenet_resnet50_aa_pos_none", _p(POS_TABLE, top1=77.5)),
+    Row(POS, "AA-ResNet-50, 2-D sine", "paper/imagenet_resnet50_aa_pos_sine", _p(POS_TABLE, top1=77.5)),
+    Row(POS, "AA-ResNet-50, CoordConv", "paper/imagenet_resnet50_aa_pos_coordconv", _p(POS_TABLE, top1=77.5)),
+    Row(POS, "AA-ResNet-50, relative", "paper/imagenet_resnet50_aa_pos_relative", _p(POS_TABLE, top1=77.7)),
     Row(
         POS,
-        "AA-ResNet-50, fully attentional",
-        "paper/imagenet_resnet50_aa_full",
-        _p(note="relative encoding gives +2.8 top-1 over none here"),
+        "AA-ResNet-50, fully attentional, no position encoding",
+        "paper/imagenet_resnet50_aa_full_pos_none",
+        _p(POS_TABLE, note="the fully attentional baseline: relative encoding gives +2.8 top-1 over it"),
     ),
-    Row(CIFAR, "WRN-28-10", "paper/cifar100_wrn28_10_none", _p(36.3, top1=80.3)),
-    Row(CIFAR, "SE-WRN-28-10", "paper/cifar100_wrn28_10_se", _p(36.5, top1=81.0)),
-    Row(CIFAR, "AA-WRN-28-10", "paper/cifar100_wrn28_10_aa", _p(36.2, top1=81.6)),
-    Row(RETINA, "RetinaNet R50", "paper/coco_retinanet_resnet50_none", _p(33.4, 182, ap=36.8, ap50=54.5, ap75=39.5)),
-    Row(RETINA, "RetinaNet SE-R50", "paper/coco_retinanet_resnet50_se", _p(35.9, 183, ap=36.5, ap50=54.0, ap75=39.1)),
-    Row(RETINA, "RetinaNet AA-R50", "paper/coco_retinanet_resnet50_aa", _p(33.1, 182, ap=38.2, ap50=56.5, ap75=40.7)),
-    Row(RETINA, "RetinaNet R101", "paper/coco_retinanet_resnet101_none", _p(52.4, 243, ap=38.5, ap50=56.4, ap75=41.2)),
-    Row(RETINA, "RetinaNet SE-R101", "paper/coco_retinanet_resnet101_se", _p()),
-    Row(RETINA, "RetinaNet AA-R101", "paper/coco_retinanet_resnet101_aa", _p(51.7, 245, ap=39.2, ap50=57.8, ap75=41.9)),
-    Row(FRCNN, "Faster R-CNN R50-FPN", "paper/coco_faster_rcnn_resnet50_none", _p()),
-    Row(FRCNN, "Faster R-CNN AW-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw", _p()),
+    Row(
+        POS,
+        "AA-ResNet-50, fully attentional, relative",
+        "paper/imagenet_resnet50_aa_full",
+        _p(POS_TABLE, note="+2.8 top-1 over the fully attentional row without encoding"),
+    ),
+    Row(CIFAR, "WRN-28-10", "paper/cifar100_wrn28_10_none", _p(CIFAR_TABLE, 36.3, top1=80.3)),
+    Row(CIFAR, "SE-WRN-28-10", "paper/cifar100_wrn28_10_se", _p(CIFAR_TABLE, 36.5, top1=81.0)),
+    Row(CIFAR, "AA-WRN-28-10", "paper/cifar100_wrn28_10_aa", _p(CIFAR_TABLE, 36.2, 10.9, top1=81.6)),
+    Row(
+        RETINA,
+        "RetinaNet R50",
+        "paper/coco_retinanet_resnet50_none",
+        _p(RETINA_TABLE, 33.4, 182, ap=36.8, ap50=54.5, ap75=39.5),
+    ),
+    Row(
+        RETINA,
+        "RetinaNet SE-R50",
+        "paper/coco_retinanet_resnet50_se",
+        _p(RETINA_TABLE, 35.9, 183, ap=36.5, ap50=54.0, ap75=39.1),
+    ),
+    Row(
+        RETINA,
+        "RetinaNet AA-R50",
+        "paper/coco_retinanet_resnet50_aa",
+        _p(RETINA_TABLE, 33.1, 182, ap=38.2, ap50=56.5, ap75=40.7),
+    ),
+    Row(
+        RETINA,
+        "RetinaNet R101",
+        "paper/coco_retinanet_resnet101_none",
+        _p(RETINA_TABLE, 52.4, 243, ap=38.5, ap50=56.4, ap75=41.2),
+    ),
+    Row(
+        RETINA,
+        "RetinaNet SE-R101 (not a paper row)",
+        "paper/coco_retinanet_resnet101_se",
+        _p("ours: the paper's table has no SE-R101"),
+    ),
+    Row(
+        RETINA,
+        "RetinaNet AA-R101",
+        "paper/coco_retinanet_resnet101_aa",
+        _p(RETINA_TABLE, 51.7, 245, ap=39.2, ap50=57.8, ap75=41.9),
+    ),
+    Row(FRCNN, "Faster R-CNN R50-FPN", "paper/coco_faster_rcnn_resnet50_none", _p(AW_ABSTRACT)),
+    Row(FRCNN, "Faster R-CNN AW-R50-FPN", "paper/coco_faster_rcnn_resnet50_aw", _p(AW_ABSTRACT)),
     Row(
         FRCNN,
         "Faster R-CNN AW-SE-R50-FPN",
         "paper/coco_faster_rcnn_resnet50_aw_se",
-        _p(note="up to +0.45 AP over the activation-attention model"),
+        _p(AW_ABSTRACT, note="up to +0.45 AP over the activation-attention model"),
     ),
-    Row(FRCNN, "Faster R-CNN R101-FPN", "paper/coco_faster_rcnn_resnet101_none", _p()),
+    Row(FRCNN, "Faster R-CNN R101-FPN", "paper/coco_faster_rcnn_resnet101_none", _p(AW_ABSTRACT)),
     Row(
         FRCNN,
         "Faster R-CNN AW-R101-FPN",
         "paper/coco_faster_rcnn_resnet101_aw",
-        _p(note="+0.63 AP over Faster R-CNN R101-FPN"),
+        _p(AW_ABSTRACT, note="+0.63 AP over Faster R-CNN R101-FPN"),
     ),
     Row(
         FRCNN,
         "Faster R-CNN AW-SE-R101-FPN",
         "paper/coco_faster_rcnn_resnet101_aw_se",
-        _p(note="up to +0.45 AP over the activation-attention model"),
+        _p(AW_ABSTRACT, note="up to +0.45 AP over the activation-attention model"),
     ),
     *(Row(MINI, f"ResNet-18 {a}", "mini_relations", {}, {"attention": a}) for a in ("none", "se", "aa", "aw")),
 ]
@@ -164,41 +220,40 @@ def compose_row(row: Row) -> Any:
         return compose("train", overrides=overrides)
 
 
+def input_size(cfg: Any) -> tuple[int, int]:
+    """(height, width) the row's model is counted at: the training image size of a classifier; a detector's
+    canvas (task.detector.canvas), else DETECTION_INPUT (torchvision's 800 / 1333 resize)."""
+    if "detection" not in cfg.data:
+        return cfg.data.image_size, cfg.data.image_size
+    canvas = cfg.task.get("detector", {}).get("canvas")
+    return (canvas, canvas) if canvas else DETECTION_INPUT
+
+
 def model_size(row: Row) -> dict[str, Any]:
-    """{params_m, gflops, flops_at} of the row's model, built and counted on the meta device."""
-    from aaconv.layers import AAConv2d
+    """{params, params_m, gflops, flops_at} of the row's model, built and counted on the meta device (aaconv.models.cost)."""
+    from aaconv.models.cost import count_flops, count_params
     from aaconv.tasks import build_task
 
     cfg = compose_row(row)
     try:
         with torch.device("meta"):
-            model = build_task(cfg).build_model().eval()
+            model = build_task(cfg).build_model()
     except TypeError as e:  # a row whose option the layers do not have yet
         return {"error": f"cannot build: {e}"}
-    for module in model.modules():
-        if isinstance(module, AAConv2d):
-            module.impl = "reference"  # the paper's FLOPs; the fused path spends more to save memory
-    params = sum(p.numel() for p in model.parameters())
-    detection = hasattr(model, "backbone")
-    height, width = DETECTION_INPUT if detection else (cfg.data.image_size, cfg.data.image_size)
-    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        image = torch.empty(1, 3, height, width)
-        if detection:
-            features = list(model.backbone(image).values())
-            (model.head if hasattr(model, "head") else model.rpn.head)(features)
-        else:
-            model(image)
+    height, width = input_size(cfg)
+    params = count_params(model)
     return {
+        "params": params,
         "params_m": round(params / 1e6, 2),
-        "gflops": round(counter.get_total_flops() / 1e9, 2),
+        "gflops": round(count_flops(model, height, width) / 1e9, 2),
         "flops_at": f"{height}x{width}",
     }
 
 
 def source_digest() -> str:
-    """A digest of everything a model size depends on: the config tree and the library's source."""
+    """A digest of everything a model size depends on: the config tree, the library's source and this script."""
     digest = hashlib.sha256()
-    for path in sorted([*CONFIGS.rglob("*.yaml"), *(REPO / "aaconv").rglob("*.py")]):
+    for path in sorted([*CONFIGS.rglob("*.yaml"), *(REPO / "aaconv").rglob("*.py"), Path(__file__).resolve()]):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -303,30 +358,39 @@ def _fmt(value: Any, std: Any = None) -> str:
     return f"{text} ± {std:g}" if std is not None else text
 
 
+def _side_by_side(paper: dict[str, Any], ours: dict[str, Any], metric: str) -> str:
+    """ "paper / ours" of one metric (ours: the runs' mean), "-" for a side without the number."""
+    return f"{_fmt(paper.get(metric))} / {_fmt(ours.get(metric), ours.get(f'{metric}_std'))}"
+
+
 def markdown(objects: Sequence[dict[str, Any]]) -> str:
     lines: list[str] = []
     for table in dict.fromkeys(o["table"] for o in objects):
+        detection = any(o["experiment"].startswith("paper/coco") for o in objects if o["table"] == table)
+        metric, others = ("ap", ("ap50", "ap75")) if detection else ("top1", ("top5",))
+        names = " | ".join(f"{m.upper() if detection else 'top-5'} (paper / ours)" for m in others)
         lines += [
             "",
             f"### {table}",
             "",
-            "| row | params M (paper / ours) | GFLOPs (paper / ours) | metric | paper | ours | diff | command |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| row | params M (paper / ours) | GFLOPs (paper / ours) | input | {metric} | paper | ours | diff | "
+            f"{names} | paper's source | command |",
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(others) + "---|---|",
         ]
         for o in (o for o in objects if o["table"] == table):
             paper, ours = o["paper"], o["ours"]
-            metric = "ap" if o["experiment"].startswith("paper/coco") else "top1"
             if ours.get("runs"):
                 runs = f"{ours['runs']} run{'s' * (ours['runs'] > 1)}"
                 mine = f"{_fmt(ours.get(metric), ours.get(f'{metric}_std'))} ({runs})"
             else:
                 mine = "no run"
             note = f" ({paper['note']})" if "note" in paper else ""
+            more = " | ".join(_side_by_side(paper, ours, m) for m in others)
             lines.append(
                 f"| {o['row']} | {_fmt(paper.get('params_m'))} / {_fmt(ours.get('params_m'))} | "
-                f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {metric} | "
-                f"{_fmt(paper.get(metric))}{note} | "
-                f"{mine} | {_fmt(ours.get('delta', {}).get(metric))} | `{ours['command']}` |"
+                f"{_fmt(paper.get('gflops'))} / {_fmt(ours.get('gflops'))} | {_fmt(ours.get('flops_at'))} | {metric} | "
+                f"{_fmt(paper.get(metric))}{note} | {mine} | {_fmt(ours.get('delta', {}).get(metric))} | {more} | "
+                f"{_fmt(paper.get('source'))} | `{ours['command']}` |"
             )
     return "\n".join(lines).lstrip()
 

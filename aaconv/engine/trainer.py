@@ -41,6 +41,7 @@ from aaconv.engine.attention_maps import log_attention_images
 from aaconv.engine.checkpoint import load_checkpoint, nonfinite_tensors, save_checkpoint
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.distributed import destroy_distributed, init_distributed
+from aaconv.engine.ema import ema_decay
 from aaconv.engine.evaluate import count_parameters, run_facts
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
 from aaconv.engine.loggers import build_logger
@@ -180,7 +181,9 @@ class Trainer:
         self.precision = Precision(t.precision, self.device)
         self.guard = NonFiniteGuard(int(t.max_bad_steps))
         self.ema = (
-            ModelEmaV3(self.model, decay=float(t.ema.decay), use_warmup=bool(t.ema.warmup)) if t.ema.enabled else None
+            ModelEmaV3(self.model, decay=ema_decay(t.ema, self.global_batch), use_warmup=bool(t.ema.warmup))
+            if t.ema.enabled
+            else None
         )
 
         forward_model: nn.Module = torch.compile(self.model) if t.compile else self.model  # compiled before DDP

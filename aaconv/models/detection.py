@@ -15,8 +15,8 @@ AA in a detection backbone is the classification backbone's setting (the AA pape
 its registry entry, under the config's `attention.aa` keys), so an ImageNet AA checkpoint loads one to
 one. That includes memory downsampling in layer2: at 800x1333 its AA convs attend over 50x84 (4,200
 positions) instead of 100x168 (16,800), 16x fewer logits, the same cost as layer3's 50x84 maps. The
-paper's RetinaNet parameter counts point to another setting (no minimum key depth, AA in layer3-4 only,
-`attention.aa.min_dk_per_head=0 backbone.attention_stages=[3,4]`); docs/models.md compares both.
+AA paper's RetinaNet rows use another setting and input (kappa 0.1, upsilon 0.05, no minimum key depth, a 640 x 640
+canvas: `canvas=640`, aaconv.models.detection_transform), set by their experiments; docs/models.md compares them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, backbones, create_model, get_entry
 from aaconv.models.backbone import Backbone
+from aaconv.models.detection_transform import CanvasTransform
 from aaconv.models.pretrained import init_backbone
 
 
@@ -220,6 +221,8 @@ def build_detector(
     fpn_channels: int = 256,
     anchor_sizes: Sequence[int] | None = None,
     group_norm_head: bool = False,
+    canvas: int | None = None,
+    scale_jitter: Sequence[float] | None = None,
     **head_kwargs: Any,
 ) -> nn.Module:
     """RetinaNet or Faster R-CNN (torchvision's) over an FPN on our backbone.
@@ -238,15 +241,21 @@ def build_detector(
         anchor_sizes: smallest anchor side per FPN level (see anchor_generator); None: torchvision's 32..512.
         group_norm_head: RetinaNet only: GroupNorm(32) after each head conv (torchvision's RetinaNet v2 head),
             which trains far faster from scratch.
+        canvas: a fixed square input instead of min_size / max_size: the longer side resized to `canvas`, padded
+            to canvas x canvas (aaconv.models.detection_transform; the AA paper's RetinaNet input: 640).
+        scale_jitter: with `canvas`, the training scale range, e.g. (0.8, 1.2); None: none.
         head_kwargs: passed to torchvision's RetinaNet / FasterRCNN (score_thresh, detections_per_img, ...).
     """
     spec_head = get_head(head)
     if group_norm_head and spec_head.norm_head is None:
         heads = [name for name, entry in HEADS.items() if entry.norm_head is not None]
         raise ValueError(f"group_norm_head is an option of {', '.join(heads)} only, not of {head}")
+    if scale_jitter is not None and canvas is None:
+        raise ValueError("scale_jitter needs a canvas (e.g. canvas=640): it jitters the canvas transform's scale")
     spec = {"name": backbone} if isinstance(backbone, str) else dict(backbone)
+    largest = canvas if canvas is not None else max_size
     body = build_backbone(
-        spec, attention, max_size=max_size, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
+        spec, attention, max_size=largest, weights=weights, frozen_bn=frozen_bn, trainable_layers=trainable_layers
     )
     stages = list(returned_stages) if returned_stages is not None else default_stages(body, spec_head.strides)
     fpn = FPNBackbone(body, stages, fpn_channels, spec_head.extra_block(fpn_channels))
@@ -255,4 +264,7 @@ def build_detector(
     if group_norm_head:
         anchors = head_kwargs.get(spec_head.anchor_keyword) or anchor_generator(head, (32, 64, 128, 256, 512))
         head_kwargs["head"] = spec_head.norm_head(fpn_channels, anchors, num_classes)
-    return spec_head.detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)
+    model = spec_head.detector(fpn, num_classes=num_classes, min_size=min_size, max_size=max_size, **head_kwargs)
+    if canvas is not None:
+        model.transform = CanvasTransform(canvas, model.transform.image_mean, model.transform.image_std, scale_jitter)
+    return model

@@ -57,3 +57,16 @@ def test_bad_depth_or_stage_is_refused() -> None:
         WideResNet(depth=27)
     with pytest.raises(ConfigError, match=r"backbone.attention_stages must be among 1..3 \(layer1..layer3\)"):
         WideResNet(depth=10, attention_stages=(4,))
+
+
+def test_aa_placement_keys_pick_convs_and_pooled_stages() -> None:
+    """attention.aa.basic_block_convs / memory_pool_stages, as for the ResNets: AA only where asked, pooled where asked."""
+
+    spec = {"variant": "aa", "aa": {"basic_block_convs": [2], "memory_pool_stages": [1]}}
+    with torch.device("meta"):
+        model = WideResNet(depth=10, widen_factor=1, attention=spec, num_classes=10)
+    block = model.layer1[0]
+    assert not isinstance(block.conv1, AAConv2d) and isinstance(block.conv2, AAConv2d) and block.conv2.memory_pool
+    assert isinstance(model.layer2[0].conv2, AAConv2d) and not model.layer2[0].conv2.memory_pool
+    with pytest.raises(ValueError, match=r"attention part aa found no conv to take in wrn16_8 .*basic_block_convs"):
+        create_model("wrn16_8", {"variant": "aa", "aa": {"basic_block_convs": [3]}})

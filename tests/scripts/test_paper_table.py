@@ -96,6 +96,8 @@ def test_markdown_says_which_rows_have_no_run_and_gives_each_rows_command(runs: 
     assert "(2 runs)" in lines["ResNet-18 none"] and "no run" in lines["ResNet-18 aw"]
     assert "36.3 / 36.54" in lines["WRN-28-10"] and "| 80.3 | no run |" in lines["WRN-28-10"]
     assert "`python train.py experiment=paper/cifar100_wrn28_10_none data.root=" in lines["WRN-28-10"]
+    assert "| 10.9 / 10.8 | 32x32 |" in lines["AA-WRN-28-10"]  # GFLOPs: the paper's beside ours, at the row's input
+    assert "| - / 10.49 | 32x32 |" in lines["WRN-28-10"] and "CIFAR-100 table [2nd]" in lines["WRN-28-10"]
 
 
 @pytest.mark.slow
