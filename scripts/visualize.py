@@ -204,7 +204,7 @@ def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> 
     per_band = min(4, len(maps))
     bands = -(-len(maps) // per_band)
     fig, axes = plt.subplots(
-        2 * bands, per_band + 1, figsize=(2.3 * (per_band + 1), 2.1 * 2 * bands), squeeze=False, layout="constrained"
+        2 * bands, per_band + 1, figsize=(2.4 * (per_band + 1), 2.2 * 2 * bands), squeeze=False, layout="constrained"
     )
     for ax in axes.flatten():
         ax.set_axis_off()
@@ -219,11 +219,11 @@ def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> 
         spatial = gates.spatial.numpy()
         shown = top.imshow(spatial, cmap="inferno", alpha=0.8, extent=extent, vmin=0, vmax=1)
         rows, cols = spatial.shape
-        top.set_title(f"{name} spatial {rows}x{cols} (mean {spatial.mean():.2f})", fontsize=8)
+        top.set_title(f"{name}\nspatial {rows}x{cols}, mean {spatial.mean():.2f}", fontsize=8)
         bottom.set_axis_on()
         bottom.stairs(gates.channel.numpy(), fill=True, color="tab:blue")
         bottom.set_ylim(0, 1)
-        bottom.set_title(f"{name} channel (mean {gates.channel.mean():.2f})", fontsize=8)
+        bottom.set_title(f"{name}\nchannel gate, mean {gates.channel.mean():.2f}", fontsize=8)
         bottom.set_xlabel("channel", fontsize=7)
         bottom.tick_params(labelsize=6)
     fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, pad=0.01, label="spatial gate")
@@ -413,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     attention.add_argument("checkpoint", type=Path, help="a run's last.pt or best.pt")
     attention.add_argument("--image", type=Path, required=True, help="a PNG / JPEG image")
     attention.add_argument(
-        "--layer", help="module name of the layer to show (default: the first AA, else AW, else all CBAM modules, else all gates)"
+        "--layer",
+        help="module name of the layer to show (default: the first AA, else AW, else all CBAM modules, else all gates)",
     )
     attention.add_argument(
         "--query", type=parse_query, nargs="+", metavar="X,Y", help="AA query pixels of the image the model sees"

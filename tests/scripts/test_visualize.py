@@ -166,8 +166,8 @@ def test_cbam_view_plots_each_modules_channel_gate_and_spatial_map(checkpoints, 
     with torch.no_grad():
         model(x)
     [fig] = figures
-    spatial = {ax.get_title().split(" ")[0]: ax for ax in fig.axes if " spatial " in ax.get_title()}
-    channel = {ax.get_title().split(" ")[0]: ax for ax in fig.axes if ax.patches}
+    spatial = {ax.get_title().split()[0]: ax for ax in fig.axes if "\nspatial " in ax.get_title()}
+    channel = {ax.get_title().split()[0]: ax for ax in fig.axes if ax.patches}
     assert list(spatial) == list(channel) == list(expected) and len(expected) == 8  # one per ResNet-18 block
     for name, (gate, space, size) in expected.items():
         [steps] = channel[name].patches
@@ -184,9 +184,9 @@ def test_layer_names_one_cbam_module_and_the_default_shows_every_one(checkpoints
         status, _ = run_main("attention", str(checkpoints["cbam"]), "--image", str(image), *extra, capsys=capsys)
         assert status == 0 and (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one, every = figures
-    spatial = [ax.get_title() for ax in one.axes if " spatial " in ax.get_title()]
-    assert len(spatial) == 1 and spatial[0].startswith("layer3.1.se spatial 2x2 ")  # 32 px input, stride 16
-    assert sum(" spatial " in ax.get_title() for ax in every.axes) == 8
+    spatial = [ax.get_title() for ax in one.axes if "\nspatial " in ax.get_title()]
+    assert len(spatial) == 1 and spatial[0].startswith("layer3.1.se\nspatial 2x2,")  # 32 px input, stride 16
+    assert sum("\nspatial " in ax.get_title() for ax in every.axes) == 8
 
 
 @pytest.mark.parametrize(
