@@ -4,11 +4,14 @@
     python scripts/visualize.py curves RUN_DIR [RUN_DIR ...] [--out PNG]
 
 attention: the image as the model sees it (the checkpoint's evaluation resize and crop), one forward pass, then for
-the chosen layer (default: the first AA layer, else the first AW layer, else every channel gate):
+the chosen layer (default: the first AA layer, else the first AW layer, else every CBAM module, else every channel
+gate):
 - AA: per query (rows) and head (columns) the softmax attention over the layer's key positions, overlaid on the
   image; each map sums to 1. Queries are X,Y pixels of the image the model sees (default: its centre).
 - AW: per attention map m, A's mean over input channels at each kernel offset, and its mean over offsets for each
   input channel (W' = K * A + K).
+- CBAM: per module, its channel gate's per-channel factors and its spatial map (one factor per position of the
+  block's output map, on the channel-gated input) stretched over the image.
 - gates (SE): each gate module's per-channel factors.
 The numbers come from aaconv.engine.attention_maps. A detection checkpoint shows its backbone on the image resized,
 normalised and padded by the detector's own transform.
@@ -195,6 +198,42 @@ def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
     return fig
 
 
+def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> Any:
+    """Bands of up to four modules: the image (first band), then per module its spatial map over the image (top)
+    and its channel gate's factors (bottom); one colour scale, [0, 1], for every spatial map."""
+    per_band = min(4, len(maps))
+    bands = -(-len(maps) // per_band)
+    fig, axes = plt.subplots(
+        2 * bands, per_band + 1, figsize=(2.4 * (per_band + 1), 2.2 * 2 * bands), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flatten():
+        ax.set_axis_off()
+    _image_axis(axes[0, 0], picture, "input")
+    height, width = picture.shape[1:]
+    gray = picture.mean(0).numpy()
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # the map's cells stretched over the image's pixels
+    for index, (name, gates) in enumerate(maps.items()):
+        band, col = divmod(index, per_band)
+        top, bottom = axes[2 * band, col + 1], axes[2 * band + 1, col + 1]
+        top.imshow(gray, cmap="gray", extent=extent)
+        spatial = gates.spatial.numpy()
+        shown = top.imshow(spatial, cmap="inferno", alpha=0.8, extent=extent, vmin=0, vmax=1)
+        rows, cols = spatial.shape
+        top.set_title(f"{name}\nspatial {rows}x{cols}, mean {spatial.mean():.2f}", fontsize=8)
+        bottom.set_axis_on()
+        bottom.stairs(gates.channel.numpy(), fill=True, color="tab:blue")
+        bottom.set_ylim(0, 1)
+        bottom.set_title(f"{name}\nchannel gate, mean {gates.channel.mean():.2f}", fontsize=8)
+        bottom.set_xlabel("channel", fontsize=7)
+        bottom.tick_params(labelsize=6)
+    fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, pad=0.01, label="spatial gate")
+    fig.suptitle(
+        "CBAM: channel gate M_c (bars), then spatial gate M_s on the gated map (output = input x M_c x M_s)",
+        fontsize=10,
+    )
+    return fig
+
+
 def plot_gates(plt: Any, gates: dict[str, torch.Tensor], picture: torch.Tensor) -> Any:
     """The image, then one bar chart of per-channel factors per gate module."""
     cols = min(4, len(gates) + 1)
@@ -224,7 +263,7 @@ def attention_command(args: argparse.Namespace) -> Path:
         names = [args.layer]
     else:
         kind = next(k for k in am.KINDS if k in layers.values())
-        names = [n for n, k in layers.items() if k == kind][: None if kind == "gate" else 1]
+        names = [n for n, k in layers.items() if k == kind][: None if kind in ("cbam", "gate") else 1]
     if args.query and kind != "aa":
         aa = [name for name, k in layers.items() if k == "aa"]
         raise ConfigError(
@@ -235,7 +274,8 @@ def attention_command(args: argparse.Namespace) -> Path:
         fig = draw(plt, module, x, picture, kind, names, args.query)
     except ValueError as e:  # the layers' own checks (a map larger than AA's relative tables)
         raise ConfigError(f"the model cannot run on {args.image}: {first_line(e)}; pass a smaller image") from None
-    out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else 'gates'}.png")
+    every = {"cbam": "cbam", "gate": "gates"}.get(kind)
+    out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else every}.png")
     fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
     print(out)
@@ -257,6 +297,8 @@ def draw(
         return plot_aa(plt, am.aa_maps(module, x, names[0], queries), picture)
     if kind == "aw":
         return plot_aw(plt, am.aw_maps(module, x, names[0]), picture)
+    if kind == "cbam":
+        return plot_cbam(plt, am.cbam_maps(module, x, names), picture)
     return plot_gates(plt, am.gate_values(module, x, names), picture)
 
 
@@ -371,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     attention.add_argument("checkpoint", type=Path, help="a run's last.pt or best.pt")
     attention.add_argument("--image", type=Path, required=True, help="a PNG / JPEG image")
     attention.add_argument(
-        "--layer", help="module name of the layer to show (default: the first AA, else AW, else all gates)"
+        "--layer",
+        help="module name of the layer to show (default: the first AA, else AW, else all CBAM modules, else all gates)",
     )
     attention.add_argument(
         "--query", type=parse_query, nargs="+", metavar="X,Y", help="AA query pixels of the image the model sees"

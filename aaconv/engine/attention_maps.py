@@ -1,4 +1,5 @@
-"""What a trained model's attention does, as numbers: AA attention maps, AW kernel attention, channel gates.
+"""What a trained model's attention does, as numbers: AA attention maps, AW kernel attention, CBAM's channel and
+spatial gates, channel gates.
 
 Layers are found in a model by kind (``attention_layers``) and their inputs captured with forward hooks during one
 ordinary forward pass, so the model runs its own (fused) path unchanged. The numbers are then recomputed from the
@@ -10,13 +11,19 @@ captured inputs for the chosen layers only:
 - ``aw``: an ``AWConv2d``. Its per-sample kernel attention A, (M, C_in, k, k), from the layer's own
   ``attention(x)``; summarised per map and kernel offset (mean over input channels) and per map and input
   channel (mean over offsets).
+- ``cbam``: a CBAM module (``aaconv.layers.cbam.CBAM``), found by a duck-typed rule (``is_cbam``: callable
+  ``channel_gate`` and ``spatial_gate`` methods, with the forward x' = x * channel_gate(x), x' * spatial_gate(x')),
+  checked before the channel-gate rule below (which CBAM's ``fc1`` / ``fc2`` also match). From the module's captured
+  input x, its channel gate M_c (C,) = ``channel_gate(x)`` and its spatial map M_s (H, W) = ``spatial_gate(x * M_c)``,
+  through the module's own methods in eval mode (the spatial gate's BN uses its running statistics), both in (0, 1);
+  the spatial map has the size of the module's input and output, the block's output map.
 - ``gate``: a channel gate, any module that returns its input times a per-channel factor. Found by a duck-typed
   rule (``is_channel_gate``): 1x1-conv children ``fc1`` and ``fc2`` with ``fc2`` restoring ``fc1``'s input width
   (the squeeze-excite layout of ``SqueezeExcite`` and timm's ``SEModule``). The factor is read from the forward's
   input x and output y, g_c = sum_hw(x y) / sum_hw(x^2), so it does not depend on how the gate computes it (average
   or average + max pooling alike); a channel whose input is all zero (a zero-initialised residual BN before
-  training) has no factor to read and gives NaN. A gate of another shape (a spatial gate, one factor per position,
-  as CBAM's second half) is one more rule in ``GATE_RULES`` and its reduction beside ``gate_factor``.
+  training) has no factor to read and gives NaN. A gate of another shape is one more rule in ``GATE_RULES`` and its
+  reduction beside ``gate_factor``.
 
 ``attention_image_grid`` renders AA maps as one RGB tensor for TensorBoard / W&B (``logger.attention_images``).
 """
@@ -34,10 +41,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aaconv.errors import ConfigError
-from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.layers import VARIANTS, AAConv2d, AWConv2d
 from aaconv.layers.relative_attention import relative_logits_reference
 
-KINDS = ("aa", "aw", "gate")
+KINDS = ("aa", "aw", "cbam", "gate")
+"""The layer kinds, in the order a default view picks the first one a model has."""
+
+
+def is_cbam(module: nn.Module) -> bool:
+    """The duck-typed rule for a CBAM module: callable ``channel_gate`` (x -> (B, C, 1, 1)) and ``spatial_gate``
+    (x -> (B, 1, H, W)) methods, the forward being x' = x * channel_gate(x), x' * spatial_gate(x') (``CBAM``)."""
+    return callable(getattr(module, "channel_gate", None)) and callable(getattr(module, "spatial_gate", None))
 
 
 def is_channel_gate(module: nn.Module) -> bool:
@@ -58,11 +72,14 @@ GATE_RULES: dict[str, Callable[[nn.Module], bool]] = {"gate": is_channel_gate}
 
 
 def layer_kind(module: nn.Module) -> str | None:
-    """``"aa"``, ``"aw"``, a ``GATE_RULES`` kind, or ``None`` for a module that is no attention layer."""
+    """``"aa"``, ``"aw"``, ``"cbam"``, a ``GATE_RULES`` kind, or ``None`` for a module that is no attention layer;
+    CBAM is checked before the gate rules."""
     if isinstance(module, AAConv2d):
         return "aa"
     if isinstance(module, AWConv2d):
         return "aw"
+    if is_cbam(module):
+        return "cbam"
     return next((kind for kind, rule in GATE_RULES.items() if rule(module)), None)
 
 
@@ -81,12 +98,18 @@ def check_layer(layers: Mapping[str, str], name: str, kinds: Sequence[str] = KIN
     return layers[name]
 
 
+def attention_options() -> list[str]:
+    """The ``attention=`` names of every variant with attention layers: ``VARIANTS`` but none, + written _."""
+    return [variant.replace("+", "_") for variant in VARIANTS if variant != "none"]
+
+
 def require_attention(layers: Mapping[str, str], source: str) -> None:
     """A ConfigError naming ``source`` and the attention variants when the model has no attention layer."""
     if not layers:
+        *options, last = attention_options()
         raise ConfigError(
-            f"{source} has no attention layers (AA, AW or channel gates such as SE); valid checkpoints are "
-            "those trained with attention=aa, aa_se, aa_full, aw, aw_aa, aw_se or se"
+            f"{source} has no attention layers (AA, AW, CBAM or channel gates such as SE); valid checkpoints are "
+            f"those trained with attention={', '.join(options)} or {last}"
         )
 
 
@@ -96,7 +119,7 @@ def require_attention(layers: Mapping[str, str], source: str) -> None:
 @contextmanager
 def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tuple[Tensor, Tensor | None]]]:
     """Records, during the forward passes in the block, for each named layer: AA, the (qkv, None) input of its
-    attention; AW, its (input, None); a gate, its (input, output). Later passes overwrite earlier ones."""
+    attention; AW and CBAM, its (input, None); a gate, its (input, output). Later passes overwrite earlier ones."""
     modules = dict(model.named_modules())
     captured: dict[str, tuple[Tensor, Tensor | None]] = {}
     handles = []
@@ -109,7 +132,7 @@ def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tuple[
                     lambda _m, args, name=name: captured.__setitem__(name, (args[0].detach(), None))
                 )
             )
-        elif kind == "aw":
+        elif kind in ("aw", "cbam"):
             handles.append(
                 module.register_forward_pre_hook(
                     lambda _m, args, name=name: captured.__setitem__(name, (args[0].detach(), None))
@@ -128,16 +151,22 @@ def capture(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, tuple[
             handle.remove()
 
 
-def run_captured(model: nn.Module, images: Tensor | list[Tensor], names: Sequence[str]) -> dict[str, Any]:
-    """One eval-mode, no-grad forward of ``images`` recording ``names`` (``capture``); the model's train/eval
-    mode is put back afterwards."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode within the block; its train/eval mode is put back afterwards."""
     training = model.training
     model.eval()
     try:
-        with torch.no_grad(), capture(model, names) as captured:
-            model(images)
+        yield model
     finally:
         model.train(training)
+
+
+def run_captured(model: nn.Module, images: Tensor | list[Tensor], names: Sequence[str]) -> dict[str, Any]:
+    """One eval-mode, no-grad forward of ``images`` recording ``names`` (``capture``); the model's train/eval
+    mode is put back afterwards."""
+    with eval_mode(model), torch.no_grad(), capture(model, names) as captured:
+        model(images)
     return captured
 
 
@@ -244,6 +273,44 @@ def aw_maps(model: nn.Module, image: Tensor, layer: str) -> AWMaps:
     """``AWMaps`` of AW ``layer`` for a (1, 3, H, W) model input."""
     x, _ = run_captured(model, image, [layer])[layer]
     return AWMaps(layer, aw_kernel_attention(dict(model.named_modules())[layer], x)[0])
+
+
+# --- CBAM --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CBAMMaps:
+    """The gates of one CBAM module for one image.
+
+    channel: (C,), M_c, each channel's factor; spatial: (H, W), M_s, each position's factor on the channel-gated
+    input, H x W the module's input (and output) size. Both in (0, 1).
+    """
+
+    layer: str
+    channel: Tensor
+    spatial: Tensor
+
+
+def cbam_gates(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A CBAM module's gates for its input x (B, C, H, W), through its own methods: (M_c (B, C), M_s (B, H, W)) with
+    M_c = ``channel_gate(x)`` and M_s = ``spatial_gate(x * M_c)``, as its forward applies them. Call it with the
+    module in eval mode (its spatial BN)."""
+    dtype = next(module.parameters()).dtype
+    x = x.to(dtype)
+    channel = module.channel_gate(x)
+    spatial = module.spatial_gate(x * channel)
+    return channel.flatten(1), spatial[:, 0]
+
+
+@torch.no_grad()
+def cbam_maps(model: nn.Module, image: Tensor, layers: Sequence[str]) -> dict[str, CBAMMaps]:
+    """{CBAM layer: its ``CBAMMaps``} for a (1, 3, H, W) model input; the model runs (and its gates are computed)
+    in eval mode, its train/eval mode put back afterwards."""
+    modules = dict(model.named_modules())
+    with eval_mode(model):
+        captured = run_captured(model, image, layers)
+        gates = {name: cbam_gates(modules[name], captured[name][0]) for name in layers}
+    return {name: CBAMMaps(name, channel[0], spatial[0]) for name, (channel, spatial) in gates.items()}
 
 
 # --- Gates -------------------------------------------------------------------------------------------------------

@@ -136,10 +136,84 @@ def test_gate_factors_are_read_from_the_forward_whatever_the_gate_computes() -> 
     assert zero.isnan().all()  # no input, no factor to read
 
 
-def test_layers_are_found_by_kind_and_aw_is_no_gate() -> None:
+def hand_written_cbam(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Woo et al. 2018, eqs. 2-3, from the module's weights: M_c = sigmoid(MLP(AvgPool x) + MLP(MaxPool x)) with one
+    MLP fc2(relu(fc1(.))); M_s = sigmoid(BN(conv7x7([mean_c x'; max_c x']))) on x' = M_c x, BN with its running
+    statistics -> (M_c (C,), M_s (H, W)) of the first sample, in float64."""
+    x = x[0].double()
+
+    def mlp(v: torch.Tensor) -> torch.Tensor:  # v: (C,)
+        hidden = (module.fc1.weight.double().flatten(1) @ v + module.fc1.bias.double()).clamp_min(0)
+        return module.fc2.weight.double().flatten(1) @ hidden + module.fc2.bias.double()
+
+    channel = torch.sigmoid(mlp(x.mean((1, 2))) + mlp(x.flatten(1).max(1).values))
+    gated = x * channel[:, None, None]
+    pooled = torch.stack([gated.mean(0), gated.max(0).values])  # (2, H, W)
+    weight = module.spatial_conv.weight.double()[0]  # (2, 7, 7)
+    k = weight.shape[-1]
+    padded = F.pad(pooled, (k // 2,) * 4)
+    height, width = pooled.shape[1:]
+    conv = torch.zeros(height, width, dtype=f64)
+    for i in range(height):
+        for j in range(width):
+            conv[i, j] = (padded[:, i : i + k, j : j + k] * weight).sum()
+    bn = module.spatial_bn
+    normed = (conv - bn.running_mean.double()) / (bn.running_var.double() + bn.eps).sqrt()
+    return channel, torch.sigmoid(normed * bn.weight.double() + bn.bias.double())
+
+
+def test_cbam_gates_equal_the_papers_channel_then_spatial_attention() -> None:
+    from aaconv.layers.cbam import CBAM
+    from aaconv.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", "cbam", num_classes=3)
+    cbams = {name: m for name, m in model.named_modules() if isinstance(m, CBAM)}
+    with torch.no_grad():  # a trained spatial BN: running statistics and affine that a wrong mode would show
+        for m in cbams.values():
+            m.spatial_bn.running_mean.normal_(0, 0.5)
+            m.spatial_bn.running_var.uniform_(0.5, 2)
+            m.spatial_bn.weight.uniform_(0.5, 2)
+            m.spatial_bn.bias.normal_(0, 0.5)
+    layers = am.attention_layers(model)
+    assert layers == dict.fromkeys(cbams, "cbam") and len(cbams) == 8  # CBAM, not a channel gate
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    image = torch.randn(1, 3, 32, 32)
+    maps = am.cbam_maps(model, image, list(cbams))
+    assert model.training  # the mode is put back, and no BN statistic moved
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    inputs, outputs = {}, {}
+
+    def record(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        name = next(n for n, m in cbams.items() if m is module)
+        inputs[name], outputs[name] = args[0], out
+
+    for m in cbams.values():
+        m.register_forward_hook(record)
+    with torch.no_grad():
+        model.eval()(image)
+    assert list(maps) == list(cbams)
+    for name, gates in maps.items():
+        channel, spatial = hand_written_cbam(cbams[name], inputs[name])
+        torch.testing.assert_close(gates.channel.double(), channel, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gates.spatial.double(), spatial, rtol=1e-5, atol=1e-6)
+        assert gates.spatial.shape == outputs[name].shape[-2:]  # the block's output map
+        assert (gates.channel > 0).all() and (gates.channel < 1).all()
+        assert (gates.spatial > 0).all() and (gates.spatial < 1).all()
+        # the module's output is its input times both gates
+        product = inputs[name][0] * gates.channel[:, None, None] * gates.spatial
+        torch.testing.assert_close(product, outputs[name][0])
+
+
+def test_layers_are_found_by_kind_and_aw_and_cbam_are_no_gates() -> None:
+    from aaconv.layers.cbam import CBAM
+
     builders = create_attention("aw+aa", aa={"num_heads": 2, "min_dk_per_head": 2}, aw={"num_maps": 1})
-    model = nn.Sequential(builders.conv(32, 32, 3), SqueezeExcite(32), nn.Conv2d(32, 32, 1))  # M = 1: SE's layout
-    assert am.attention_layers(model) == {"0": "aa", "0.conv": "aw", "1": "gate"}
+    model = nn.Sequential(
+        builders.conv()(32, 32, 3), SqueezeExcite(32), nn.Conv2d(32, 32, 1), CBAM(32)
+    )  # AW with M = 1 and CBAM's channel MLP have SE's fc1 / fc2 layout
+    assert am.attention_layers(model) == {"0": "aa", "0.conv": "aw", "1": "gate", "3": "cbam"}
 
 
 def test_a_missing_layer_is_one_line_listing_the_valid_ones() -> None:
@@ -149,7 +223,11 @@ def test_a_missing_layer_is_one_line_listing_the_valid_ones() -> None:
         match=r"^no attention layer 'layer9' .*; valid layers: layer2.0.conv1, layer2.1.conv1, layer2.0.se$",
     ):
         am.check_layer(layers, "layer9")
-    with pytest.raises(ConfigError, match=r"^checkpoint x.pt has no attention layers .*attention=aa"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^checkpoint x.pt has no attention layers .*attention=se, cbam, aa, aw, aa_se, aa_cbam, .*aw_cbam, "
+        r"aw_aa, aw_aa_se or aw_aa_cbam$",
+    ):
         am.require_attention({}, "checkpoint x.pt")
 
 

@@ -43,7 +43,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("checkpoints")
     out = {}
-    for option in ("aa", "aw", "se", "none"):
+    for option in ("aa", "aw", "se", "cbam", "none"):
         # the quick start zero-initialises each block's last BN: an untrained SE would see only zeros
         cfg = compose_config(
             f"data.root={root}", *TINY_OVERRIDES, f"attention={option}", "backbone.zero_init_residual=false"
@@ -145,13 +145,58 @@ def test_se_view_plots_every_gate_as_the_blocks_own_squeeze_excite(checkpoints, 
         torch.testing.assert_close(plotted, gates[name], rtol=1e-4, atol=1e-5)
 
 
+def test_cbam_view_plots_each_modules_channel_gate_and_spatial_map(checkpoints, image, tmp_path, monkeypatch):
+    from aaconv.layers.cbam import CBAM
+
+    figures = figures_of(monkeypatch, "plot_cbam")
+    out = tmp_path / "cbam.png"
+    visualize.main(["attention", str(checkpoints["cbam"]), "--image", str(image), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, run_cfg = visualize.load_model(checkpoints["cbam"])
+    _, x, _ = visualize.model_input(model, run_cfg, image)
+    expected = {}
+    for name, module in model.named_modules():
+        if isinstance(module, CBAM):  # the module's own gates, in its forward's order, on its input
+
+            def record(m, args, out, name=name) -> None:
+                channel = m.channel_gate(args[0])
+                expected[name] = (channel.flatten(), m.spatial_gate(args[0] * channel)[0, 0], out.shape[-2:])
+
+            module.register_forward_hook(record)
+    with torch.no_grad():
+        model(x)
+    [fig] = figures
+    spatial = {ax.get_title().split()[0]: ax for ax in fig.axes if "\nspatial " in ax.get_title()}
+    channel = {ax.get_title().split()[0]: ax for ax in fig.axes if ax.patches}
+    assert list(spatial) == list(channel) == list(expected) and len(expected) == 8  # one per ResNet-18 block
+    for name, (gate, space, size) in expected.items():
+        [steps] = channel[name].patches
+        torch.testing.assert_close(torch.as_tensor(steps.get_data().values), gate, rtol=1e-4, atol=1e-5)
+        plotted = torch.as_tensor(spatial[name].get_images()[1].get_array().data)
+        assert plotted.shape == size  # the block's output map, stretched over the image
+        torch.testing.assert_close(plotted, space, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_names_one_cbam_module_and_the_default_shows_every_one(checkpoints, image, monkeypatch, capsys):
+    figures = figures_of(monkeypatch, "plot_cbam")
+    folder = checkpoints["cbam"].parent
+    for extra, picture in ((["--layer", "layer3.1.se"], "attention_layer3.1.se.png"), ([], "attention_cbam.png")):
+        status, _ = run_main("attention", str(checkpoints["cbam"]), "--image", str(image), *extra, capsys=capsys)
+        assert status == 0 and (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one, every = figures
+    spatial = [ax.get_title() for ax in one.axes if "\nspatial " in ax.get_title()]
+    assert len(spatial) == 1 and spatial[0].startswith("layer3.1.se\nspatial 2x2,")  # 32 px input, stride 16
+    assert sum("\nspatial " in ax.get_title() for ax in every.axes) == 8
+
+
 @pytest.mark.parametrize(
     ("option", "extra", "message"),
     [
         (
             "none",
             [],
-            r"checkpoint .* has no attention layers .*; valid checkpoints are those trained with attention=aa",
+            r"checkpoint .* has no attention layers .*; valid checkpoints are those trained with attention=se, cbam, "
+            r"aa, aw, aa_se, aa_cbam, aw_se, aw_cbam, aw_aa, aw_aa_se or aw_aa_cbam$",
         ),
         (
             "aa",
@@ -167,6 +212,11 @@ def test_se_view_plots_every_gate_as_the_blocks_own_squeeze_excite(checkpoints, 
             "se",
             ["--query", "3,3"],
             r"--query applies to AA layers only; layer1.0.se is a 'gate' layer \(AA layers in this model: none\)$",
+        ),
+        (
+            "cbam",
+            ["--layer", "layer1.0.conv1"],
+            r"no attention layer 'layer1.0.conv1' in this model; valid layers: layer1.0.se, layer1.1.se, layer2.0.se",
         ),
     ],
 )
