@@ -119,7 +119,17 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike):
         self.cfg = cfg
-        t = cfg.trainer
+        self.task = task
+        self._setup_runtime(run_dir)
+        self._build_model()
+        self._build_data()
+        self._build_optimisation()
+        self._wrap_model()
+        self._init_state()
+
+    def _setup_runtime(self, run_dir: str | os.PathLike) -> None:
+        """Joins the process group, agrees on rank 0's run directory, picks the device and seeds the run."""
+        t = self.cfg.trainer
         self.env = init_distributed(t.dist_backend, timeout_min=float(t.dist_timeout_s) / 60)
         self.is_main = self.env.rank == 0
         if not self.is_main:
@@ -127,9 +137,11 @@ class Trainer:
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
         self.device = select_device(t.device, self.env.local_rank)
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
-        seed_everything(cfg.seed)  # the same initial weights on every rank
+        seed_everything(self.cfg.seed)  # the same initial weights on every rank
 
-        self.task = task
+    def _build_model(self) -> None:
+        """Builds the task's model (SyncBatchNorm, device, channels_last) as `self.model`."""
+        t = self.cfg.trainer
         model = build_model(self.task.build_model)
         if t.sync_bn and self.env.world_size > 1:
             if self.device.type == "cuda":
@@ -142,36 +154,35 @@ class Trainer:
             model.register_forward_pre_hook(_channels_last_inputs)
         self.model = model  # plain module: state dicts and checkpoints carry no DDP/compile prefixes
 
+    def _build_data(self) -> None:
+        """Builds the task's datasets, this rank's loaders and the number of optimizer updates per epoch."""
+        cfg, t = self.cfg, self.cfg.trainer
         train_set, val_set = self.task.build_datasets()
         self.accum_steps = int(t.accum_steps)
-        self.batch_size = batch_size = int(cfg.data.batch_size)
+        self.batch_size = int(cfg.data.batch_size)
+        shared = dict(
+            batch_size=self.batch_size,
+            data=cfg.data,
+            collate_fn=self.task.collate_fn,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+        )
         self.train_loader, self.train_sampler, self.batch_skipper = build_train_loader(
-            train_set,
-            batch_size=batch_size,
-            data=cfg.data,
-            collate_fn=self.task.collate_fn,
-            rank=self.env.rank,
-            world_size=self.env.world_size,
-            seed=int(cfg.seed),
-            group_ids=self.task.group_ids(train_set),
+            train_set, seed=int(cfg.seed), group_ids=self.task.group_ids(train_set), **shared
         )
-        self.val_loader = build_eval_loader(
-            val_set,
-            batch_size=batch_size,
-            data=cfg.data,
-            collate_fn=self.task.collate_fn,
-            rank=self.env.rank,
-            world_size=self.env.world_size,
-            max_batches=t.max_eval_batches,
-        )
+        self.val_loader = build_eval_loader(val_set, max_batches=t.max_eval_batches, **shared)
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(
                 f"{len(self.train_loader)} batches per epoch make no update of trainer.accum_steps={self.accum_steps}"
             )
+
+    def _build_optimisation(self) -> None:
+        """Builds the optimizer, learning-rate schedule, mixed precision, non-finite guard and EMA."""
+        cfg, t = self.cfg, self.cfg.trainer
         self.epochs = int(t.epochs)
         self.max_steps = int(t.max_steps) if t.max_steps else None
-        self.global_batch = batch_size * self.env.world_size * self.accum_steps
+        self.global_batch = self.batch_size * self.env.world_size * self.accum_steps
         self.optimizer = instantiate(cfg.optim, self.model, self.global_batch)
         # timm warns that cosine annealing "will have no effect" when the schedule is one update long (a smoke run)
         with _quiet_logger("timm.scheduler.cosine_lr"):
@@ -186,6 +197,10 @@ class Trainer:
             else None
         )
 
+    def _wrap_model(self) -> None:
+        """Sets `eval_model` (compiled if `trainer.compile`) and `train_model` (that, in DDP with several
+        processes)."""
+        t = self.cfg.trainer
         forward_model: nn.Module = torch.compile(self.model) if t.compile else self.model  # compiled before DDP
         self.eval_model = forward_model
         self.train_model: nn.Module = forward_model
@@ -195,6 +210,10 @@ class Trainer:
                 forward_model, device_ids=device_ids, find_unused_parameters=bool(t.find_unused_parameters)
             )
 
+    def _init_state(self) -> None:
+        """Zeroes the counters, claims the run directory, resumes or starts the run and installs the
+        preemption handler."""
+        t = self.cfg.trainer
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
