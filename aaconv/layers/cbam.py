@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .parts import AttentionPart, PartOptions, PostBuilder, register_part
-from .se import reduced_channels
+from .parts import AttentionPart, PostBuilder, register_part
+from .se import ChannelMLPOptions, reduced_channels
 
 
 class CBAM(nn.Module):
@@ -70,24 +70,16 @@ class CBAM(nn.Module):
 
 
 @dataclass(frozen=True)
-class CBAMOptions(PartOptions):
+class CBAMOptions(ChannelMLPOptions):
     """``attention.cbam``: ``CBAM``'s options (its docstring)."""
 
-    reduction: float = 16
     divisor: int = 1
     spatial_kernel: int = 7
-    rd_channels: int | None = None
 
     def check(self) -> dict[str, str]:
-        problems = {}
-        if self.reduction <= 0:
-            problems["reduction"] = "a number > 0"
-        if self.divisor <= 0:
-            problems["divisor"] = "a positive integer"
+        problems = super().check()
         if self.spatial_kernel <= 0 or self.spatial_kernel % 2 == 0:
             problems["spatial_kernel"] = "an odd positive integer"
-        if self.rd_channels is not None and self.rd_channels <= 0:
-            problems["rd_channels"] = "a positive integer, or null"
         return problems
 
 

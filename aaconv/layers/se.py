@@ -53,8 +53,9 @@ class SqueezeExcite(nn.Module):
 
 
 @dataclass(frozen=True)
-class SEOptions(PartOptions):
-    """``attention.se``: ``SqueezeExcite``'s options (its docstring)."""
+class ChannelMLPOptions(PartOptions):
+    """The options of a post part with a C -> C/r -> C channel MLP (SE, CBAM): r, the rounding divisor, and an
+    explicit hidden width."""
 
     reduction: float = 16
     divisor: int = 8
@@ -69,6 +70,11 @@ class SEOptions(PartOptions):
         if self.rd_channels is not None and self.rd_channels <= 0:
             problems["rd_channels"] = "a positive integer, or null"
         return problems
+
+
+@dataclass(frozen=True)
+class SEOptions(ChannelMLPOptions):
+    """``attention.se``: ``SqueezeExcite``'s options (its docstring)."""
 
 
 def build_se(options: SEOptions) -> PostBuilder:
