@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
+from . import scripted
+
 ATTENTION_IMPLS = ("auto", "fused", "flex", "reference")
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
@@ -186,6 +188,8 @@ class RelativeAttention2d(nn.Module):
         query_chunk: process queries in chunks of this many positions on the fused path.
     """
 
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+
     def __init__(
         self,
         dk: int,
@@ -239,6 +243,9 @@ class RelativeAttention2d(nn.Module):
         )
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles the reference formulation only
+            args = (self.dk, self.dv, self.num_heads, self.scale, self.max_size)
+            return scripted.relative_attention(qkv, self.rel_width, self.rel_height, *args)
         batch, _, height, width = qkv.shape
         q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
         q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
