@@ -37,7 +37,7 @@ class GlobalPool(nn.Module):
 
 
 def check_head(num_classes: int, global_pool: str) -> None:
-    """ConfigError unless a linear classifier can follow `global_pool` (as timm's: no pooling needs no classifier)."""
+    """A network's constructor: ConfigError unless a linear classifier can follow `global_pool`."""
     if num_classes < 0:
         raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
     if global_pool == "" and num_classes > 0:
@@ -47,6 +47,8 @@ def check_head(num_classes: int, global_pool: str) -> None:
 def new_classifier(model: nn.Module, in_features: int, num_classes: int) -> nn.Module:
     """A Linear(in_features, num_classes) on the device and dtype of `model`'s parameters and in its train/eval
     mode (timm's `reset_classifier`), or Identity for num_classes = 0."""
+    if num_classes < 0:
+        raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
     if num_classes == 0:
         return nn.Identity()
     reference = next(model.parameters())
