@@ -154,9 +154,9 @@ class AWConv2d(nn.Module):
         out_h, out_w = self.output_size(x.shape[-2:])
         conv = self.conv
         cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (B, C_in*k*k, L): (c, i, j)
-        scale = (1 + attn).view(batch, self.num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
+        scale = (1 + attn).reshape(batch, self.num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
         scaled = (cols.transpose(0, 1) * scale).flatten(2)  # (M, C_in*k*k, B*L)
-        kernel = self.conv.weight.view(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+        kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
         out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
         return out.permute(2, 0, 1, 3).reshape(batch, -1, out_h, out_w)
 

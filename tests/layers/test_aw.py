@@ -108,6 +108,24 @@ def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
         assert got.abs().sum() > 0
 
 
+@pytest.mark.parametrize("impl,groups", [("grouped", 1), ("grouped", 2), ("unfold", 1)])
+def test_channels_last_matches_contiguous(impl, groups):
+    """A channels_last layer and input (trainer.channels_last) give the contiguous outputs and gradients."""
+    torch.manual_seed(5)
+    layer = AWConv2d(6, 8, 3, 2, reduction=3, num_maps=2, groups=groups, impl=impl).double()
+    x = torch.randn(2, 6, 6, 9, dtype=f64, requires_grad=True)
+    expected_out, expected_grads = brute_gradients(layer, x)
+    layer = layer.to(memory_format=torch.channels_last)
+    assert layer.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x_cl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    out = layer(x_cl)
+    torch.testing.assert_close(out, expected_out)
+    for got, expected in zip(
+        torch.autograd.grad(out.square().sum(), [x_cl, *layer.parameters()]), expected_grads, strict=True
+    ):
+        torch.testing.assert_close(got, expected)
+
+
 def test_auto_picks_unfold_where_per_sample_kernels_outweigh_scaled_patches():
     """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px), else grouped; groups > 1: grouped."""
     layer = AWConv2d(512, 512, 3, num_maps=4)
