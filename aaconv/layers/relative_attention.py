@@ -211,6 +211,7 @@ def attention_chunked(
         a_w, a_h = (t.contiguous() for t in _relative_terms(q, rel_w, rel_h, height, width))
     positions = q.shape[-2]
     chunk = query_chunk or max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[1] * positions))
+    q, k, v = (t.contiguous() for t in (q, k, v))  # one copy each: every chunk's GEMMs then read them in place
     return _ChunkedAttention.apply(q, k, v, a_w, a_h, height, width, min(chunk, positions))
 
 
