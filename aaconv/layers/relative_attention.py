@@ -7,22 +7,26 @@ dk_h^-1/2::
     logits[i, j] = q_i . k_j + q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i]
     out_i = sum_j softmax_j(logits[i, :]) v_j
 
-Three exact implementations share the same parameters:
+Four exact implementations share the same parameters:
 
 - ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
   computes the relative terms with the appendix's ``rel_to_abs`` trick.
-- ``attention_fused``: the same logits as a plain dot product of augmented vectors,
-  ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]`` with ``aW_i[x] = q_i . rW[x - x_i]`` and
-  ``aH_i[y] = q_i . rH[y - y_i]``, fed to ``F.scaled_dot_product_attention`` so no HW x HW tensor
-  exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels need
-  equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
+- ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
+  ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` added by broadcasting (as BoTNet adds its
+  relative logits), computed for a chunk of queries at a time and recomputed in the backward
+  (activation checkpointing of the attention core): no HW x HW tensor beyond one chunk's logits, and every
+  dot product at head dim dk_h. The fastest trainable path on the CPU at every map measured.
+- ``attention_fused``: the logits as a plain dot product of augmented vectors,
+  ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]``, fed to ``F.scaled_dot_product_attention`` so no
+  HW x HW tensor exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels
+  need equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
   HW x HW). ``query_chunk`` splits the queries for kernels with a head-dim limit.
 - ``attention_flex``: ``torch.nn.attention.flex_attention`` on the plain q, k (head dim stays dk_h) with a
   ``score_mod`` that adds ``aW_i[x_j] + aH_i[y_j]`` to each score, so the kernel's head dim does not grow with
   H + W. Fused (compiled) on CUDA; this torch has no flex backward on CPU (eager forward only).
 
-``impl="auto"`` picks per device and map (``auto_impl``): ``fused`` on CPU; on CUDA ``fused`` while the padded
-augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
+``impl="auto"`` picks per device and map (``auto_impl``): ``chunked`` on CPU (measured); on CUDA ``fused`` while
+the padded augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
 covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
@@ -39,7 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
-ATTENTION_IMPLS = ("auto", "fused", "flex", "reference")
+ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
+# formulations with a backward on each device type (this torch has no flex backward on the CPU)
+TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk on the chunked path (8 MiB in fp32)
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
@@ -132,6 +139,82 @@ def _relative_terms(
     return a_w.flatten(2, 3), a_h.flatten(2, 3)
 
 
+class _ChunkedAttention(torch.autograd.Function):
+    """softmax(q k^T + aW[x_j] + aH[y_j]) v over chunks of queries, the logits never held for all queries.
+
+    q, k: (B, N, L, d); v: (B, N, L, e); a_w: (B, N, L, W) and a_h: (B, N, L, H) or both None; L = H W.
+    The forward keeps only its inputs and output for the backward, which recomputes each chunk's
+    probabilities (activation checkpointing of the attention core); when one chunk covers every query the
+    probabilities are kept instead (they are then no larger than one chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, a_w, a_h, height: int, width: int, chunk: int):
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        for start in range(0, q.shape[-2], chunk):
+            rows = slice(start, start + chunk)
+            probs = _chunk_probs(q, k, a_w, a_h, rows, height, width)
+            out[..., rows, :] = probs @ v
+        ctx.chunk, ctx.height, ctx.width = chunk, height, width
+        ctx.relative = a_w is not None
+        kept = probs if chunk >= q.shape[-2] else None
+        ctx.save_for_backward(q, k, v, a_w, a_h, out, kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, a_w, a_h, out, kept = ctx.saved_tensors
+        height, width = ctx.height, ctx.width
+        delta = (grad_out * out).sum(-1, keepdim=True)  # sum_j P_ij dP_ij, the softmax backward's row term
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        grad_w = torch.empty_like(a_w) if ctx.relative else None
+        grad_h = torch.empty_like(a_h) if ctx.relative else None
+        for start in range(0, q.shape[-2], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            probs = kept if kept is not None else _chunk_probs(q, k, a_w, a_h, rows, height, width)
+            grad_o = grad_out[..., rows, :]
+            grad_v += probs.transpose(-1, -2) @ grad_o
+            grad_logits = (grad_o @ v.transpose(-1, -2)).sub_(delta[..., rows, :]).mul_(probs)
+            grad_q[..., rows, :] = grad_logits @ k
+            grad_k += grad_logits.transpose(-1, -2) @ q[..., rows, :]
+            if ctx.relative:
+                grid = grad_logits.unflatten(-1, (height, width))
+                grad_w[..., rows, :] = grid.sum(-2)
+                grad_h[..., rows, :] = grid.sum(-1)
+        return grad_q, grad_k, grad_v, grad_w, grad_h, None, None, None
+
+
+def _chunk_probs(q, k, a_w, a_h, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Softmax over the keys for the queries ``rows``: (B, N, rows, L)."""
+    logits = q[..., rows, :] @ k.transpose(-1, -2)
+    if a_w is not None:
+        grid = logits.unflatten(-1, (height, width))
+        grid.add_(a_h[..., rows, :, None]).add_(a_w[..., rows, None, :])
+    return logits.softmax(-1)
+
+
+def attention_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_w: torch.Tensor | None,
+    rel_h: torch.Tensor | None,
+    height: int,
+    width: int,
+    query_chunk: int | None = None,
+) -> torch.Tensor:
+    """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` (head dim dk_h, the relative
+    terms added by broadcasting, not as extra dims), ``CHUNK_ELEMENTS`` logits (or ``query_chunk`` queries) at a
+    time, recomputed in the backward: O(L (dk_h + dv_h + H + W)) memory per head, nothing L x L."""
+    a_w = a_h = None
+    if rel_w is not None and rel_h is not None:
+        a_w, a_h = (t.contiguous() for t in _relative_terms(q, rel_w, rel_h, height, width))
+    positions = q.shape[-2]
+    chunk = query_chunk or max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[1] * positions))
+    q, k, v = (t.contiguous() for t in (q, k, v))  # one copy each: every chunk's GEMMs then read them in place
+    return _ChunkedAttention.apply(q, k, v, a_w, a_h, height, width, min(chunk, positions))
+
+
 @functools.cache
 def _compiled_flex() -> Callable[..., torch.Tensor]:
     """flex_attention compiled once per process (uncompiled, it runs an unfused reference loop)."""
@@ -163,10 +246,13 @@ def attention_flex(
 
 
 def auto_impl(device: torch.device, head_dim: int, height: int, width: int) -> str:
-    """The implementation ``impl="auto"`` runs (module docstring): fused SDPA unless, on CUDA, the augmented
-    head dim exceeds the flash kernel's limit, where flex keeps q.k at dk_h."""
+    """The implementation ``impl="auto"`` runs (module docstring): on the CPU the chunked path, the fastest at
+    every map measured (``scripts/bench_layers.py --aa-maps``, docs/performance.md); on CUDA fused SDPA unless the
+    augmented head dim exceeds the flash kernel's limit, where flex keeps q.k at dk_h (kernel limits, unmeasured)."""
+    if device.type != "cuda":
+        return "chunked"
     augmented = -(-(head_dim + height + width) // 8) * 8
-    return "flex" if device.type == "cuda" and augmented > FLASH_MAX_HEAD_DIM else "fused"
+    return "flex" if augmented > FLASH_MAX_HEAD_DIM else "fused"
 
 
 class RelativeAttention2d(nn.Module):
@@ -182,8 +268,10 @@ class RelativeAttention2d(nn.Module):
             init N(0, dk_h^-1/2): the appendix passes dk_h^-1/2 as the *mean* by a TF1 argument-order
             quirk, we read it as the std). ``False``: no position encoding (permutation-equivariant).
         max_size: largest H and W the relative tables cover (the policy in the module docstring).
-        impl: ``"reference"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map: ``auto_impl``).
-        query_chunk: process queries in chunks of this many positions on the fused path.
+        impl: ``"reference"``, ``"chunked"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map:
+            ``auto_impl``).
+        query_chunk: process queries in chunks of this many positions on the chunked and fused paths (chunked:
+            default ``CHUNK_ELEMENTS`` logits per chunk).
     """
 
     def __init__(
@@ -249,6 +337,8 @@ class RelativeAttention2d(nn.Module):
             out = attention_reference(q, k, v, rel_w, rel_h, height, width)
         elif impl == "flex":
             out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+        elif impl == "chunked":
+            out = attention_chunked(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
         else:
             out = attention_fused(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
         return out.transpose(-1, -2).reshape(batch, self.dv, height, width)
