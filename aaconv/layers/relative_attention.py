@@ -140,57 +140,76 @@ def _relative_terms(
 
 
 class _ChunkedAttention(torch.autograd.Function):
-    """softmax(q k^T + aW[x_j] + aH[y_j]) v over chunks of queries, the logits never held for all queries.
+    """softmax(q k^T + aW[x_j] + aH[y_j]) v over chunks of queries, nothing L x L held beyond one chunk.
 
-    q, k: (B, N, L, d); v: (B, N, L, e); a_w: (B, N, L, W) and a_h: (B, N, L, H) or both None; L = H W.
-    The forward keeps only its inputs and output for the backward, which recomputes each chunk's
+    q, k: (B, N, L, d); v: (B, N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
+    Each chunk builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
+    is kept either. The forward keeps only its inputs and output for the backward, which recomputes each chunk's
     probabilities (activation checkpointing of the attention core); when one chunk covers every query the
     probabilities are kept instead (they are then no larger than one chunk).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, a_w, a_h, height: int, width: int, chunk: int):
+    def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, chunk: int):
         out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        for start in range(0, q.shape[-2], chunk):
-            rows = slice(start, start + chunk)
-            probs = _chunk_probs(q, k, a_w, a_h, rows, height, width)
+        for rows in _chunks(q.shape[-2], chunk):
+            probs = _chunk_logits(q, k, rel_w, rel_h, rows, height, width).softmax(-1)
             out[..., rows, :] = probs @ v
         ctx.chunk, ctx.height, ctx.width = chunk, height, width
-        ctx.relative = a_w is not None
         kept = probs if chunk >= q.shape[-2] else None
-        ctx.save_for_backward(q, k, v, a_w, a_h, out, kept)
+        ctx.save_for_backward(q, k, v, rel_w, rel_h, out, kept)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, a_w, a_h, out, kept = ctx.saved_tensors
+        q, k, v, rel_w, rel_h, out, kept = ctx.saved_tensors
         height, width = ctx.height, ctx.width
         delta = (grad_out * out).sum(-1, keepdim=True)  # sum_j P_ij dP_ij, the softmax backward's row term
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        grad_w = torch.empty_like(a_w) if ctx.relative else None
-        grad_h = torch.empty_like(a_h) if ctx.relative else None
-        for start in range(0, q.shape[-2], ctx.chunk):
-            rows = slice(start, start + ctx.chunk)
-            probs = kept if kept is not None else _chunk_probs(q, k, a_w, a_h, rows, height, width)
-            grad_o = grad_out[..., rows, :]
+        grad_rel = [torch.zeros_like(t) for t in (rel_w, rel_h)] if rel_w is not None else [None, None]
+        for rows in _chunks(q.shape[-2], ctx.chunk):
+            probs = kept if kept is not None else _chunk_logits(q, k, rel_w, rel_h, rows, height, width).softmax(-1)
+            grad_o, q_rows = grad_out[..., rows, :], q[..., rows, :]
             grad_v += probs.transpose(-1, -2) @ grad_o
             grad_logits = (grad_o @ v.transpose(-1, -2)).sub_(delta[..., rows, :]).mul_(probs)
-            grad_q[..., rows, :] = grad_logits @ k
-            grad_k += grad_logits.transpose(-1, -2) @ q[..., rows, :]
-            if ctx.relative:
+            grad_q_rows = grad_logits @ k
+            grad_k += grad_logits.transpose(-1, -2) @ q_rows
+            if rel_w is not None:  # back through aW and aH: scatter to offsets, then the (2W-1, d) products
                 grid = grad_logits.unflatten(-1, (height, width))
-                grad_w[..., rows, :] = grid.sum(-2)
-                grad_h[..., rows, :] = grid.sum(-1)
-        return grad_q, grad_k, grad_v, grad_w, grad_h, None, None, None
+                terms = (grid.sum(-2), grid.sum(-1))  # (B, N, rows, W) and (B, N, rows, H)
+                indices = _offset_index(rows, height, width, q.device)
+                for table, grad_table, grad_terms, index in zip((rel_w, rel_h), grad_rel, terms, indices, strict=True):
+                    grad_offsets = grad_terms.new_zeros(*grad_terms.shape[:-1], table.shape[0])
+                    grad_offsets.scatter_add_(-1, index.expand_as(grad_terms), grad_terms)
+                    grad_q_rows += grad_offsets @ table
+                    grad_table += grad_offsets.flatten(0, -2).T @ q_rows.flatten(0, -2)
+            grad_q[..., rows, :] = grad_q_rows
+        return grad_q, grad_k, grad_v, *grad_rel, None, None, None
 
 
-def _chunk_probs(q, k, a_w, a_h, rows: slice, height: int, width: int) -> torch.Tensor:
-    """Softmax over the keys for the queries ``rows``: (B, N, rows, L)."""
-    logits = q[..., rows, :] @ k.transpose(-1, -2)
-    if a_w is not None:
-        grid = logits.unflatten(-1, (height, width))
-        grid.add_(a_h[..., rows, :, None]).add_(a_w[..., rows, None, :])
-    return logits.softmax(-1)
+def _chunks(length: int, chunk: int) -> list[slice]:
+    return [slice(start, min(start + chunk, length)) for start in range(0, length, chunk)]
+
+
+def _offset_index(rows: slice, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the queries ``rows`` (row-major positions), the table rows of each key column and key row:
+    (rows, W) with x - x_i + W - 1 and (rows, H) with y - y_i + H - 1."""
+    pos = torch.arange(rows.start, rows.stop, device=device)
+    index_w = torch.arange(width, device=device) - (pos % width)[:, None] + width - 1
+    index_h = torch.arange(height, device=device) - (pos // width)[:, None] + height - 1
+    return index_w, index_h
+
+
+def _chunk_logits(q, k, rel_w, rel_h, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Logits of the queries ``rows`` over every key, (B, N, rows, L): q.k plus aW[x_j] + aH[y_j] by broadcasting."""
+    q_rows = q[..., rows, :]
+    logits = q_rows @ k.transpose(-1, -2)
+    if rel_w is not None:
+        index_w, index_h = _offset_index(rows, height, width, q.device)
+        a_w = (q_rows @ rel_w.T).gather(-1, index_w.expand(*q_rows.shape[:-1], width))
+        a_h = (q_rows @ rel_h.T).gather(-1, index_h.expand(*q_rows.shape[:-1], height))
+        logits.unflatten(-1, (height, width)).add_(a_h[..., :, None]).add_(a_w[..., None, :])
+    return logits
 
 
 def attention_chunked(
@@ -205,14 +224,13 @@ def attention_chunked(
 ) -> torch.Tensor:
     """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` (head dim dk_h, the relative
     terms added by broadcasting, not as extra dims), ``CHUNK_ELEMENTS`` logits (or ``query_chunk`` queries) at a
-    time, recomputed in the backward: O(L (dk_h + dv_h + H + W)) memory per head, nothing L x L."""
-    a_w = a_h = None
-    if rel_w is not None and rel_h is not None:
-        a_w, a_h = (t.contiguous() for t in _relative_terms(q, rel_w, rel_h, height, width))
+    time, recomputed in the backward: O(L (dk_h + dv_h)) memory per head kept, nothing L x L or L x (H + W)."""
+    if rel_w is None or rel_h is None:
+        rel_w = rel_h = None
     positions = q.shape[-2]
     chunk = query_chunk or max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[1] * positions))
     q, k, v = (t.contiguous() for t in (q, k, v))  # one copy each: every chunk's GEMMs then read them in place
-    return _ChunkedAttention.apply(q, k, v, a_w, a_h, height, width, min(chunk, positions))
+    return _ChunkedAttention.apply(q, k, v, rel_w, rel_h, height, width, min(chunk, positions))
 
 
 @functools.cache
