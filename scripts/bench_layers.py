@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import timm
@@ -192,7 +193,7 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
         x = torch.randn(args.batch, args.channels, *size, device=args.device, requires_grad=True)
         median = interleaved_medians({k: m.to(args.device) for k, m in layers.items()}, x, rounds, args.clock)
         head_dim = args.dk // args.heads
-        picked = auto_impl(torch.device(args.device), head_dim, *size)
+        picked = auto_impl(torch.device(args.device), head_dim, *size, args.batch * args.heads)
         cells = [f"{1000 * median[i]:.1f}" for i in impls]
         lines.append(f"| {text} | " + " | ".join(cells) + f" | {min(median, key=median.get)} | {picked} |")
     return "\n".join(lines)
@@ -200,17 +201,8 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
 
 def _with_impl(layer: AAConv2d, impl: str) -> AAConv2d:
     """A copy of ``layer`` (same parameters) set to ``impl``."""
-    copy = AAConv2d(
-        layer.qkv.in_channels,
-        layer.proj.out_channels,
-        3,
-        dk=layer.attention.dk,
-        dv=layer.attention.dv,
-        num_heads=layer.attention.num_heads,
-        max_size=layer.attention.max_size,
-        impl=impl,
-    )
-    copy.load_state_dict(layer.state_dict())
+    copy = deepcopy(layer)
+    copy.impl = impl
     return copy
 
 
