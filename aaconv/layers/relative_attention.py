@@ -155,7 +155,7 @@ class _ChunkedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, chunk: int):
         out = q.new_empty(*q.shape[:-1], v.shape[-1])
         for rows in _chunks(q.shape[-2], chunk):
-            probs = _chunk_logits(q, k, rel_w, rel_h, rows, height, width).softmax(-1)
+            probs = _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
             out[..., rows, :] = probs @ v
         ctx.chunk, ctx.height, ctx.width = chunk, height, width
         kept = probs if chunk >= q.shape[-2] else None
@@ -170,7 +170,7 @@ class _ChunkedAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         grad_rel = [torch.zeros_like(t) for t in (rel_w, rel_h)] if rel_w is not None else [None, None]
         for rows in _chunks(q.shape[-2], ctx.chunk):
-            probs = kept if kept is not None else _chunk_logits(q, k, rel_w, rel_h, rows, height, width).softmax(-1)
+            probs = kept if kept is not None else _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
             grad_o, q_rows = grad_out[..., rows, :], q[..., rows, :]
             grad_v += probs.transpose(-1, -2) @ grad_o
             grad_logits = (grad_o @ v.transpose(-1, -2)).sub_(delta[..., rows, :]).mul_(probs)
@@ -187,6 +187,12 @@ class _ChunkedAttention(torch.autograd.Function):
                     grad_table += grad_offsets.flatten(0, -2).T @ q_rows.flatten(0, -2)
             grad_q[..., rows, :] = grad_q_rows
         return grad_q, grad_k, grad_v, *grad_rel, None, None, None
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the keys computed in float32 (bf16 / fp16 logits: the same in the forward and the backward's
+    recomputation, with or without autocast)."""
+    return logits.softmax(-1, dtype=torch.float32).to(logits.dtype)
 
 
 def _chunks(length: int, chunk: int) -> list[slice]:
