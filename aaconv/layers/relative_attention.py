@@ -190,9 +190,9 @@ class _ChunkedAttention(torch.autograd.Function):
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the keys computed in float32 (bf16 / fp16 logits: the same in the forward and the backward's
+    """Softmax over the keys, bf16 / fp16 logits computed in float32 (the same in the forward and the backward's
     recomputation, with or without autocast)."""
-    return logits.softmax(-1, dtype=torch.float32).to(logits.dtype)
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
 def _chunks(length: int, chunk: int) -> list[slice]:
