@@ -136,7 +136,25 @@ def run_case(case: dict) -> dict:
         peak_mib = (torch.cuda.max_memory_allocated() - start_bytes) / 2**20
     else:
         peak_mib = (_status_kb("VmHWM") - start_kb) / 2**10
-    return {"ms": 1000 * min(times), "peak_mib": peak_mib}
+    result = {"ms": 1000 * min(times), "peak_mib": peak_mib}
+    if case.get("profile"):
+        result["profile"] = profile_table(lambda: layer(x).float().sum().backward(), autocast, case["profile"])
+    return result
+
+
+def profile_table(step, autocast, rows: int) -> str:
+    """torch.profiler's top ``rows`` ops of one forward+backward by self CPU time, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof, autocast:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    lines = ["| op | self ms | share | calls |", "|---|---|---|---|"]
+    for event in events[:rows]:
+        share = 100 * event.self_cpu_time_total / total
+        lines.append(f"| {event.key} | {event.self_cpu_time_total / 1e3:.1f} | {share:.0f}% | {event.count} |")
+    return "\n".join(lines)
 
 
 def interleaved_medians(
@@ -283,6 +301,9 @@ def main() -> None:
     parser.add_argument(
         "--aa-maps", nargs="+", type=cli.dims, metavar="HxW", help="AA per-map formulation table, then exit"
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print each case's top N ops (torch.profiler, CPU)"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -316,6 +337,7 @@ def main() -> None:
     )
     print("| map | " + " | ".join(kinds) + "".join(f" | {a} vs {b}" for a, b in pairs) + " |")
     print("|---" * (len(kinds) + len(pairs) + 1) + "|")
+    profiles = []
     for text in args.sizes:
         size = tuple(int(v) for v in text.split("x"))
         results = {}
@@ -333,11 +355,15 @@ def main() -> None:
                 "threads": args.threads,
                 "dtype": args.dtype,
                 "clock": args.clock,
+                "profile": args.profile,
             }
             results[kind] = measure(case)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]
         cells += [ratio_cell(results[a], results[b]) for a, b in pairs]
         print(f"| {text} | " + " | ".join(cells) + " |", flush=True)
+        profiles += [(text, kind, r["profile"]) for kind, r in results.items() if "profile" in r]
+    for text, kind, table in profiles:
+        print(f"\n## profile: {kind}, {text}, one forward+backward\n\n{table}")
     if args.backends and args.device == "cuda":
         print(backend_table(args))
 
