@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import timm
@@ -58,15 +59,17 @@ from timm.layers.lambda_layer import LambdaLayer
 from torch import nn
 
 from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.layers.aw import AW_IMPLS
 from aaconv.layers.relative_attention import ATTENTION_IMPLS, TRAINABLE_IMPLS, auto_impl
 from aaconv.utils import cli
 
 DEFAULT_SIZES = ("14x14", "28x28", "56x56")
 AA_KINDS = tuple(f"aa-{impl}" for impl in ATTENTION_IMPLS)
 PEER_KINDS = ("botnet", "halonet", "lambda")
-KINDS = (*AA_KINDS, *PEER_KINDS, "aw-grouped", "aw-unfold", "aw-auto", "conv")
+KINDS = (*AA_KINDS, *PEER_KINDS, *(f"aw-{impl}" for impl in AW_IMPLS), "conv")
 DEFAULT_KINDS = ("aa-auto", *PEER_KINDS, "aw-auto", "conv")
-AW_KINDS = ("grouped", "unfold", "auto")
+AW_KINDS = tuple(AW_IMPLS[1:]) + ("auto",)
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # logits, their relative part, softmax output and their gradients live at once in the backward of the paths
 # that materialise them (our reference path, BoTNet)
@@ -120,35 +123,57 @@ def run_case(case: dict) -> dict:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         start_kb = _status_kb("VmRSS")
+    now = CLOCKS[case.get("clock", "wall")]
     for _ in range(case["repeats"]):
-        begin = time.perf_counter()
+        begin = now()
         with autocast:
             out = layer(x)
         out.float().sum().backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - begin)
+        times.append(now() - begin)
     if device.type == "cuda":
         peak_mib = (torch.cuda.max_memory_allocated() - start_bytes) / 2**20
     else:
         peak_mib = (_status_kb("VmHWM") - start_kb) / 2**10
-    return {"ms": 1000 * min(times), "peak_mib": peak_mib}
+    result = {"ms": 1000 * min(times), "peak_mib": peak_mib}
+    if case.get("profile"):
+        result["profile"] = profile_table(lambda: layer(x).float().sum().backward(), autocast, case["profile"])
+    return result
 
 
-def interleaved_medians(layers: dict[str, nn.Module], x: torch.Tensor, rounds: int) -> dict[str, float]:
+def profile_table(step, autocast, rows: int) -> str:
+    """torch.profiler's top ``rows`` ops of one forward+backward by self CPU time, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof, autocast:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    lines = ["| op | self ms | share | calls |", "|---|---|---|---|"]
+    for event in events[:rows]:
+        share = 100 * event.self_cpu_time_total / total
+        lines.append(f"| {event.key} | {event.self_cpu_time_total / 1e3:.1f} | {share:.0f}% | {event.count} |")
+    return "\n".join(lines)
+
+
+def interleaved_medians(
+    layers: dict[str, nn.Module], x: torch.Tensor, rounds: int, clock: str = "wall"
+) -> dict[str, float]:
     """Median seconds of one forward+backward per layer, the layers taking turns each round (1 warm-up round)."""
     times: dict[str, list[float]] = {name: [] for name in layers}
+    now = CLOCKS[clock]
     for _ in range(rounds + 1):
         for name, layer in layers.items():
-            begin = time.perf_counter()
+            begin = now()
             layer(x).sum().backward()
             if x.is_cuda:
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - begin)
+            times[name].append(now() - begin)
     return {name: statistics.median(t[1:]) for name, t in times.items()}
 
 
-def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) -> str:
+def aw_stage_table(stages: list[str], batch: int, device: str, clock: str = "wall", rounds: int = 7) -> str:
     """Median forward+backward time of AW's formulations relative to nn.Conv2d, per (channels x map) stage."""
     lines = [
         "| stage (channels, map) | conv ms | " + " | ".join(f"aw-{k}" for k in AW_KINDS) + " | auto picks |",
@@ -160,7 +185,7 @@ def aw_stage_table(stages: list[str], batch: int, device: str, rounds: int = 7) 
         layers = {"conv": nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device)}
         layers.update({k: AWConv2d(channels, channels, 3, impl=k).to(device) for k in AW_KINDS})
         x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
-        median = interleaved_medians(layers, x, rounds)
+        median = interleaved_medians(layers, x, rounds, clock)
         cells = [f"{median['conv'] / median[k]:.2f}x" for k in AW_KINDS]
         picked = layers["auto"].resolve_impl((size, size))
         lines.append(
@@ -184,9 +209,9 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
         )
         layers = {impl: _with_impl(layer, impl) for impl in impls}
         x = torch.randn(args.batch, args.channels, *size, device=args.device, requires_grad=True)
-        median = interleaved_medians({k: m.to(args.device) for k, m in layers.items()}, x, rounds)
+        median = interleaved_medians({k: m.to(args.device) for k, m in layers.items()}, x, rounds, args.clock)
         head_dim = args.dk // args.heads
-        picked = auto_impl(torch.device(args.device), head_dim, *size)
+        picked = auto_impl(torch.device(args.device), head_dim, *size, args.batch * args.heads)
         cells = [f"{1000 * median[i]:.1f}" for i in impls]
         lines.append(f"| {text} | " + " | ".join(cells) + f" | {min(median, key=median.get)} | {picked} |")
     return "\n".join(lines)
@@ -194,17 +219,8 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
 
 def _with_impl(layer: AAConv2d, impl: str) -> AAConv2d:
     """A copy of ``layer`` (same parameters) set to ``impl``."""
-    copy = AAConv2d(
-        layer.qkv.in_channels,
-        layer.proj.out_channels,
-        3,
-        dk=layer.attention.dk,
-        dv=layer.attention.dv,
-        num_heads=layer.attention.num_heads,
-        max_size=layer.attention.max_size,
-        impl=impl,
-    )
-    copy.load_state_dict(layer.state_dict())
+    copy = deepcopy(layer)
+    copy.impl = impl
     return copy
 
 
@@ -271,6 +287,12 @@ def main() -> None:
         help="CPU threads; use 1 on a machine shared with other jobs (OpenMP barriers stall under contention)",
     )
     parser.add_argument("--kinds", nargs="+", default=DEFAULT_KINDS, choices=KINDS)
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=tuple(CLOCKS),
+        help="process: the process's CPU time instead of wall time (CPU, --threads 1, on a shared machine)",
+    )
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast dtype (fp32: none)")
     parser.add_argument("--backends", action="store_true", help="CUDA: also tabulate the SDPA kernels per size")
     parser.add_argument(
@@ -278,6 +300,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--aa-maps", nargs="+", type=cli.dims, metavar="HxW", help="AA per-map formulation table, then exit"
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="also print each case's top N ops (torch.profiler, CPU)"
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,15 +313,15 @@ def main() -> None:
     if args.aw_stages:
         print(
             f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
-            "forward+backward, median of 7 interleaved rounds; speed relative to nn.Conv2d"
+            f"forward+backward, median of 7 interleaved rounds, {args.clock} clock; speed relative to nn.Conv2d"
         )
-        print(aw_stage_table(args.aw_stages, args.batch, args.device))
+        print(aw_stage_table(args.aw_stages, args.batch, args.device, args.clock))
         return
     if args.aa_maps:
         print(
             f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}, "
             f"{args.channels}->{args.channels} ch, {args.heads} heads, dk={args.dk}, dv={args.dv}; "
-            "forward+backward, median of 5 interleaved rounds"
+            f"forward+backward, median of 5 interleaved rounds, {args.clock} clock"
         )
         print(aa_map_table(args.aa_maps, args))
         return
@@ -307,10 +332,12 @@ def main() -> None:
     print(
         f"# {device_name}, torch {torch.__version__}, timm {timm.__version__}; batch {args.batch}, "
         f"{args.channels}->{args.channels} ch, 3x3, {args.heads} heads, AA dk={args.dk}, dv={args.dv}; {args.dtype}; "
-        "forward+backward, ms (best repeat) / peak MiB; ratios: speed / memory of the first over the second"
+        f"forward+backward, ms (best repeat, {args.clock} clock) / peak MiB; ratios: speed / memory of the first over "
+        "the second"
     )
     print("| map | " + " | ".join(kinds) + "".join(f" | {a} vs {b}" for a, b in pairs) + " |")
     print("|---" * (len(kinds) + len(pairs) + 1) + "|")
+    profiles = []
     for text in args.sizes:
         size = tuple(int(v) for v in text.split("x"))
         results = {}
@@ -327,11 +354,16 @@ def main() -> None:
                 "repeats": repeats_for(size),
                 "threads": args.threads,
                 "dtype": args.dtype,
+                "clock": args.clock,
+                "profile": args.profile,
             }
             results[kind] = measure(case)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]
         cells += [ratio_cell(results[a], results[b]) for a, b in pairs]
         print(f"| {text} | " + " | ".join(cells) + " |", flush=True)
+        profiles += [(text, kind, r["profile"]) for kind, r in results.items() if "profile" in r]
+    for text, kind, table in profiles:
+        print(f"\n## profile: {kind}, {text}, one forward+backward\n\n{table}")
     if args.backends and args.device == "cuda":
         print(backend_table(args))
 

@@ -248,13 +248,17 @@ def guarded(entry: Entry, call: Callable[[], Any]) -> None:
         torch.cuda.empty_cache()
 
 
-def timed(step: Callable[[], None], runner: Runner, steps: int) -> float:
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def timed(step: Callable[[], None], runner: Runner, steps: int, clock: str = "wall") -> float:
     runner.sync()
-    begin = time.perf_counter()
+    now = CLOCKS[clock]
+    begin = now()
     for _ in range(steps):
         step()
     runner.sync()
-    return (time.perf_counter() - begin) / steps
+    return (now() - begin) / steps
 
 
 def timm_peer(name: str, image_size: tuple[int, int], baseline: str | None) -> Entry:
@@ -340,7 +344,7 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
         getattr(runner, f"{mode}_step")(entry.model)
 
     def record_round(entry: Entry, mode: str) -> None:
-        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps))
+        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps, args.clock))
 
     def record_peak(entry: Entry, mode: str) -> None:
         setattr(entry, f"peak_{mode}_mib", peak_mib(partial(step, entry, mode), runner))
@@ -523,6 +527,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=cli.positive_int, default=2, help="untimed steps per model and mode")
     parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed rounds; images/s is their median")
     parser.add_argument("--steps", type=cli.positive_int, default=1, help="steps per model in each round")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=tuple(CLOCKS),
+        help="process: the process's CPU time per step instead of wall time (CPU, --threads 1, on a shared machine)",
+    )
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
     parser.add_argument(
         "--peers",
@@ -580,7 +590,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
         f"batch {args.batch}, "
         f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
-        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up"
+        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up; {args.clock} clock"
     )
     result: dict[str, Any] = {
         "device": device_name(device, args.threads),
