@@ -77,7 +77,7 @@ def test_export_errors_are_one_line(checkpoint, tmp_path):
 def test_onnx_export_matches_onnxruntime(tiny_config, tmp_path, capsys):
     """--onnx on a classifier with one part of every kind (AW conv branch, AA, CBAM): logits within 1e-4 of eager."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    cfg = tiny_config("attention=aw_aa_cbam")
+    cfg = tiny_config("attention=aw_aa", "attention.variant=aw+aa+cbam")
     torch.manual_seed(0)
     model = build_task(cfg).build_model().eval()
     config = OmegaConf.to_container(cfg, resolve=True)
