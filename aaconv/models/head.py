@@ -50,7 +50,7 @@ def new_classifier(model: nn.Module, in_features: int, num_classes: int) -> nn.M
     if num_classes < 0:
         raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
     if num_classes == 0:
-        return nn.Identity()
+        return nn.Identity().train(model.training)
     reference = next(model.parameters())
     head = nn.Linear(in_features, num_classes, device=reference.device, dtype=reference.dtype)
     return head.train(model.training)

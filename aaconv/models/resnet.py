@@ -213,7 +213,8 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for `num_classes` (0: none) after `global_pool` (None: the current pooling). As timm's,
         a classifier after no pooling ("") is allowed here, for a head that takes the map."""
-        self.global_pool = GlobalPool(self.global_pool.pool_type if global_pool is None else global_pool)
+        pool = GlobalPool(self.global_pool.pool_type if global_pool is None else global_pool)
+        self.global_pool = pool.train(self.training)
         self.fc = new_classifier(self, self.num_features, num_classes)
         self.num_classes = num_classes
 
