@@ -5,6 +5,8 @@
     python scripts/benchmark.py --models resnet50:aa --precision bf16 --channels-last --compile --batch 64
     python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
+    python scripts/benchmark.py --models resnet50:none resnet50:aa --image-size 256 \
+        --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
 
 A model is ``<backbone>:<attention>``, both option names of the config groups (``configs/backbone/``,
 ``configs/attention/``: none, se, aa, aw, aa_se, aw_se, aw_aa), read from the project's config tree so the
@@ -21,7 +23,11 @@ benchmark follows whatever defaults they hold; ``--set attention.aa.impl=referen
   classification, torchvision ``retinanet_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` (built by torchvision's
   own parts with frozen BN and 3 trainable stages, as our detection task) for detection. Ratio columns:
   ``none`` and ``se`` rows against the peer, other attention rows against our ``<backbone>:none`` (added if
-  missing).
+  missing). ``--peers NAME ...`` adds timm models by name (e.g. BoTNet, HaloNet and LambdaNet:
+  ``botnet26t_256 halonet26t lambda_resnet26t``, built for ``--image-size``), each against our first attention
+  row (its ratio: the peer's speed over ours); a peer that cannot take the size reports its one-line error.
+- GFLOPs: one forward of one image (``aaconv.models.cost.count_flops``, 2 FLOPs per multiply-add, AA counted on
+  its reference path), counted on a copy built on the meta device.
 - Peak memory: what one step adds at its peak to the memory held before it, i.e. activations, gradients and
   temporaries (parameters and optimizer state, held before, are not counted): CUDA ``max_memory_allocated``
   growth; CPU the growth of the resident-set high-water mark (VmHWM reset through ``/proc/self/clear_refs``, Linux).
@@ -54,6 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402  (after the sys.path line)
 from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
+from aaconv.models.cost import count_flops  # noqa: E402
 from aaconv.utils import cli  # noqa: E402
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
@@ -241,13 +248,58 @@ def guarded(entry: Entry, call: Callable[[], Any]) -> None:
         torch.cuda.empty_cache()
 
 
-def timed(step: Callable[[], None], runner: Runner, steps: int) -> float:
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def timed(step: Callable[[], None], runner: Runner, steps: int, clock: str = "wall") -> float:
     runner.sync()
-    begin = time.perf_counter()
+    now = CLOCKS[clock]
+    begin = now()
     for _ in range(steps):
         step()
     runner.sync()
-    return (time.perf_counter() - begin) / steps
+    return (now() - begin) / steps
+
+
+def timm_peer(name: str, image_size: tuple[int, int], baseline: str | None) -> Entry:
+    """timm's ``name`` built for ``image_size`` (models with fixed-size attention layers take ``img_size``); a
+    model that cannot run at that size becomes a row with its one-line error (checked on the meta device)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ConfigError(f"no timm model {name!r} in --peers; e.g. botnet26t_256 halonet26t lambda_resnet26t")
+
+    def create() -> nn.Module:
+        try:
+            return timm.create_model(name, num_classes=1000, img_size=image_size)
+        except TypeError:  # a model without fixed-size layers has no img_size argument
+            return timm.create_model(name, num_classes=1000)
+
+    try:
+        with torch.device("meta"):
+            create().eval()(torch.empty(1, 3, *image_size))
+    except (AssertionError, RuntimeError, ValueError) as e:
+        entry = Entry(f"timm:{name}", nn.Identity(), baseline)
+        size = "x".join(map(str, image_size))
+        message = str(e).strip().splitlines()[0][:60] if str(e).strip() else type(e).__name__
+        entry.error = f"cannot run at {size} px: {message}"
+        return entry
+    return Entry(f"timm:{name}", create(), baseline)
+
+
+def meta_flops(entry: Entry, args: argparse.Namespace) -> float | None:
+    """GFLOPs of one image's forward, counted on a copy of the entry's model built on the meta device."""
+    if entry.error is not None:
+        return None
+    library, _, name = entry.name.partition(":")
+    with torch.device("meta"):
+        if library == "timm" and name not in {p.partition(":")[2] for p in PEERS.values()}:
+            model = timm_peer(name, args.image_size, None).model
+        elif library in ("timm", "torchvision"):
+            model = build_peer(entry.name, args.image_size)
+        else:
+            model = build_ours(entry.name, args.task, args.image_size, args.set)
+    return count_flops(model, *args.image_size) / 1e9
 
 
 def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]:
@@ -264,6 +316,9 @@ def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]
         if peer and not any(e.name == peer for e in entries):
             entries.append(Entry(peer, build_peer(peer, args.image_size)))
         entries.append(Entry(spec, build_ours(spec, args.task, args.image_size, args.set), peer or f"{backbone}:none"))
+    attention_rows = [s for s in specs if s.partition(":")[2] not in ("", "none", "se")]
+    for name in dict.fromkeys(args.extra_peers):
+        entries.append(timm_peer(name, args.image_size, attention_rows[0] if attention_rows else None))
     for entry in entries:
         if entry.baseline == entry.name:
             entry.baseline = None
@@ -289,7 +344,7 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
         getattr(runner, f"{mode}_step")(entry.model)
 
     def record_round(entry: Entry, mode: str) -> None:
-        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps))
+        getattr(entry, mode).append(timed(partial(step, entry, mode), runner, args.steps, args.clock))
 
     def record_peak(entry: Entry, mode: str) -> None:
         setattr(entry, f"peak_{mode}_mib", peak_mib(partial(step, entry, mode), runner))
@@ -332,12 +387,13 @@ def profile_table(step: Callable[[], None], device: torch.device, rows: int) -> 
     return "\n".join(lines)
 
 
-def summarize(entry: Entry, batch: int) -> dict[str, Any]:
+def summarize(entry: Entry, batch: int, gflops: float | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": entry.name,
         "baseline": entry.baseline,
         "error": entry.error,
-        "params_m": sum(p.numel() for p in entry.model.parameters()) / 1e6,
+        "params_m": sum(p.numel() for p in entry.model.parameters()) / 1e6 or None,  # None: not built
+        "gflops": gflops,
     }
     for mode in ("train", "infer"):
         times = getattr(entry, mode)
@@ -363,12 +419,14 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
-    head = ["model", "params (M)"]
+    head = ["model", "params (M)", "GFLOPs"]
     for mode in modes:
         head += [f"{mode} img/s", f"{mode} spread", f"{mode} vs (best-round ratio)", f"{mode} peak MiB"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in rows:
-        cells = [row["model"], f"{row['params_m']:.2f}"]
+        gflops = row.get("gflops")
+        params = row["params_m"]
+        cells = [row["model"], f"{params:.2f}" if params else "-", f"{gflops:.2f}" if gflops is not None else "-"]
         for mode in modes:
             if row["error"]:
                 cells += [row["error"], "-", "-", "-"]
@@ -469,7 +527,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=cli.positive_int, default=2, help="untimed steps per model and mode")
     parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed rounds; images/s is their median")
     parser.add_argument("--steps", type=cli.positive_int, default=1, help="steps per model in each round")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=tuple(CLOCKS),
+        help="process: the process's CPU time per step instead of wall time (CPU, --threads 1, on a shared machine)",
+    )
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
+    parser.add_argument(
+        "--peers",
+        dest="extra_peers",
+        nargs="+",
+        default=[],
+        metavar="TIMM_MODEL",
+        help="timm models added as peers, e.g. botnet26t_256 halonet26t lambda_resnet26t",
+    )
     parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--threads", type=cli.positive_int, default=torch.get_num_threads(), help="CPU intra-op threads"
@@ -518,7 +590,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
         f"batch {args.batch}, "
         f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
-        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up"
+        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up; {args.clock} clock"
     )
     result: dict[str, Any] = {
         "device": device_name(device, args.threads),
@@ -530,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("| decode | workers | images/s |\n|---|---|---|")
         result["loader"] = run_loader(args, device)
     if args.models:
-        rows = [summarize(e, args.batch) for e in run_models(args, device)]
+        rows = [summarize(e, args.batch, meta_flops(e, args)) for e in run_models(args, device)]
         print(header + "\n")
         print(report(rows, [m for m in ("train", "infer") if m in args.modes]), flush=True)
         result["models"] = rows

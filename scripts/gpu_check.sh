@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine: the `gpu`-marked tests, the benchmark tables (classification, RetinaNet at
-# 800x1333, AA layer paths and SDPA backends, the data loader) and short bf16 + channels_last + torch.compile
+# 800x1333, the AA layer against timm's attention layers, AA's formulations per map, SDPA backends, the loader) and short bf16 + channels_last + torch.compile
 # training runs of AA-ResNet-50 and AA-RetinaNet on the built-in shapes data, all written to one folder:
 #
 #     bash scripts/gpu_check.sh [OUT_DIR]          # default: $OUT if set, else gpu_check/
@@ -104,9 +104,20 @@ step retinanet "RetinaNet R50 at 800x1333, batch 8, bf16: ours, AA (auto: fused/
   $PY scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --batch 8 --image-size 800x1333 \
   --precision bf16 --channels-last --warmup 2 --repeats 3 --json "$out/benchmark_retinanet.json"
 
-step layers "AA layer: reference / fused / flex and SDPA kernels (bf16, dk_h 20)" 60 "$tables" \
+step layers "AA layer vs timm's BoTNet / HaloNet / LambdaLayer, AW vs conv (bf16, batch 4, 256 ch, 8 heads)" 60 \
+  "$tables" $PY scripts/bench_layers.py --dtype bf16 --sizes 14x14 28x28 56x56 \
+  --kinds aa-auto aa-chunked aa-fused aa-flex botnet halonet lambda aw-auto conv
+
+step layers_detection "the same rows at a detection-sized map (bf16, 100x168, batch 1)" 40 "$tables" \
+  $PY scripts/bench_layers.py --dtype bf16 --sizes 100x168 --batch 1 \
+  --kinds aa-auto aa-chunked aa-fused aa-flex botnet halonet lambda aw-auto conv
+
+step aa_maps "AA formulations per map, AA-ResNet-50's layer (fp32, batch 32, dk 160, dv 24)" 30 "$tables" \
+  $PY scripts/bench_layers.py --aa-maps 7x7 14x14 28x28 56x56 --batch 32 --channels 256 --dk 160 --dv 24
+
+step backends "SDPA kernels accepting the fused path (bf16, dk_h 20)" 30 "$tables" \
   $PY scripts/bench_layers.py --dtype bf16 --batch 8 --sizes 28x28 56x56 100x168 \
-  --channels 256 --dk 160 --dv 32 --kinds aa-reference aa-fused aa-flex --backends
+  --channels 256 --dk 160 --dv 32 --kinds aa-reference aa-fused --backends
 
 step aw_stages "AW formulations per ResNet-50 stage at 224 px, batch 64" 30 "$tables" \
   $PY scripts/bench_layers.py --aw-stages 64x56 128x28 256x14 512x7 --batch 64

@@ -111,14 +111,15 @@ class AAConv2d(nn.Module):
         coordconv: concatenate ``coordinate_channels`` to the (pooled) input of the qkv projection.
         memory_pool: attend over a 3x3 / stride-2 average-pooled map and upsample the attention output
             bilinearly (module docstring); ``max_size`` then bounds the pooled map.
-        impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"fused"`` (exact rewrite
-            on SDPA, no HW x HW tensor), ``"flex"`` (flex_attention) or ``"auto"`` (``auto_impl``). All use the
-            same parameters; switch with ``layer.impl = ...``.
+        impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"chunked"`` (the same logits
+            a chunk of queries at a time, recomputed in the backward), ``"fused"`` (exact rewrite on SDPA, no
+            HW x HW tensor), ``"flex"`` (flex_attention) or ``"auto"`` (``auto_impl``). All use the same
+            parameters; switch with ``layer.impl = ...``.
         stride_mode: how the attention branch downsamples when ``stride > 1`` (module docstring).
         max_size: largest H, W the relative tables cover; default 256 covers 224 px ImageNet stages and
             detection maps up to 256 (800x1333 input: 100x167 at stride 8). Larger -> ValueError.
             Costs 2 * (2*max_size - 1) * dk_h parameters per layer.
-        query_chunk: fused path only, attend in chunks of this many query positions.
+        query_chunk: chunked and fused paths, attend in chunks of this many query positions.
         conv_builder: builds the conv branch, ``(in, out, k, stride, groups) -> nn.Module``; default a plain
             ``nn.Conv2d`` (``aw+aa`` passes an ``AWConv2d`` builder).
     """

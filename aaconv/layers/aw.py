@@ -8,19 +8,22 @@ arXiv 2108.08205::
     W' = K * A + K                         per-sample kernel; filter group m (C_out/M filters) uses map m
     O  = conv(X, W')
 
-Two exact formulations of the per-sample conv:
+Three exact formulations of the per-sample conv:
 
 - ``"grouped"``: W' materialised as (B*C_out, C_in/groups, k, k) and applied by one grouped conv over
   the batch folded into channels (groups = B * groups). Supports ``groups > 1``.
+- ``"per_sample"``: the same kernels built and applied one sample at a time (B ordinary convs), so each
+  sample's W', its gradient and the products that reduce it to K and A stay in the CPU cache instead of
+  streaming B copies of the layer's weights through memory. Supports ``groups > 1``.
 - ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches instead,
   (M, C_in*k*k, B*L), and apply the shared kernel of each map with one GEMM over the whole batch; its
   backward needs only these per-offset products, never per-sample kernels or their gradients. ``groups == 1``.
 
-``impl="auto"`` picks per layer and input size the formulation that materialises less (``resolve_impl``):
-``"unfold"`` where C_out > M * L (small maps: ResNet-50's layer4, where the per-sample kernels made the grouped
-conv 10-20x slower than a plain conv and unfold runs at about 0.5-0.6x of it), ``"grouped"`` elsewhere (0.8-0.9x
-of a plain conv on large maps). Measured on the CPU with ``scripts/bench_layers.py --aw-stages``
-(docs/performance.md); the GPU choice is unmeasured.
+``impl="auto"`` picks per layer and input size (``resolve_impl``), by the per-stage measurements of
+``scripts/bench_layers.py --aw-stages`` on the CPU (docs/performance.md): ``"unfold"`` where C_out > M * L, the
+per-sample kernels outweighing the scaled patches (small maps: ResNet-50's layer4); ``"per_sample"`` where the
+conv has at most ``PER_SAMPLE_MAX_POSITIONS`` output positions (layer3: 10x10 at 160 px, 14x14 at 224 px);
+``"grouped"`` elsewhere (large maps) and for ``groups > 1``. The GPU choice is unmeasured.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ from torch import nn
 
 from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 
-AW_IMPLS = ("auto", "grouped", "unfold")
+AW_IMPLS = ("auto", "grouped", "per_sample", "unfold")
+# largest output map (positions) on which "auto" runs the per-sample loop rather than the grouped conv: the
+# loop won at 10x10 and 14x14 (256 channels), the grouped conv at 20x20 (128 channels); docs/performance.md
+PER_SAMPLE_MAX_POSITIONS = 256
 AW_GATES = ("sigmoid", "none")
 
 
@@ -60,7 +66,8 @@ class AWConv2d(nn.Module):
         num_maps: M, the number of attention maps; must divide ``out_channels``. Default 4.
         gate: ``"sigmoid"`` (A in (0, 1), so W' = K * (1 + A) scales each weight by 1..2) or ``"none"``
             (A unbounded; zero generator output gives exactly K). Default ``"sigmoid"``.
-        impl: ``"grouped"``, ``"unfold"`` or ``"auto"`` (per layer and input size, see the module docstring).
+        impl: ``"grouped"``, ``"per_sample"``, ``"unfold"`` or ``"auto"`` (per layer and input size, see the
+            module docstring).
     """
 
     def __init__(
@@ -111,14 +118,19 @@ class AWConv2d(nn.Module):
         return tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, padding, k, stride, strict=True))
 
     def resolve_impl(self, size: tuple[int, int]) -> str:
-        """The formulation for an input of spatial ``size``: ``impl``, or for ``"auto"`` the one that
-        materialises less, ``"unfold"`` when the per-sample kernels (C_out * C_in*k*k per sample) outweigh
-        the scaled patches (M * C_in*k*k * L per sample, L the output positions), i.e. C_out > M * L."""
+        """The formulation for an input of spatial ``size``: ``impl``, or for ``"auto"`` (module docstring)
+        ``"unfold"`` when the per-sample kernels (C_out * C_in*k*k per sample) outweigh the scaled patches
+        (M * C_in*k*k * L per sample, L the output positions), i.e. C_out > M * L; else ``"per_sample"`` up to
+        ``PER_SAMPLE_MAX_POSITIONS`` output positions; else, and for ``groups > 1``, ``"grouped"``."""
         if self.impl != "auto":
             return self.impl
         out_h, out_w = self.output_size(size)
-        small_map = self.conv.out_channels > self.num_maps * out_h * out_w
-        return "unfold" if small_map and self.conv.groups == 1 else "grouped"
+        positions = out_h * out_w
+        if self.conv.groups > 1:  # measured for groups=1 only; unfold needs it
+            return "grouped"
+        if self.conv.out_channels > self.num_maps * positions:
+            return "unfold"
+        return "per_sample" if positions <= PER_SAMPLE_MAX_POSITIONS else "grouped"
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """A: (B, C_in, H, W) -> (B, M * C_in, k, k)."""
@@ -128,26 +140,41 @@ class AWConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.attention(x)
-        if self.resolve_impl(x.shape[-2:]) == "unfold":
+        impl = self.resolve_impl(x.shape[-2:])
+        if impl == "unfold":
             return self._forward_unfold(x, attn)
+        if impl == "per_sample":
+            return self._forward_per_sample(x, attn)
         return self._forward_grouped(x, attn)
+
+    def _kernels(self, attn: torch.Tensor) -> torch.Tensor:
+        """W' = K (1 + A): attn (B, M * C_in, k, k) -> (B, C_out, C_in/groups, k, k)."""
+        kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
+        if self.conv.groups > 1:
+            return kernel * (1 + attn[:, self.map_index])
+        # broadcast each map over its C_out / M filters: no (B, C_out, C_in, k, k) gather of A
+        scale = (1 + attn).view(len(attn), self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+        return (kernel.view(self.num_maps, -1, *kernel.shape[1:]) * scale).view(len(attn), *kernel.shape)
 
     def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
-        kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
-        if self.conv.groups == 1:  # broadcast the maps over their filters: no (B, C_out, C_in, k, k) gather
-            scale = (1 + attn).view(batch, self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
-            weight = kernel.view(self.num_maps, -1, *kernel.shape[1:]) * scale  # (B, M, C_out/M, C_in, k, k)
-        else:
-            weight = kernel * (1 + attn[:, self.map_index])  # (B, C_out, C_in/groups, k, k)
+        weight = self._kernels(attn)
         out = F.conv2d(
             x.reshape(1, -1, height, width),
-            weight.reshape(-1, *kernel.shape[1:]),
+            weight.flatten(0, 1),
             stride=self.conv.stride,
             padding=self.conv.padding,
             groups=batch * self.conv.groups,
         )
         return out.view(batch, -1, *out.shape[-2:])
+
+    def _forward_per_sample(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        outs = [
+            F.conv2d(sample, self._kernels(a)[0], stride=conv.stride, padding=conv.padding, groups=conv.groups)
+            for sample, a in zip(x.split(1), attn.split(1), strict=True)
+        ]
+        return torch.cat(outs)
 
     def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]

@@ -7,21 +7,26 @@ dk_h^-1/2::
     logits[i, j] = q_i . k_j + q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i]
     out_i = sum_j softmax_j(logits[i, :]) v_j
 
-Three exact implementations share the same parameters:
+Four exact implementations share the same parameters:
 
 - ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
   computes the relative terms with the appendix's ``rel_to_abs`` trick.
-- ``attention_fused``: the same logits as a plain dot product of augmented vectors,
-  ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]`` with ``aW_i[x] = q_i . rW[x - x_i]`` and
-  ``aH_i[y] = q_i . rH[y - y_i]``, fed to ``F.scaled_dot_product_attention`` so no HW x HW tensor
-  exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels need
-  equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
+- ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
+  ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` added by broadcasting (as BoTNet adds its
+  relative logits), computed for a chunk of queries at a time and recomputed in the backward
+  (activation checkpointing of the attention core): no HW x HW tensor beyond one chunk's logits, and every
+  dot product at head dim dk_h. On the CPU the fastest path on small maps (one chunk) and from 28x28 up.
+- ``attention_fused``: the logits as a plain dot product of augmented vectors,
+  ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]``, fed to ``F.scaled_dot_product_attention`` so no
+  HW x HW tensor exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels
+  need equal head dims (with unequal ones SDPA silently falls back to the math path, which materialises
   HW x HW). ``query_chunk`` splits the queries for kernels with a head-dim limit.
 - ``attention_flex``: ``torch.nn.attention.flex_attention`` on the plain q, k (head dim stays dk_h) with a
   ``score_mod`` that adds ``aW_i[x_j] + aH_i[y_j]`` to each score, so the kernel's head dim does not grow with
   H + W. Fused (compiled) on CUDA; this torch has no flex backward on CPU (eager forward only).
 
-``impl="auto"`` picks per device and map (``auto_impl``): ``fused`` on CPU; on CUDA ``fused`` while the padded
+``impl="auto"`` picks per device and map (``auto_impl``): on the CPU ``chunked`` where its probabilities fit one
+chunk or the map has at least 28x28 positions, ``fused`` between (measured); on CUDA ``fused`` while the padded
 augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
@@ -39,7 +44,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
-ATTENTION_IMPLS = ("auto", "fused", "flex", "reference")
+ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
+# formulations with a backward on each device type (this torch has no flex backward on the CPU)
+TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk on the chunked path (8 MiB in fp32)
+CPU_CHUNKED_MIN_POSITIONS = 28 * 28  # impl="auto" on the CPU: chunked from this map size even when recomputing
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
@@ -132,6 +141,106 @@ def _relative_terms(
     return a_w.flatten(2, 3), a_h.flatten(2, 3)
 
 
+class _ChunkedAttention(torch.autograd.Function):
+    """softmax(q k^T + aW[x_j] + aH[y_j]) v over chunks of queries, nothing L x L held beyond one chunk.
+
+    q, k: (B, N, L, d); v: (B, N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
+    Each chunk builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
+    is kept either. The forward keeps only its inputs and output for the backward, which recomputes each chunk's
+    probabilities (activation checkpointing of the attention core); when one chunk covers every query the
+    probabilities are kept instead (they are then no larger than one chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, chunk: int):
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        for rows in _chunks(q.shape[-2], chunk):
+            probs = _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
+            out[..., rows, :] = probs @ v
+        ctx.chunk, ctx.height, ctx.width = chunk, height, width
+        kept = probs if chunk >= q.shape[-2] else None
+        ctx.save_for_backward(q, k, v, rel_w, rel_h, out, kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, rel_w, rel_h, out, kept = ctx.saved_tensors
+        height, width = ctx.height, ctx.width
+        delta = (grad_out * out).sum(-1, keepdim=True)  # sum_j P_ij dP_ij, the softmax backward's row term
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        grad_rel = [torch.zeros_like(t) for t in (rel_w, rel_h)] if rel_w is not None else [None, None]
+        for rows in _chunks(q.shape[-2], ctx.chunk):
+            probs = kept if kept is not None else _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
+            grad_o, q_rows = grad_out[..., rows, :], q[..., rows, :]
+            grad_v += probs.transpose(-1, -2) @ grad_o
+            grad_logits = (grad_o @ v.transpose(-1, -2)).sub_(delta[..., rows, :]).mul_(probs)
+            grad_q_rows = grad_logits @ k
+            grad_k += grad_logits.transpose(-1, -2) @ q_rows
+            if rel_w is not None:  # back through aW and aH: scatter to offsets, then the (2W-1, d) products
+                grid = grad_logits.unflatten(-1, (height, width))
+                terms = (grid.sum(-2), grid.sum(-1))  # (B, N, rows, W) and (B, N, rows, H)
+                indices = _offset_index(rows, height, width, q.device)
+                for table, grad_table, grad_terms, index in zip((rel_w, rel_h), grad_rel, terms, indices, strict=True):
+                    grad_offsets = grad_terms.new_zeros(*grad_terms.shape[:-1], table.shape[0])
+                    grad_offsets.scatter_add_(-1, index.expand_as(grad_terms), grad_terms)
+                    grad_q_rows += grad_offsets @ table
+                    grad_table += grad_offsets.flatten(0, -2).T @ q_rows.flatten(0, -2)
+            grad_q[..., rows, :] = grad_q_rows
+        return grad_q, grad_k, grad_v, *grad_rel, None, None, None
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the keys, bf16 / fp16 logits computed in float32 (the same in the forward and the backward's
+    recomputation, with or without autocast)."""
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
+
+
+def _chunks(length: int, chunk: int) -> list[slice]:
+    return [slice(start, min(start + chunk, length)) for start in range(0, length, chunk)]
+
+
+def _offset_index(rows: slice, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the queries ``rows`` (row-major positions), the table rows of each key column and key row:
+    (rows, W) with x - x_i + W - 1 and (rows, H) with y - y_i + H - 1."""
+    pos = torch.arange(rows.start, rows.stop, device=device)
+    index_w = torch.arange(width, device=device) - (pos % width)[:, None] + width - 1
+    index_h = torch.arange(height, device=device) - (pos // width)[:, None] + height - 1
+    return index_w, index_h
+
+
+def _chunk_logits(q, k, rel_w, rel_h, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Logits of the queries ``rows`` over every key, (B, N, rows, L): q.k plus aW[x_j] + aH[y_j] by broadcasting."""
+    q_rows = q[..., rows, :]
+    logits = q_rows @ k.transpose(-1, -2)
+    if rel_w is not None:
+        index_w, index_h = _offset_index(rows, height, width, q.device)
+        a_w = (q_rows @ rel_w.T).gather(-1, index_w.expand(*q_rows.shape[:-1], width))
+        a_h = (q_rows @ rel_h.T).gather(-1, index_h.expand(*q_rows.shape[:-1], height))
+        logits.unflatten(-1, (height, width)).add_(a_h[..., :, None]).add_(a_w[..., None, :])
+    return logits
+
+
+def attention_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_w: torch.Tensor | None,
+    rel_h: torch.Tensor | None,
+    height: int,
+    width: int,
+    query_chunk: int | None = None,
+) -> torch.Tensor:
+    """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` (head dim dk_h, the relative
+    terms added by broadcasting, not as extra dims), ``CHUNK_ELEMENTS`` logits (or ``query_chunk`` queries) at a
+    time, recomputed in the backward: O(L (dk_h + dv_h)) memory per head kept, nothing L x L or L x (H + W)."""
+    if rel_w is None or rel_h is None:
+        rel_w = rel_h = None
+    positions = q.shape[-2]
+    chunk = query_chunk or max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[1] * positions))
+    q, k, v = (t.contiguous() for t in (q, k, v))  # one copy each: every chunk's GEMMs then read them in place
+    return _ChunkedAttention.apply(q, k, v, rel_w, rel_h, height, width, min(chunk, positions))
+
+
 @functools.cache
 def _compiled_flex() -> Callable[..., torch.Tensor]:
     """flex_attention compiled once per process (uncompiled, it runs an unfused reference loop)."""
@@ -162,11 +271,21 @@ def attention_flex(
     return flex(q, k, v, score_mod=add_relative, scale=1.0)[..., :value_dim]
 
 
-def auto_impl(device: torch.device, head_dim: int, height: int, width: int) -> str:
-    """The implementation ``impl="auto"`` runs (module docstring): fused SDPA unless, on CUDA, the augmented
-    head dim exceeds the flash kernel's limit, where flex keeps q.k at dk_h."""
+def auto_impl(device: torch.device, head_dim: int, height: int, width: int, batch_heads: int = 1) -> str:
+    """The implementation ``impl="auto"`` runs for ``batch_heads`` = B N_h maps of H x W (module docstring).
+
+    CPU, measured with ``scripts/bench_layers.py --aa-maps`` (docs/performance.md): the chunked path where its
+    probabilities fit one chunk (``CHUNK_ELEMENTS`` logits, kept for the backward: 7x7-14x14 maps at ImageNet
+    batches) or the map has at least ``CPU_CHUNKED_MIN_POSITIONS`` positions (from 28x28 the fused path's head dim
+    dk_h + H + W costs more than the chunked path's recomputation); fused SDPA between. CUDA, from the kernels'
+    limits (unmeasured): fused unless the augmented head dim exceeds the flash kernel's limit, where flex keeps
+    q.k at dk_h."""
+    positions = height * width
+    if device.type != "cuda":
+        one_chunk = batch_heads * positions**2 <= CHUNK_ELEMENTS
+        return "chunked" if one_chunk or positions >= CPU_CHUNKED_MIN_POSITIONS else "fused"
     augmented = -(-(head_dim + height + width) // 8) * 8
-    return "flex" if device.type == "cuda" and augmented > FLASH_MAX_HEAD_DIM else "fused"
+    return "flex" if augmented > FLASH_MAX_HEAD_DIM else "fused"
 
 
 class RelativeAttention2d(nn.Module):
@@ -182,8 +301,10 @@ class RelativeAttention2d(nn.Module):
             init N(0, dk_h^-1/2): the appendix passes dk_h^-1/2 as the *mean* by a TF1 argument-order
             quirk, we read it as the std). ``False``: no position encoding (permutation-equivariant).
         max_size: largest H and W the relative tables cover (the policy in the module docstring).
-        impl: ``"reference"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map: ``auto_impl``).
-        query_chunk: process queries in chunks of this many positions on the fused path.
+        impl: ``"reference"``, ``"chunked"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map:
+            ``auto_impl``).
+        query_chunk: process queries in chunks of this many positions on the chunked and fused paths (chunked:
+            default ``CHUNK_ELEMENTS`` logits per chunk).
     """
 
     def __init__(
@@ -244,11 +365,15 @@ class RelativeAttention2d(nn.Module):
         q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
         q = q * self.scale
         rel_w, rel_h = self._tables(height, width, q.dtype)
-        impl = auto_impl(q.device, q.shape[-1], height, width) if self.impl == "auto" else self.impl
+        impl = self.impl
+        if impl == "auto":
+            impl = auto_impl(q.device, q.shape[-1], height, width, batch * self.num_heads)
         if impl == "reference":
             out = attention_reference(q, k, v, rel_w, rel_h, height, width)
         elif impl == "flex":
             out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+        elif impl == "chunked":
+            out = attention_chunked(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
         else:
             out = attention_fused(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
         return out.transpose(-1, -2).reshape(batch, self.dv, height, width)

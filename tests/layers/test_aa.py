@@ -10,7 +10,9 @@ from torch import nn
 from aaconv.layers import AAConv2d, AWConv2d
 from aaconv.layers.aa import coordinate_channels, sine_embedding_2d
 from aaconv.layers.relative_attention import (
+    TRAINABLE_IMPLS,
     RelativeAttention2d,
+    attention_chunked,
     attention_flex,
     attention_fused,
     attention_reference,
@@ -19,6 +21,9 @@ from aaconv.layers.relative_attention import (
 )
 
 f64 = torch.float64
+# the exact rewrites trainable on the CPU, each checked against the paper's formulation (flex: CUDA tests below)
+FORMULATIONS = [impl for impl in TRAINABLE_IMPLS["cpu"] if impl != "reference"]
+ALL_CPU_IMPLS = ["reference", *FORMULATIONS]
 
 
 def brute_relative_logits(q, rel_w, rel_h, height, width):
@@ -92,9 +97,11 @@ def test_attention_paths_match_brute_force(relative, height, width):
     torch.testing.assert_close(attention_reference(q, k, v, rel_w, rel_h, height, width), expected)
     torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width), expected)
     torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width, query_chunk=4), expected)
+    for chunk in (None, 1, 4):
+        torch.testing.assert_close(attention_chunked(q, k, v, rel_w, rel_h, height, width, chunk), expected)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("impl", ALL_CPU_IMPLS)
 @pytest.mark.parametrize("stride,stride_mode", [(1, "avgpool"), (2, "avgpool"), (2, "qkv")])
 def test_layer_matches_brute_force(impl, stride, stride_mode):
     torch.manual_seed(2)
@@ -124,20 +131,34 @@ def _param_grads(layer, x, seed=3):
     ids=["plain", "memory_pool", "coordconv", "all"],
 )
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_reference_and_fused_agree_forward_backward(size, stride, heads, relative, options, dtype, tol):
+@pytest.mark.parametrize("impl", FORMULATIONS)
+def test_formulations_match_reference_forward_backward(impl, size, stride, heads, relative, options, dtype, tol):
     torch.manual_seed(4)
     layer = AAConv2d(8, 16, 3, stride, dk=4 * heads, dv=2 * heads, num_heads=heads, relative=relative, **options)
     layer = layer.to(dtype)
     x = torch.randn(2, 8, *size, dtype=dtype, requires_grad=True)
-    results = {}
-    for impl in ("reference", "fused"):
-        layer.impl = impl
-        results[impl] = _param_grads(layer, x)
-    out_ref, grads_ref = results["reference"]
-    out_fused, grads_fused = results["fused"]
-    torch.testing.assert_close(out_fused, out_ref, rtol=tol, atol=tol)
-    for g_fused, g_ref in zip(grads_fused, grads_ref, strict=True):
-        torch.testing.assert_close(g_fused, g_ref, rtol=tol, atol=tol)
+    layer.impl = "reference"
+    out_ref, grads_ref = _param_grads(layer, x)
+    layer.impl = impl
+    out, grads = _param_grads(layer, x)
+    torch.testing.assert_close(out, out_ref, rtol=tol, atol=tol)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("query_chunk", [1, 3, 7])
+def test_chunked_path_matches_reference_across_chunks(query_chunk):
+    """Chunks that split rows unevenly, recomputed in the backward (3 and 7 do not divide 5 x 6 = 30)."""
+    torch.manual_seed(4)
+    layer = AAConv2d(8, 16, 3, dk=8, dv=4, num_heads=2, query_chunk=query_chunk).double()
+    x = torch.randn(2, 8, 5, 6, dtype=f64, requires_grad=True)
+    layer.impl = "reference"
+    out_ref, grads_ref = _param_grads(layer, x)
+    layer.impl = "chunked"
+    out, grads = _param_grads(layer, x)
+    torch.testing.assert_close(out, out_ref)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
@@ -151,7 +172,7 @@ def test_low_precision_paths_agree_with_float64(dtype, tol):
     low.load_state_dict(layer.state_dict())
     low = low.to(dtype)
     x_low = x.detach().to(dtype).requires_grad_()
-    for impl in ("reference", "fused"):
+    for impl in ALL_CPU_IMPLS:
         low.impl = impl
         out, grads = _param_grads(low, x_low)
         scale = out64.abs().max()
@@ -172,7 +193,7 @@ def _masked_background_qkv(content, height, width, top, left, dk):
     return qkv
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("impl", ALL_CPU_IMPLS)
 def test_relative_attention_is_translation_equivariant(impl):
     torch.manual_seed(6)
     attn = RelativeAttention2d(dk=4, dv=4, num_heads=1, relative=True, max_size=10, impl=impl).double()
@@ -208,7 +229,7 @@ def test_relative_encoding_breaks_permutation_equivariance():
     assert not torch.allclose(layer(permuted), expected)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("impl", ALL_CPU_IMPLS)
 def test_gradients_reach_every_parameter(impl):
     torch.manual_seed(8)
     layer = AAConv2d(6, 12, 3, 2, dk=8, dv=4, num_heads=2, impl=impl, max_size=6)
@@ -284,15 +305,20 @@ def _saved_tensor_numels(layer, x):
     return numels
 
 
-def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
+def test_fused_and_chunked_paths_keep_no_hw_by_hw_tensor_for_backward():
     """The fused path must stay on an SDPA kernel that saves O(HW) tensors (DESIGN.md: with unequal
-    q/k and v head dims SDPA silently falls back to the math path, which saves the HW x HW weights)."""
+    q/k and v head dims SDPA silently falls back to the math path, which saves the HW x HW weights); the
+    chunked path keeps the probabilities only when one chunk covers every query."""
     layer = AAConv2d(8, 16, 3, dk=16, dv=8, num_heads=1)
     x = torch.randn(1, 8, 12, 10, requires_grad=True)
     positions = 12 * 10
     layer.impl = "reference"
     assert max(_saved_tensor_numels(layer, x)) >= positions**2  # the check can see such a tensor
+    layer.impl = "chunked"
+    assert max(_saved_tensor_numels(layer, x)) == positions**2  # one chunk: its probabilities are kept
     layer.impl = "fused"
+    assert max(_saved_tensor_numels(layer, x)) < positions**2
+    layer.impl, layer.attention.query_chunk = "chunked", 16  # 8 chunks: recomputed in the backward
     assert max(_saved_tensor_numels(layer, x)) < positions**2
 
 
@@ -300,13 +326,14 @@ def test_fused_path_keeps_no_hw_by_hw_tensor_for_backward():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("options", [{}, {"memory_pool": True, "coordconv": True}], ids=["plain", "pool+coords"])
-def test_fused_matches_reference_on_cuda(dtype, options):
+@pytest.mark.parametrize("impl", [impl for impl in TRAINABLE_IMPLS["cuda"] if impl not in ("reference", "flex")])
+def test_formulations_match_reference_on_cuda(impl, dtype, options):
     torch.manual_seed(11)
     layer = AAConv2d(16, 32, 3, dk=16, dv=16, num_heads=4, **options).cuda().to(dtype)
     x = torch.randn(2, 16, 9, 13, device="cuda", dtype=dtype)
     layer.impl = "reference"
     expected = layer(x).float()
-    layer.impl = "fused"
+    layer.impl = impl
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(layer(x).float(), expected, rtol=tol, atol=tol)
 
@@ -338,7 +365,7 @@ def test_sine_encoding_adds_position_to_the_attention_input():
     assert not torch.allclose(layer(permuted), layer(x).flatten(2)[:, :, perm].view(2, 10, 4, 5))
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
+@pytest.mark.parametrize("impl", ALL_CPU_IMPLS)
 @pytest.mark.parametrize("stride,stride_mode", [(1, "avgpool"), (2, "avgpool"), (2, "qkv")])
 def test_memory_pool_is_pool_then_attention_then_bilinear_upsample(impl, stride, stride_mode):
     torch.manual_seed(13)
@@ -404,16 +431,21 @@ def test_flex_forward_matches_brute_force(relative, height, width):
 
 
 def test_auto_impl_rule():
-    """CPU: always the fused SDPA path; CUDA: fused while dk_h + H + W (padded to 8) fits flash's 256, else flex."""
+    """CPU: chunked where the probabilities fit one chunk or from 28x28 up, fused between; CUDA: fused while
+    dk_h + H + W (padded to 8) fits flash's 256, else flex."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert auto_impl(cpu, 13, 100, 168) == "fused"
+    assert auto_impl(cpu, 32, 14, 14, 4 * 8) == "chunked"  # 32 x 196^2 = 1.2M logits: one chunk
+    assert auto_impl(cpu, 20, 14, 14, 8 * 8) == "fused"  # 2.5M logits: two chunks, recomputed
+    assert auto_impl(cpu, 20, 20, 20, 8 * 8) == "fused"
+    assert auto_impl(cpu, 20, 28, 28, 8 * 8) == "chunked"
+    assert auto_impl(cpu, 13, 100, 168, 8) == "chunked"
     assert auto_impl(cuda, 13, 28, 28) == "fused"
     assert auto_impl(cuda, 20, 100, 136) == "fused"  # 256 exactly
     assert auto_impl(cuda, 21, 100, 136) == "flex"
     layer = AAConv2d(6, 12, 3, dk=8, dv=4, num_heads=2, max_size=8).double()
     x = torch.randn(2, 6, 5, 7, dtype=f64)
     auto = layer(x)
-    layer.impl = "fused"
+    layer.impl = "chunked"
     torch.testing.assert_close(auto, layer(x), rtol=0, atol=0)
 
 

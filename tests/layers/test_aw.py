@@ -6,9 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from aaconv.layers import AWConv2d
+from aaconv.layers.aw import AW_IMPLS
 
 f64 = torch.float64
-IMPLS = ["grouped", "unfold"]
+IMPLS = [impl for impl in AW_IMPLS if impl != "auto"]  # every formulation, each against the brute force
+GROUPS_IMPLS = [impl for impl in IMPLS if impl != "unfold"]  # those taking groups > 1
 
 
 def pointwise(conv, x):
@@ -54,10 +56,12 @@ def test_matches_per_sample_brute_force(impl, stride, maps, gate):
     torch.testing.assert_close(layer(x), brute_aw(layer, x))
 
 
+@pytest.mark.parametrize("impl", GROUPS_IMPLS)
 @pytest.mark.parametrize("groups", [2, 6])
-def test_grouped_and_depthwise_match_brute_force(groups):
+def test_grouped_and_depthwise_match_brute_force(impl, groups):
     torch.manual_seed(1)
-    layer = AWConv2d(6, 6 * (2 if groups == 2 else 1), 3, reduction=2, num_maps=2, groups=groups).double()
+    layer = AWConv2d(6, 6 * (2 if groups == 2 else 1), 3, reduction=2, num_maps=2, groups=groups, impl=impl)
+    layer = layer.double()
     x = torch.randn(2, 6, 6, 6, dtype=f64, requires_grad=True)
     expected_out, expected_grads = brute_gradients(layer, x)
     out = layer(x)
@@ -92,7 +96,7 @@ def test_zeroed_generator_is_plain_conv(impl, gate, factor):
     torch.testing.assert_close(layer(x), plain(x))
 
 
-@pytest.mark.parametrize("impl", ["grouped", "unfold", "auto"])
+@pytest.mark.parametrize("impl", [*IMPLS, "auto"])
 @pytest.mark.parametrize("stride,maps,size", [(2, 2, (6, 9)), (1, 4, (3, 3)), (1, 1, (12, 6)), (2, 1, (3, 3))])
 def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
     torch.manual_seed(4)
@@ -108,7 +112,7 @@ def test_outputs_and_gradients_match_brute_force(impl, stride, maps, size):
         assert got.abs().sum() > 0
 
 
-@pytest.mark.parametrize("impl,groups", [("grouped", 1), ("grouped", 2), ("unfold", 1)])
+@pytest.mark.parametrize("impl,groups", [*((impl, 1) for impl in IMPLS), *((impl, 2) for impl in GROUPS_IMPLS)])
 def test_channels_last_matches_contiguous(impl, groups):
     """A channels_last layer and input (trainer.channels_last) give the contiguous outputs and gradients."""
     torch.manual_seed(5)
@@ -126,18 +130,23 @@ def test_channels_last_matches_contiguous(impl, groups):
         torch.testing.assert_close(got, expected)
 
 
-def test_auto_picks_unfold_where_per_sample_kernels_outweigh_scaled_patches():
-    """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px), else grouped; groups > 1: grouped."""
+def test_auto_picks_per_stage_shape():
+    """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px); else per_sample up to 256 output positions
+    (layer3), grouped beyond (layer1, layer2); groups > 1: grouped."""
     layer = AWConv2d(512, 512, 3, num_maps=4)
-    assert [layer.resolve_impl(s) for s in [(5, 5), (7, 7), (11, 11), (12, 12), (40, 40)]] == [
+    assert [layer.resolve_impl(s) for s in [(5, 5), (7, 7), (11, 11), (12, 12), (16, 16), (17, 17), (40, 40)]] == [
         "unfold",
         "unfold",
         "unfold",
+        "per_sample",
+        "per_sample",
         "grouped",
         "grouped",
     ]
-    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((16, 16)) == "grouped"  # 8x8 out: 256 = 4 * 64
+    assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((16, 16)) == "per_sample"  # 8x8 out: 256 = 4 * 64
     assert AWConv2d(256, 256, 3, 2, num_maps=4).resolve_impl((14, 14)) == "unfold"  # 7x7 out
+    assert AWConv2d(256, 256, 3, num_maps=4).resolve_impl((10, 10)) == "per_sample"
+    assert AWConv2d(128, 128, 3, num_maps=4).resolve_impl((20, 20)) == "grouped"
     assert AWConv2d(8, 8, 3, num_maps=2, groups=8).resolve_impl((2, 2)) == "grouped"
     layer.impl = "grouped"
     assert layer.resolve_impl((5, 5)) == "grouped"

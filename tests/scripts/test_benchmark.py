@@ -81,6 +81,27 @@ def test_retinanet_against_torchvision():
     assert ours["train_images_per_s"] > 0 and "infer_images_per_s" not in ours
 
 
+def test_timm_peers_by_name_against_our_attention_row():
+    """--peers adds timm models built for the image size, each against our first attention row, with GFLOPs
+    counted on a meta-device copy (equal to a count on the real model); a peer that cannot take the size (HaloNet's
+    8x8 blocks on a 2x2 map) is a row with its error."""
+    import timm
+
+    from aaconv.models.cost import count_flops
+
+    argv = ["--models", "resnet18:aa", "--no-peers", "--peers", "botnet26t_256", "halonet26t", "--modes", "train"]
+    result = benchmark.main([*argv, *TINY, "--repeats", "1"])
+    rows = {row["model"]: row for row in result["models"]}
+    assert list(rows) == ["resnet18:none", "resnet18:aa", "timm:botnet26t_256", "timm:halonet26t"]
+    botnet = rows["timm:botnet26t_256"]
+    assert botnet["baseline"] == "resnet18:aa" and botnet["train_ratio"] > 0 and botnet["error"] is None
+    real = timm.create_model("botnet26t_256", num_classes=1000, img_size=(32, 32))
+    assert botnet["gflops"] == pytest.approx(count_flops(real, 32, 32) / 1e9)
+    assert botnet["params_m"] == pytest.approx(sum(p.numel() for p in real.parameters()) / 1e6)
+    assert rows["timm:halonet26t"]["error"].startswith("cannot run at 32x32 px")
+    assert rows["resnet18:aa"]["gflops"] > rows["resnet18:none"]["gflops"] > 0
+
+
 def test_loader_mode_on_the_shapes_set(data_cache):
     sets = [f"data.root={data_cache}"] + [f"data.generate.{k}={v}" for k, v in TINY_SHAPES.items()]
     result = benchmark.main(
@@ -131,6 +152,7 @@ def test_bad_arguments_are_argparses_one_line(argv, message, capsys):
         (["--models", "resnet50:xx"], "error: no attention option 'xx' in --models; available: "),
         (["--models", "--loader"], "error: --loader with --data imagenet needs --data-root DIR"),
         (["--models", "resnet18:none", "--image-size", "32x64"], "error: classification takes a square --image-size"),
+        (["--models", "resnet18:aa", "--peers", "botnet27"], "error: no timm model 'botnet27' in --peers; e.g. "),
     ],
 )
 def test_bad_choices_are_one_line_with_status_2(argv, message, capsys):

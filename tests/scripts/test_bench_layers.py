@@ -1,0 +1,41 @@
+"""scripts/bench_layers.py at a tiny size: every layer kind builds and runs, timm's peers at our channels and heads,
+the ratio columns (timings themselves are not asserted)."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from helpers.config import REPO
+
+spec = importlib.util.spec_from_file_location("bench_layers", REPO / "scripts" / "bench_layers.py")
+bench_layers = sys.modules["bench_layers"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_layers)
+
+
+def test_halo_block_is_the_largest_side_up_to_8_dividing_both():
+    assert [bench_layers.halo_block(s) for s in [(14, 14), (28, 28), (56, 56), (100, 168)]] == [7, 7, 8, 4]
+
+
+@pytest.mark.parametrize("kind", [k for k in bench_layers.KINDS if k != "aa-flex"])  # flex: no CPU backward
+def test_every_kind_runs_forward_backward_at_equal_channels_and_heads(kind):
+    case = {"kind": kind, "size": [6, 4], "batch": 2, "channels": 16, "heads": 2, "dk": 16, "dv": 16}
+    case.update(device="cpu", repeats=1, threads=1, dtype="fp32", clock="process", profile=2)
+    layer = bench_layers.build(case)
+    if kind in bench_layers.PEER_KINDS:
+        assert layer.num_heads == 2
+    result = bench_layers.run_case(case)
+    assert result["ms"] > 0 and result["peak_mib"] >= 0 and result["profile"].count("\n") == 3  # header + 2 ops
+
+
+def test_ratio_columns_put_the_first_aa_kind_against_the_peers_and_aw_against_conv():
+    kinds = ["aa-auto", "aa-reference", "botnet", "lambda", "aw-auto", "conv"]
+    assert bench_layers.ratio_columns(kinds) == [
+        ("aa-auto", "aa-reference"),
+        ("aa-auto", "botnet"),
+        ("aa-auto", "lambda"),
+        ("aw-auto", "conv"),
+    ]
+    ours, peer = {"ms": 2.0, "peak_mib": 10.0}, {"ms": 5.0, "peak_mib": 95.0}
+    assert bench_layers.ratio_cell(ours, peer) == "2.50x / 9.5x"
+    assert bench_layers.ratio_cell({"oom": "OOM (needs ~54 GiB)"}, peer) == "-"
