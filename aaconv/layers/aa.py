@@ -89,6 +89,30 @@ def coordinate_channels(
     return torch.stack(torch.meshgrid(y, x, indexing="ij")).expand(batch, -1, -1, -1)
 
 
+# Shape-dependent steps of AAConv2d.forward as functions of tensors: torch.fx.wrap makes torch.fx.symbolic_trace
+# record each as one call, which then runs eagerly on the real shapes.
+@torch.fx.wrap
+def add_sine_embedding(inputs: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) + ``sine_embedding_2d(C, H, W)``."""
+    _, channels, height, width = inputs.shape
+    return inputs + sine_embedding_2d(channels, height, width, device=inputs.device, dtype=inputs.dtype)
+
+
+@torch.fx.wrap
+def append_coordinates(inputs: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C + 2, H, W): ``coordinate_channels`` concatenated."""
+    batch, _, height, width = inputs.shape
+    coords = coordinate_channels(batch, height, width, device=inputs.device, dtype=inputs.dtype)
+    return torch.cat([inputs, coords], dim=1)
+
+
+@torch.fx.wrap
+def upsample_to_stride(attn: torch.Tensor, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``attn`` upsampled bilinearly to the size a stride-``stride`` conv gives on ``x``: floor((H-1)/s)+1."""
+    size = [(side - 1) // stride + 1 for side in x.shape[2:]]
+    return F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
+
+
 def _average_pool(stride: int) -> nn.AvgPool2d:
     """(2*(s//2)+1)-wide window, stride s, padding s//2 excluded from the mean: 3x3/2 for s = 2."""
     return nn.AvgPool2d(2 * (stride // 2) + 1, stride, stride // 2, count_include_pad=False)
@@ -192,16 +216,12 @@ class AAConv2d(nn.Module):
             return self._forward_scripted(x)
         inputs = self.pool(x)
         if self.sine:
-            inputs = inputs + sine_embedding_2d(
-                inputs.shape[1], *inputs.shape[2:], device=inputs.device, dtype=inputs.dtype
-            )
+            inputs = add_sine_embedding(inputs)
         if self.coordconv:
-            coords = coordinate_channels(len(inputs), *inputs.shape[2:], device=inputs.device, dtype=inputs.dtype)
-            inputs = torch.cat([inputs, coords], dim=1)
+            inputs = append_coordinates(inputs)
         attn = self.proj(self.attention(self.qkv(inputs)))
         if self.memory_pool:  # the 1x1 proj commutes with bilinear upsampling (weights sum to 1): upsample last
-            size = [(side - 1) // self.stride + 1 for side in x.shape[2:]]
-            attn = F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
+            attn = upsample_to_stride(attn, x, self.stride)
         if self.conv is None:
             return attn
         return torch.cat([self.conv(x), attn], dim=1)

@@ -117,23 +117,12 @@ class AWConv2d(nn.Module):
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(H_out, W_out) for an input of spatial ``size``."""
-        k, stride, padding = self.conv.kernel_size, self.conv.stride, self.conv.padding
-        return tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, padding, k, stride, strict=True))
+        return _output_size(size, self.conv.kernel_size, self.conv.stride, self.conv.padding)
 
     def resolve_impl(self, size: tuple[int, int]) -> str:
-        """The formulation for an input of spatial ``size``: ``impl``, or for ``"auto"`` (module docstring)
-        ``"unfold"`` when the per-sample kernels (C_out * C_in*k*k per sample) outweigh the scaled patches
-        (M * C_in*k*k * L per sample, L the output positions), i.e. C_out > M * L; else ``"per_sample"`` up to
-        ``PER_SAMPLE_MAX_POSITIONS`` output positions; else, and for ``groups > 1``, ``"grouped"``."""
-        if self.impl != "auto":
-            return self.impl
-        out_h, out_w = self.output_size(size)
-        positions = out_h * out_w
-        if self.conv.groups > 1:  # measured for groups=1 only; unfold needs it
-            return "grouped"
-        if self.conv.out_channels > self.num_maps * positions:
-            return "unfold"
-        return "per_sample" if positions <= PER_SAMPLE_MAX_POSITIONS else "grouped"
+        """The formulation for an input of spatial ``size`` (``resolve_impl`` below)."""
+        conv = self.conv
+        return resolve_impl(self.impl, conv.out_channels, conv.groups, self.num_maps, self.output_size(size))
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """A: (B, C_in, H, W) -> (B, M * C_in, k, k)."""
@@ -143,57 +132,94 @@ class AWConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.attention(x)
+        conv = self.conv
         if torch.jit.is_scripting():  # TorchScript compiles the grouped formulation only
-            conv = self.conv
             return scripted.aw_conv(
                 x, attn, conv.weight, self.num_maps, conv.stride, conv.padding, conv.groups, self.map_index
             )
-        impl = self.resolve_impl(x.shape[-2:])
-        if impl == "unfold":
-            return self._forward_unfold(x, attn)
-        if impl == "per_sample":
-            return self._forward_per_sample(x, attn)
-        return self._forward_grouped(x, attn)
-
-    def _kernels(self, attn: torch.Tensor) -> torch.Tensor:
-        """W' = K (1 + A): attn (B, M * C_in, k, k) -> (B, C_out, C_in/groups, k, k)."""
-        kernel = self.conv.weight  # (C_out, C_in/groups, k, k)
-        if self.conv.groups > 1:
-            return kernel * (1 + attn[:, self.map_index])
-        # broadcast each map over its C_out / M filters: no (B, C_out, C_in, k, k) gather of A
-        scale = (1 + attn).view(len(attn), self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
-        return (kernel.view(self.num_maps, -1, *kernel.shape[1:]) * scale).view(len(attn), *kernel.shape)
-
-    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        weight = self._kernels(attn)
-        out = F.conv2d(
-            x.reshape(1, -1, height, width),
-            weight.flatten(0, 1),
-            stride=self.conv.stride,
-            padding=self.conv.padding,
-            groups=batch * self.conv.groups,
+        return modulated_conv(
+            x, attn, conv.weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups, self.impl
         )
-        return out.view(batch, -1, *out.shape[-2:])
 
-    def _forward_per_sample(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
+
+def _output_size(
+    size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> tuple[int, int]:
+    return tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(size, padding, kernel, stride, strict=True))
+
+
+def resolve_impl(impl: str, out_channels: int, groups: int, num_maps: int, out_size: tuple[int, int]) -> str:
+    """The formulation for an output map of ``out_size``: ``impl``, or for ``"auto"`` (module docstring)
+    ``"unfold"`` when the per-sample kernels (C_out * C_in*k*k per sample) outweigh the scaled patches
+    (M * C_in*k*k * L per sample, L the output positions), i.e. C_out > M * L; else ``"per_sample"`` up to
+    ``PER_SAMPLE_MAX_POSITIONS`` output positions; else, and for ``groups > 1``, ``"grouped"``."""
+    if impl != "auto":
+        return impl
+    positions = out_size[0] * out_size[1]
+    if groups > 1:  # measured for groups=1 only; unfold needs it
+        return "grouped"
+    if out_channels > num_maps * positions:
+        return "unfold"
+    return "per_sample" if positions <= PER_SAMPLE_MAX_POSITIONS else "grouped"
+
+
+@torch.fx.wrap
+def modulated_conv(
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    kernel: torch.Tensor,
+    map_index: torch.Tensor,
+    num_maps: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int,
+    impl: str,
+) -> torch.Tensor:
+    """O = conv(x, W') with W' = K (1 + A): x (B, C_in, H, W), attn (B, M * C_in, k, k), kernel K
+    (C_out, C_in/groups, k, k) -> (B, C_out, H_out, W_out), by ``impl`` resolved for x's size. A module-level
+    function of tensors so that torch.fx.symbolic_trace records it as one call (torch.fx.wrap), which then picks
+    the formulation on the real shapes."""
+    out_size = _output_size(x.shape[-2:], kernel.shape[-2:], stride, padding)
+    impl = resolve_impl(impl, kernel.shape[0], groups, num_maps, out_size)
+    if impl == "unfold":
+        return _conv_unfold(x, attn, kernel, num_maps, stride, padding, out_size)
+    if impl == "per_sample":
         outs = [
-            F.conv2d(sample, self._kernels(a)[0], stride=conv.stride, padding=conv.padding, groups=conv.groups)
+            F.conv2d(sample, _kernels(kernel, a, map_index, num_maps, groups)[0], None, stride, padding, 1, groups)
             for sample, a in zip(x.split(1), attn.split(1), strict=True)
         ]
         return torch.cat(outs)
+    batch, _, height, width = x.shape
+    weight = _kernels(kernel, attn, map_index, num_maps, groups).flatten(0, 1)
+    out = F.conv2d(x.reshape(1, -1, height, width), weight, None, stride, padding, 1, batch * groups)
+    return out.view(batch, -1, *out.shape[-2:])
 
-    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        out_h, out_w = self.output_size(x.shape[-2:])
-        conv = self.conv
-        cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (B, C_in*k*k, L): (c, i, j)
-        scale = (1 + attn).reshape(batch, self.num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
-        scaled = (cols.transpose(0, 1) * scale).flatten(2)  # (M, C_in*k*k, B*L)
-        kernel = self.conv.weight.reshape(self.num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
-        out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
-        return out.permute(2, 0, 1, 3).reshape(batch, -1, out_h, out_w)
+
+def _kernels(kernel: torch.Tensor, attn: torch.Tensor, map_index: torch.Tensor, num_maps: int, groups: int):
+    """W' = K (1 + A): attn (B, M * C_in, k, k) -> (B, C_out, C_in/groups, k, k)."""
+    if groups > 1:
+        return kernel * (1 + attn[:, map_index])
+    # broadcast each map over its C_out / M filters: no (B, C_out, C_in, k, k) gather of A
+    scale = (1 + attn).view(len(attn), num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+    return (kernel.view(num_maps, -1, *kernel.shape[1:]) * scale).view(len(attn), *kernel.shape)
+
+
+def _conv_unfold(
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    kernel: torch.Tensor,
+    num_maps: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    out_size: tuple[int, int],
+) -> torch.Tensor:
+    batch = x.shape[0]
+    cols = F.unfold(x, kernel.shape[-2:], padding=padding, stride=stride)  # (B, C_in*k*k, L): (c, i, j)
+    scale = (1 + attn).reshape(batch, num_maps, -1).permute(1, 2, 0).unsqueeze(-1)  # (M, C_in*k*k, B, 1)
+    scaled = (cols.transpose(0, 1) * scale).flatten(2)  # (M, C_in*k*k, B*L)
+    kernel = kernel.reshape(num_maps, -1, cols.shape[1])  # (M, C_out/M, C_in*k*k)
+    out = torch.bmm(kernel, scaled).unflatten(2, (batch, -1))  # (M, C_out/M, B, L): one GEMM per map
+    return out.permute(2, 0, 1, 3).reshape(batch, -1, *out_size)
 
 
 @dataclass(frozen=True)

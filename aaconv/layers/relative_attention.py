@@ -348,39 +348,65 @@ class RelativeAttention2d(nn.Module):
             raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {value!r}")
         self._impl = value
 
-    def _tables(self, height: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The central (2W-1, dk_h) and (2H-1, dk_h) rows, in the activations' dtype (autocast)."""
-        if self.rel_width is None or self.rel_height is None:
-            return None, None
-        if max(height, width) > self.max_size:
-            raise ValueError(
-                f"feature map {height}x{width} exceeds the relative tables' max_size={self.max_size}; "
-                "raise the AA option max_size"
-            )
-        center = self.max_size - 1
-        return (
-            self.rel_width[center - width + 1 : center + width].to(dtype),
-            self.rel_height[center - height + 1 : center + height].to(dtype),
-        )
-
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        args = (self.dk, self.dv, self.num_heads, self.scale, self.max_size)
         if torch.jit.is_scripting():  # TorchScript compiles the reference formulation only
-            args = (self.dk, self.dv, self.num_heads, self.scale, self.max_size)
             return scripted.relative_attention(qkv, self.rel_width, self.rel_height, *args)
-        batch, _, height, width = qkv.shape
-        q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
-        q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
-        q = q * self.scale
-        rel_w, rel_h = self._tables(height, width, q.dtype)
-        impl = self.impl
-        if impl == "auto":
-            impl = auto_impl(q.device, q.shape[-1], height, width, batch * self.num_heads)
-        if impl == "reference":
-            out = attention_reference(q, k, v, rel_w, rel_h, height, width)
-        elif impl == "flex":
-            out = attention_flex(q, k, v, rel_w, rel_h, height, width)
-        elif impl == "chunked":
-            out = attention_chunked(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
-        else:
-            out = attention_fused(q, k, v, rel_w, rel_h, height, width, self.query_chunk)
-        return out.transpose(-1, -2).reshape(batch, self.dv, height, width)
+        return relative_attention(qkv, self.rel_width, self.rel_height, *args, self.impl, self.query_chunk)
+
+
+def _tables(
+    rel_width: torch.Tensor | None,
+    rel_height: torch.Tensor | None,
+    max_size: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The central (2W-1, dk_h) and (2H-1, dk_h) rows, in the activations' dtype (autocast)."""
+    if rel_width is None or rel_height is None:
+        return None, None
+    if max(height, width) > max_size:
+        raise ValueError(
+            f"feature map {height}x{width} exceeds the relative tables' max_size={max_size}; "
+            "raise the AA option max_size"
+        )
+    center = max_size - 1
+    return (
+        rel_width[center - width + 1 : center + width].to(dtype),
+        rel_height[center - height + 1 : center + height].to(dtype),
+    )
+
+
+@torch.fx.wrap
+def relative_attention(
+    qkv: torch.Tensor,
+    rel_width: torch.Tensor | None,
+    rel_height: torch.Tensor | None,
+    dk: int,
+    dv: int,
+    num_heads: int,
+    scale: float,
+    max_size: int,
+    impl: str,
+    query_chunk: int | None,
+) -> torch.Tensor:
+    """RelativeAttention2d's forward: qkv (B, 2*dk + dv, H, W) -> (B, dv, H, W) by ``impl`` (``"auto"``:
+    ``auto_impl`` for the map and device). A module-level function of tensors so that torch.fx.symbolic_trace
+    records it as one call (torch.fx.wrap), which then picks the kernel on the real shapes and device."""
+    batch, _, height, width = qkv.shape
+    q, k, v = qkv.split([dk, dk, dv], dim=1)
+    q, k, v = (t.reshape(batch, num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
+    q = q * scale
+    rel_w, rel_h = _tables(rel_width, rel_height, max_size, height, width, q.dtype)
+    if impl == "auto":
+        impl = auto_impl(q.device, q.shape[-1], height, width, batch * num_heads)
+    if impl == "reference":
+        out = attention_reference(q, k, v, rel_w, rel_h, height, width)
+    elif impl == "flex":
+        out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+    elif impl == "chunked":
+        out = attention_chunked(q, k, v, rel_w, rel_h, height, width, query_chunk)
+    else:
+        out = attention_fused(q, k, v, rel_w, rel_h, height, width, query_chunk)
+    return out.transpose(-1, -2).reshape(batch, dv, height, width)

@@ -3,7 +3,8 @@
 What runs where (the CI budget): the expensive checks run on the smallest registered network of each model class
 (ResNet, MnasNet, WideResNet: fewest parameters, derived from aaconv.models.registry.MODELS, so a new network
 class comes under test with no edit here), at 32 px:
-- FX (timm's tracer, AA/AW as leaf modules) with identical outputs, for every attention variant
+- FX (timm's tracer, AA/AW as leaf modules, and torch.fx.symbolic_trace's default tracer, which records the
+  layers' shape-dependent steps as torch.fx.wrap calls) with identical outputs, for every attention variant
   (aaconv.layers.VARIANTS) each network takes;
 - on the smallest ResNet and MnasNet (the timm-registered classes; the WRN's outputs at initialisation are too
   chaotic to compare): TorchScript (torch.jit.script in eval mode, of the model and of its FX graph), FX
@@ -71,9 +72,11 @@ def test_every_network_class_is_covered():
 @pytest.mark.parametrize(("name", "variant"), CASES)
 def test_fx_matches_eager(name, variant):
     model = _model(name, variant)
-    x = torch.randn(2, 3, SIZE, SIZE)
+    x = torch.randn(1, 3, SIZE, SIZE)  # one sample: both graphs run the same layer code, only the graph differs
     with torch.no_grad():
-        assert torch.equal(next(iter(_fx(model)(x).values())), model(x))
+        expected = model(x)
+        assert torch.equal(next(iter(_fx(model)(x).values())), expected)
+        assert torch.equal(torch.fx.symbolic_trace(model)(x), expected)
 
 
 @pytest.mark.parametrize(("name", "variant"), FULL_CASES)
