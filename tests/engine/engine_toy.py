@@ -6,7 +6,8 @@ resume tests exercise the data and model random streams; `batchnorm` adds a Batc
 diverged forward pass corrupts). Hooks for fault injection: `poison_batches` (1-based training_loss calls
 whose inputs are made NaN), `nan_grad_batches` (calls whose loss stays finite but whose gradients are NaN),
 `nan_metric_evals` (1-based evaluate calls that report a NaN accuracy),
-and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
+`signal_at` (the training_loss call at which this process sends itself the signal `signal_name`: one point of a
+sweep preempted, the others not), and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
 call), AACONV_TEST_HANG_AT (hang there for good, as a stuck process would) and AACONV_TEST_SIGKILL_AT (SIGKILL
 this process there, with AACONV_TEST_SIGKILL_AGENT=1 its torchrun agent first: a node gone; only while the file
 AACONV_TEST_FAULT_ONCE does not exist, which the kill creates, so a restarted run goes through) and
@@ -69,12 +70,15 @@ class ToyTask:
         poison_batches: Sequence[int] = (),
         nan_grad_batches: Sequence[int] = (),
         nan_metric_evals: Sequence[int] = (),
+        signal_at: int = 0,
+        signal_name: str = "SIGTERM",
         **_: Any,
     ):
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
         self.batchnorm = batchnorm
         self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
         self.nan_metric_evals, self.evals = set(nan_metric_evals), 0
+        self.signal_at, self.signal = signal_at, signal.Signals[signal_name]
         self.calls = 0
         fault_rank = os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
         on_this_rank = fault_rank in ("any", os.environ.get("RANK", "0"))
@@ -103,6 +107,8 @@ class ToyTask:
             x = x * float("nan")
         if self.calls == self.sigterm_at:
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.calls == self.signal_at:
+            os.kill(os.getpid(), self.signal)
         if self.calls == self.kill_at and not os.path.exists(os.environ["AACONV_TEST_FAULT_ONCE"]):
             open(os.environ["AACONV_TEST_FAULT_ONCE"], "w").close()
             logging.getLogger("aaconv").warning(
