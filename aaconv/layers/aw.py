@@ -12,9 +12,10 @@ Three exact formulations of the per-sample conv:
 
 - ``"grouped"``: W' materialised as (B*C_out, C_in/groups, k, k) and applied by one grouped conv over
   the batch folded into channels (groups = B * groups). Supports ``groups > 1``.
-- ``"per_sample"``: the same kernels built and applied one sample at a time (B ordinary convs), so each
-  sample's W', its gradient and the products that reduce it to K and A stay in the CPU cache instead of
-  streaming B copies of the layer's weights through memory. Supports ``groups > 1``.
+- ``"per_sample"``: the same kernels built and applied one sample at a time (B ordinary convs) with a hand-written
+  backward, so each sample's W', its gradient and the products that reduce it to K and A stay in the CPU cache
+  instead of streaming B copies of the layer's weights through memory, and no per-sample kernel is kept for the
+  backward. ``groups == 1``.
 - ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches instead,
   (M, C_in*k*k, B*L), and apply the shared kernel of each map with one GEMM over the whole batch; its
   backward needs only these per-offset products, never per-sample kernels or their gradients. ``groups == 1``.
@@ -51,6 +52,53 @@ def _map_index(out_channels: int, in_channels: int, groups: int, num_maps: int) 
     local = torch.arange(in_channels // groups)[None, :]
     channel = out_idx // (out_channels // groups) * (in_channels // groups) + local
     return out_idx // (out_channels // num_maps) * in_channels + channel
+
+
+class _PerSampleConv(torch.autograd.Function):
+    """conv(x_b, K * scale_b) one sample at a time, with a hand-written backward that never holds more than one
+    sample's kernels: it rebuilds W'_b, takes the conv's input and weight gradients for that sample, and reduces
+    the weight gradient G_b at once, dK += G_b * scale_b and dscale_b = sum over each map's filters of G_b * K.
+
+    x: (B, C_in, H, W); kernel: (C_out, C_in, k, k); scale: (B, M, 1, C_in, k, k) -> (B, C_out, H_out, W_out).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, scale, stride: tuple[int, int], padding: tuple[int, int]):
+        maps = kernel.view(scale.shape[1], -1, *kernel.shape[1:])  # (M, C_out/M, C_in, k, k)
+        outs = [
+            F.conv2d(sample, (maps * s).reshape(kernel.shape), stride=stride, padding=padding)
+            for sample, s in zip(x.split(1), scale, strict=True)
+        ]
+        out = torch.cat(outs)
+        ctx.save_for_backward(x, kernel, scale)
+        ctx.stride, ctx.padding, ctx.dtype = stride, padding, out.dtype  # the dtype the convs ran in (autocast)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, kernel, scale = ctx.saved_tensors
+        maps = kernel.view(scale.shape[1], -1, *kernel.shape[1:])
+        grad_x, grad_maps, grad_scale = torch.empty_like(x), torch.zeros_like(maps), scale.new_empty(scale.shape)
+        for b, s in enumerate(scale):
+            weight = (maps * s).reshape(kernel.shape).to(ctx.dtype)
+            grad_xb, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad_out[b : b + 1].to(ctx.dtype),
+                x[b : b + 1].to(ctx.dtype),
+                weight,
+                None,
+                list(ctx.stride),
+                list(ctx.padding),
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [True, True, False],
+            )
+            grad_x[b : b + 1] = grad_xb
+            grad_w = grad_w.to(maps.dtype).reshape(maps.shape)
+            grad_maps.addcmul_(grad_w, s)
+            grad_scale[b] = (grad_w * maps).sum(1, keepdim=True)
+        return grad_x, grad_maps.reshape(kernel.shape), grad_scale, None, None
 
 
 class AWConv2d(nn.Module):
@@ -108,8 +156,8 @@ class AWConv2d(nn.Module):
     def impl(self, value: str) -> None:
         if value not in AW_IMPLS:
             raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {value!r}")
-        if value == "unfold" and self.conv.groups != 1:
-            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
+        if value in ("unfold", "per_sample") and self.conv.groups != 1:
+            raise ValueError(f"AWConv2d: impl={value!r} supports groups=1 only; use impl='grouped'")
         self._impl = value
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -169,12 +217,9 @@ class AWConv2d(nn.Module):
         return out.view(batch, -1, *out.shape[-2:])
 
     def _forward_per_sample(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        outs = [
-            F.conv2d(sample, self._kernels(a)[0], stride=conv.stride, padding=conv.padding, groups=conv.groups)
-            for sample, a in zip(x.split(1), attn.split(1), strict=True)
-        ]
-        return torch.cat(outs)
+        kernel = self.conv.weight
+        scale = (1 + attn).reshape(len(attn), self.num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+        return _PerSampleConv.apply(x, kernel, scale, self.conv.stride, self.conv.padding)
 
     def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
