@@ -174,7 +174,7 @@ class AWConv2d(nn.Module):
             return self.impl
         out_h, out_w = self.output_size(size)
         positions = out_h * out_w
-        if self.conv.groups > 1:  # measured for groups=1 only; unfold needs it
+        if self.conv.groups > 1:  # unfold and per_sample take groups=1 only
             return "grouped"
         if self.conv.out_channels > self.num_maps * positions:
             return "unfold"
