@@ -39,8 +39,8 @@ from torch import nn
 from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 
 AW_IMPLS = ("auto", "grouped", "per_sample", "unfold")
-# largest output map (positions) on which "auto" runs the per-sample loop rather than the grouped conv: the
-# loop won at 10x10 and 14x14 (256 channels), the grouped conv at 20x20 (128 channels); docs/performance.md
+# largest output map (positions) on which "auto" runs the per-sample convs rather than the grouped conv: they won
+# at 10x10 (256 channels), the grouped conv from 20x20 (128 channels), 14x14 a tie; docs/performance.md
 PER_SAMPLE_MAX_POSITIONS = 256
 AW_GATES = ("sigmoid", "none")
 
