@@ -2,7 +2,8 @@
 trainer finish its step and write a checkpoint, then do what the signal would have done.
 
 What happens after the checkpoint follows the handler that was installed before ours:
-- a Python handler (submitit's, under `hydra/launcher=slurm`) is called: submitit requeues the job itself;
+- a Python handler (submitit's, under `hydra/launcher=slurm`) is called: on SIGUSR2 submitit requeues the job
+  itself (and exits); its SIGTERM handler only logs, and training goes on;
 - SIG_IGN: training goes on;
 - the default action: under Slurm (SLURM_JOB_ID set, `requeue` on) rank 0 runs `scontrol requeue <job>`,
   then every process exits with status 128 + signal number, the shell's convention for "killed by signal".

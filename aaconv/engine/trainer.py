@@ -360,7 +360,9 @@ class Trainer:
             ) from e
         changes = changed_keys(state["config"], self.cfg)
         if state["world_size"] != self.env.world_size:
-            changes.append(f"processes={state['world_size']} -> {self.env.world_size}")
+            changes.append(
+                f"world_size={state['world_size']} -> {self.env.world_size} (global batch {self.global_batch})"
+            )
         if not changes:
             self.scheduler.load_state_dict(state["scheduler"])
             return

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import scripted
 from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 from .relative_attention import RelativeAttention2d
 
@@ -124,6 +125,8 @@ class AAConv2d(nn.Module):
             ``nn.Conv2d`` (``aw+aa`` passes an ``AWConv2d`` builder).
     """
 
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+
     def __init__(
         self,
         in_channels: int,
@@ -185,6 +188,8 @@ class AAConv2d(nn.Module):
         self.attention.impl = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x)
         inputs = self.pool(x)
         if self.sine:
             inputs = inputs + sine_embedding_2d(
@@ -200,6 +205,22 @@ class AAConv2d(nn.Module):
         if self.conv is None:
             return attn
         return torch.cat([self.conv(x), attn], dim=1)
+
+    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+        """forward in TorchScript's subset (aaconv.layers.scripted)."""
+        inputs = self.pool(x)
+        if self.sine:
+            inputs = inputs + scripted.sine_embedding(inputs)
+        if self.coordconv:
+            inputs = torch.cat([inputs, scripted.coordinates(inputs)], dim=1)
+        attn = self.proj(self.attention(self.qkv(inputs)))
+        if self.memory_pool:
+            size = [(side - 1) // self.stride + 1 for side in x.shape[2:]]
+            attn = F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
+        conv = self.conv
+        if conv is None:
+            return attn
+        return torch.cat([conv(x), attn], dim=1)
 
 
 def round_to_heads(value: float, num_heads: int) -> int:

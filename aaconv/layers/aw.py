@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import scripted
 from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 
 AW_IMPLS = ("auto", "grouped", "per_sample", "unfold")
@@ -118,6 +119,8 @@ class AWConv2d(nn.Module):
             module docstring).
     """
 
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+
     def __init__(
         self,
         in_channels: int,
@@ -188,6 +191,11 @@ class AWConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.attention(x)
+        if torch.jit.is_scripting():  # TorchScript compiles the grouped formulation only
+            conv = self.conv
+            return scripted.aw_conv(
+                x, attn, conv.weight, self.num_maps, conv.stride, conv.padding, conv.groups, self.map_index
+            )
         impl = self.resolve_impl(x.shape[-2:])
         if impl == "unfold":
             return self._forward_unfold(x, attn)

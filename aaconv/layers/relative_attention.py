@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
+from . import scripted
+
 ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 # formulations with a backward on each device type (this torch has no flex backward on the CPU)
 TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
@@ -307,6 +309,8 @@ class RelativeAttention2d(nn.Module):
             default ``CHUNK_ELEMENTS`` logits per chunk).
     """
 
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+
     def __init__(
         self,
         dk: int,
@@ -360,6 +364,9 @@ class RelativeAttention2d(nn.Module):
         )
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript compiles the reference formulation only
+            args = (self.dk, self.dv, self.num_heads, self.scale, self.max_size)
+            return scripted.relative_attention(qkv, self.rel_width, self.rel_height, *args)
         batch, _, height, width = qkv.shape
         q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
         q, k, v = (t.reshape(batch, self.num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))

@@ -20,16 +20,16 @@ its `Attention` for two convs and one post-block module:
 The 1x1 head is never changed.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
+from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, SqueezeExcite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.head import GlobalPool, check_head, new_classifier, take_indices
 from aaconv.models.registry import register_model
 from aaconv.models.timm_models import imagenet_cfg
 
@@ -153,15 +153,18 @@ class MnasNet(nn.Module):
         se_ratio: hidden width of a post-block module the attention adds (SE, CBAM), as a fraction of the
             block's input channels.
         num_classes: classifier outputs; 0 drops the classifier.
-        dropout: before the classifier (both references: 0.2).
+        drop_rate: dropout before the classifier (both references: 0.2; timm's `drop_rate`).
         bn_momentum: None: the reference's (BN_MOMENTUM).
         input_size: largest input side, sizes AA's relative tables per stage (None: AAConv2d's default).
         headless: no 1x1 head, pooling or classifier (a detection backbone).
         zero_init_residual: zero the last BN of each residual block, so it starts as the identity
             (timm's `zero_init_last`; the same option as the ResNets').
+        in_chans: input channels of the stem conv (timm's `in_chans`).
+        global_pool: "avg", "max" or "" (no pooling; needs num_classes=0), timm's `global_pool`.
 
     A Backbone (aaconv.models.backbone): `feature_info` lists blocks.0..blocks.6 (stages 0..6). All seven
-    are listed, where timm's EfficientNet lists only the last stage of each stride.
+    are listed, where timm's EfficientNet lists only the last stage of each stride. The classifier API is
+    timm's (`forward_head`, `reset_classifier`, `forward_intermediates`, ...; aaconv.models.head).
     """
 
     stage_strides: tuple[int, ...] = (2, 4, 8, 16, 16, 32, 32)  # of blocks.0..blocks.6
@@ -174,20 +177,26 @@ class MnasNet(nn.Module):
         attention_stages: Sequence[int] = (2, 3, 4, 5, 6),
         se_ratio: float = 0.25,
         num_classes: int = 1000,
-        dropout: float = 0.2,
+        drop_rate: float = 0.2,
         bn_momentum: float | None = None,
         input_size: int | None = 224,
         headless: bool = False,
         zero_init_residual: bool = False,
+        in_chans: int = 3,
+        global_pool: str = "avg",
     ):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown MnasNet {arch!r}; available: {', '.join(MNASNETS)}")
+        check_head(num_classes, global_pool)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
         attention = create_attention(attention)
         check_stage_ids(attention, attention_stages, range(len(ARCHS[arch])), "blocks.0..blocks.6")
         momentum = BN_MOMENTUM[arch] if bn_momentum is None else bn_momentum
         stem = round_channels(32 * width_mult)
-        self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
+        self.conv_stem = nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, momentum=momentum)
         self.relu = nn.ReLU(inplace=True)
         stages, in_channels = [], stem
@@ -234,10 +243,11 @@ class MnasNet(nn.Module):
         if not headless:
             self.conv_head = nn.Conv2d(in_channels, 1280, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(1280, momentum=momentum)
-            self.dropout = nn.Dropout(dropout)
+            self.global_pool = GlobalPool(global_pool)
+            self.dropout = nn.Dropout(drop_rate)
             self.classifier = nn.Linear(1280, num_classes) if num_classes > 0 else nn.Identity()
             in_channels = 1280
-        self.num_features = in_channels
+        self.num_features = self.head_hidden_size = in_channels
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -254,29 +264,80 @@ class MnasNet(nn.Module):
                 if isinstance(m, InvertedResidual) and m.residual:
                     nn.init.zeros_(m.bn3.weight)
 
-    def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
-        """(B, 3, H, W) -> outputs of `blocks[i]` for i in `stages`, in increasing order (stride
-        stage_strides[i]), for FPN."""
-        x = self.relu(self.bn1(self.conv_stem(x)))
-        outputs = []
-        for index in range(max(stages) + 1):
-            x = self.blocks[index](x)
-            if index in stages:
-                outputs.append(x)
-        return outputs
-
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 1280, H/32, W/32) (320 x width_mult channels when headless)."""
-        x = self.forward_stages(x, [len(self.blocks) - 1])[0]
+        x = self.blocks(self.relu(self.bn1(self.conv_stem(x))))
         if self.headless:
             return x
         return self.relu(self.bn2(self.conv_head(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, 1280, h, w) -> (B, num_classes) logits; pre_logits: the pooled (B, 1280) features."""
+        x = self.dropout(self.global_pool(x))
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.forward_features(x)
         if self.headless:
             return x
-        return self.classifier(self.dropout(x.mean((2, 3))))
+        return self.forward_head(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for `num_classes` (0: none) after `global_pool` (None: the current pooling). As timm's,
+        a classifier after no pooling ("") is allowed here, for a head that takes the map."""
+        pool = GlobalPool(self.global_pool.pool_type if global_pool is None else global_pool)
+        self.global_pool = pool.train(self.training)
+        self.classifier = new_classifier(self, self.num_features, num_classes)
+        self.num_classes = num_classes
+
+    def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
+        """(B, 3, H, W) -> outputs of `blocks[i]` for i in `stages`, in increasing order (stride
+        stage_strides[i]), for FPN."""
+        return self.forward_intermediates(x, sorted(stages), intermediates_only=True)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's: the outputs of blocks.i for i in `indices` (None: all 7; n: the last n; negative ids count
+        from the end) and, unless `intermediates_only`, the forward_features output (after the 1x1 head, as
+        timm's EfficientNet). `norm` has no effect; `stop_early` stops after the last stage taken."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f'output_fmt must be "NCHW", got {output_fmt!r}')
+        take = take_indices(len(self.feature_info), indices)
+        last = max(take) if stop_early or intermediates_only else len(self.blocks) - 1
+        x = self.relu(self.bn1(self.conv_stem(x)))
+        intermediates = []
+        for index in range(last + 1):
+            x = self.blocks[index](x)
+            if index in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if last == len(self.blocks) - 1 and not self.headless:
+            x = self.relu(self.bn2(self.conv_head(x)))
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's: drops the blocks after the last stage in `indices` (and the 1x1 head and classifier, with
+        `prune_head`); returns the stage ids taken."""
+        take = take_indices(len(self.feature_info), indices)
+        self.blocks = self.blocks[: max(take) + 1]
+        if prune_head and not self.headless:
+            self.conv_head = nn.Identity()
+            self.bn2 = nn.Identity()
+            self.reset_classifier(0, "")
+        return take
 
     def trainable_units(self) -> list[nn.Module]:
         """[stem, blocks.0, ..., blocks.6]: what a detector's `trainable_layers` counts from the end."""

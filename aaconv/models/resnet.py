@@ -11,17 +11,16 @@ defaults: kappa 0.2, upsilon 0.1, 8 heads, at least 20 key dims per head); `crea
 is the paper's AA-ResNet-50, within 0.5% of its counts (docs/models.md has the evidence for each setting).
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.head import GlobalPool, check_head, new_classifier, take_indices
 from aaconv.models.registry import register_model
 from aaconv.models.timm_models import imagenet_cfg
 
@@ -112,13 +111,17 @@ class ResNet(nn.Module):
         attention_stages: stages (1..4, torchvision's layer1..layer4) whose 3x3 convs the attention builds;
             a post-block module (SE) goes into every block, as in SE-ResNet.
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
+        in_chans: input channels of the stem conv (timm's `in_chans`).
+        global_pool: "avg", "max" or "" (no pooling; needs num_classes=0), timm's `global_pool`.
+        drop_rate: dropout before the classifier (timm's `drop_rate`).
         zero_init_residual: zero the last BN of each block, as torchvision's option.
         input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
             (None: AAConv2d's default max_size).
         headless: no pooling or classifier (a detection backbone; forward returns layer4's map).
 
     A Backbone (aaconv.models.backbone): `feature_info` lists the stem (stage 0, stride 2, after `relu`)
-    and layer1..layer4 (stages 1..4, strides 4..32), as timm's ResNet.
+    and layer1..layer4 (stages 1..4, strides 4..32), as timm's ResNet. The classifier API is timm's
+    (`forward_head`, `reset_classifier`, `forward_intermediates`, ...; aaconv.models.head).
     """
 
     stage_strides: tuple[int, ...] = (4, 8, 16, 32)  # of layer1..layer4
@@ -133,11 +136,18 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         input_size: int | None = 224,
         headless: bool = False,
+        in_chans: int = 3,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
     ):
         super().__init__()
+        check_head(num_classes, global_pool)
         attention = create_attention(attention)
         check_stage_ids(attention, attention_stages, range(1, 5), "layer1..layer4")
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -157,13 +167,14 @@ class ResNet(nn.Module):
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
             self.stage_channels.append(in_channels)
-        self.num_features = in_channels
+        self.num_features = self.head_hidden_size = in_channels
         self.feature_info = feature_info(
             [64, *self.stage_channels], [2, *self.stage_strides], ["relu", "layer1", "layer2", "layer3", "layer4"]
         )
         self.headless = headless
         if not headless:
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.global_pool = GlobalPool(global_pool)
+            self.head_drop = nn.Dropout(drop_rate)
             self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
 
@@ -186,26 +197,72 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
-        """(B, 3, H, W) -> outputs of `stages` in increasing order (0: stem, stride 2; 1..4: layer1..layer4,
-        stride 4..32), for FPN."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        outputs = [x] if 0 in stages else []
-        x = self.maxpool(x)
-        for stage in range(1, max(stages) + 1):
-            x = getattr(self, f"layer{stage}")(x)
-            if stage in stages:
-                outputs.append(x)
-        return outputs
-
-    def trainable_units(self) -> list[nn.Module]:
-        """[stem, layer1, ..., layer4]: what a detector's `trainable_layers` counts from the end."""
-        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, C, h, w) layer4 map -> (B, num_classes) logits; pre_logits: the pooled (B, C) features."""
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.headless:
             return self.forward_features(x)
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for `num_classes` (0: none) after `global_pool` (None: the current pooling). As timm's,
+        a classifier after no pooling ("") is allowed here, for a head that takes the map."""
+        pool = GlobalPool(self.global_pool.pool_type if global_pool is None else global_pool)
+        self.global_pool = pool.train(self.training)
+        self.fc = new_classifier(self, self.num_features, num_classes)
+        self.num_classes = num_classes
+
+    def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
+        """(B, 3, H, W) -> outputs of `stages` in increasing order (0: stem, stride 2; 1..4: layer1..layer4,
+        stride 4..32), for FPN."""
+        return self.forward_intermediates(x, sorted(stages), stop_early=True, intermediates_only=True)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's: the outputs of stages `indices` (None: all 5; n: the last n; negative ids count from the end)
+        and, unless `intermediates_only`, the forward_features output. `norm` has no effect (no final norm);
+        `stop_early` stops after the last stage taken."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f'output_fmt must be "NCHW", got {output_fmt!r}')
+        take = take_indices(len(self.feature_info), indices)
+        last = max(take) if stop_early or intermediates_only else len(self.feature_info) - 1
+        x = self.relu(self.bn1(self.conv1(x)))
+        intermediates = [x] if 0 in take else []
+        x = self.maxpool(x)
+        for stage in range(1, last + 1):
+            x = getattr(self, f"layer{stage}")(x)
+            if stage in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's: replaces the stages after the last one in `indices` by Identity (and the head, with
+        `prune_head`); returns the stage ids taken."""
+        take = take_indices(len(self.feature_info), indices)
+        for stage in range(max(take) + 1, len(self.feature_info)):
+            setattr(self, f"layer{stage}", nn.Identity())
+        if prune_head and not self.headless:
+            self.reset_classifier(0, "")
+        return take
+
+    def trainable_units(self) -> list[nn.Module]:
+        """[stem, layer1, ..., layer4]: what a detector's `trainable_layers` counts from the end."""
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
 
 
 @register_model(ResNet, paper_options={"aa": _BASIC_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)

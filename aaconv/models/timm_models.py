@@ -16,6 +16,7 @@ Their `pretrained_cfg` names no weights: none are published. timm loads an expor
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -25,10 +26,12 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.layers import VARIANTS, parse_variant
+from aaconv.models.head import take_indices
 from aaconv.models.registry import MODELS, create_model
 
 
@@ -73,6 +76,43 @@ def _pretrained_cfg(model: str, variant: str) -> dict[str, Any]:
     return {**MODELS[model].timm_cfg, "paper_ids": ", ".join(papers) or None}
 
 
+FEATURE_CLASSES = ("list", "dict", "hook", "fx", "getter")  # timm's feature_cls names
+
+
+def _build(
+    name: str,
+    model: str,
+    variant: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    drop_path_rate: float = 0.0,
+    **kwargs: Any,
+) -> nn.Module:
+    """create_model(model, variant, **kwargs) with timm's factory keywords: built on `device` in `dtype`."""
+    if drop_path_rate:
+        raise ConfigError(f"{name} has no stochastic depth: drop_path_rate must be 0, got {drop_path_rate}")
+    kwargs.setdefault("attention", variant)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        net = create_model(model, **kwargs)
+    return net if dtype is None else net.to(dtype)
+
+
+def _check_features(name: str, model: str, kwargs: dict[str, Any]) -> None:
+    """One-line errors for timm's feature keywords: out_indices among the model's stages, a known feature_cls."""
+    if not kwargs.get("features_only"):
+        return
+    if "out_indices" in kwargs:
+        num_stages = len(MODELS[model].feature_cfg["out_indices"])
+        try:
+            take_indices(num_stages, kwargs["out_indices"])
+        except ConfigError as e:
+            raise ConfigError(f"{name} features_only: out_indices: {e}") from None
+    feature_cls = kwargs.get("feature_cls", "list")
+    if isinstance(feature_cls, str) and feature_cls.lower() not in FEATURE_CLASSES:
+        raise ConfigError(f"{name}: feature_cls must be one of {', '.join(FEATURE_CLASSES)}, got {feature_cls!r}")
+
+
 def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Module]:
     """timm entry point `name`: timm's build_model_with_cfg over create_model(model, variant, ...)."""
     from timm.models import build_model_with_cfg
@@ -83,15 +123,12 @@ def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Mo
                 f"no pretrained weights are published for {name}; pass pretrained=False, "
                 "or checkpoint_path=<model.safetensors written by scripts/export.py>"
             )
-        if kwargs.pop("in_chans", 3) != 3:
-            raise ConfigError(f"{name} takes RGB images (in_chans=3)")
-        kwargs.setdefault("attention", variant)
+        _check_features(name, model, kwargs)
         return build_model_with_cfg(
-            partial(create_model, model),
+            partial(_build, name, model, variant),
             name,
             pretrained,
             feature_cfg=dict(MODELS[model].feature_cfg),
-            kwargs_filter=("in_chans",),
             **kwargs,
         )
 
@@ -100,11 +137,23 @@ def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Mo
     return entrypoint
 
 
+def register_notrace_layers() -> None:
+    """Registers the attention layers whose forward branches on shapes and devices (AA-conv, AW-conv) as leaf
+    modules of timm's FX tracer (timm's feature extraction and its FX tests)."""
+    from timm.layers import register_notrace_module
+
+    from aaconv.layers import AAConv2d, AWConv2d
+
+    for layer in (AAConv2d, AWConv2d):
+        register_notrace_module(layer)
+
+
 def register_timm_models() -> list[str]:
     """Registers every `timm_models()` name with timm (idempotent: names already registered are left as they
     are) and returns the names."""
     from timm.models import is_model, register_model
 
+    register_notrace_layers()
     module = sys.modules[__name__]
     names = timm_models()
     module.default_cfgs = {name: _pretrained_cfg(model, variant) for name, (model, variant) in names.items()}

@@ -8,8 +8,6 @@ block in `attention_stages` are built by the attention variant, and SE goes afte
 block, before the residual addition (Hu et al. 2018).
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

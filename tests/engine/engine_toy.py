@@ -6,9 +6,14 @@ resume tests exercise the data and model random streams; `batchnorm` adds a Batc
 diverged forward pass corrupts). Hooks for fault injection: `poison_batches` (1-based training_loss calls
 whose inputs are made NaN), `nan_grad_batches` (calls whose loss stays finite but whose gradients are NaN),
 `nan_metric_evals` (1-based evaluate calls that report a NaN accuracy),
-and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
-call) and AACONV_TEST_HANG_AT (hang there for good, as a stuck process would); under torchrun only on rank
-AACONV_TEST_SIGTERM_RANK, default 0.
+`signal_at` (the training_loss call at which this process sends itself the signal `signal_name`: one point of a
+sweep preempted, the others not), and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
+call), AACONV_TEST_HANG_AT (hang there for good, as a stuck process would) and AACONV_TEST_SIGKILL_AT (SIGKILL
+this process there, with AACONV_TEST_SIGKILL_AGENT=1 its torchrun agent first: a node gone; only while the file
+AACONV_TEST_FAULT_ONCE does not exist, which the kill creates, so a restarted run goes through) and
+AACONV_TEST_LATE_S (once that file exists, wait that long before joining the process group: a restarted process
+that comes late); under torchrun only on rank AACONV_TEST_SIGTERM_RANK, default 0 ("any": every rank started
+with these variables, e.g. those of one torchrun agent).
 """
 
 from __future__ import annotations
@@ -65,16 +70,23 @@ class ToyTask:
         poison_batches: Sequence[int] = (),
         nan_grad_batches: Sequence[int] = (),
         nan_metric_evals: Sequence[int] = (),
+        signal_at: int = 0,
+        signal_name: str = "SIGTERM",
         **_: Any,
     ):
         self.train_size, self.val_size, self.noise, self.dropout = train_size, val_size, noise, dropout
         self.batchnorm = batchnorm
         self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
         self.nan_metric_evals, self.evals = set(nan_metric_evals), 0
+        self.signal_at, self.signal = signal_at, signal.Signals[signal_name]
         self.calls = 0
-        on_this_rank = os.environ.get("RANK", "0") == os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
+        fault_rank = os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
+        on_this_rank = fault_rank in ("any", os.environ.get("RANK", "0"))
         self.sigterm_at = int(os.environ.get("AACONV_TEST_SIGTERM_AT", "0")) if on_this_rank else 0
         self.hang_at = int(os.environ.get("AACONV_TEST_HANG_AT", "0")) if on_this_rank else 0
+        self.kill_at = int(os.environ.get("AACONV_TEST_SIGKILL_AT", "0")) if on_this_rank else 0
+        if on_this_rank and "AACONV_TEST_LATE_S" in os.environ and os.path.exists(os.environ["AACONV_TEST_FAULT_ONCE"]):
+            time.sleep(float(os.environ["AACONV_TEST_LATE_S"]))  # the task is built before the process group
 
     def build_model(self) -> nn.Module:
         norm = [nn.BatchNorm1d(16)] if self.batchnorm else []
@@ -95,6 +107,16 @@ class ToyTask:
             x = x * float("nan")
         if self.calls == self.sigterm_at:
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.calls == self.signal_at:
+            os.kill(os.getpid(), self.signal)
+        if self.calls == self.kill_at and not os.path.exists(os.environ["AACONV_TEST_FAULT_ONCE"]):
+            open(os.environ["AACONV_TEST_FAULT_ONCE"], "w").close()
+            logging.getLogger("aaconv").warning(
+                "rank %s killed at training step %d", os.environ.get("RANK"), self.calls
+            )
+            if os.environ.get("AACONV_TEST_SIGKILL_AGENT") == "1":
+                os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.calls == self.hang_at:
             logging.getLogger("aaconv").warning("rank %s hangs at training step %d", os.environ.get("RANK"), self.calls)
             while True:

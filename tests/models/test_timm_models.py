@@ -1,5 +1,6 @@
 """Every registered model through timm's own registry and tooling."""
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -8,6 +9,8 @@ import pytest
 import timm
 import torch
 from timm.models import get_pretrained_cfg, model_entrypoint
+from timm.models._features import FeatureGetterNet
+from torch import nn
 
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.layers import VARIANTS, parse_variant
@@ -38,7 +41,16 @@ def test_timm_builds_every_registered_model(name):
     layers = {type(m) for m in model.modules()}
     for part in parse_variant(variant):
         assert set(part.modules) & layers, part.name
-    assert model.pretrained_cfg["architecture"] == name
+    assert model.pretrained_cfg["architecture"] == name and model.default_cfg is model.pretrained_cfg
+    # timm's model attributes, and its classifier API as timm's tests use it (no forward: the network tests do)
+    assert (model.num_classes, model.in_chans) == (10, 3)
+    assert model.head_hidden_size == model.num_features == model.get_classifier().in_features
+    assert model.get_classifier() is model.get_submodule(model.pretrained_cfg["classifier"])
+    assert model.get_submodule(model.pretrained_cfg["first_conv"]).in_channels == 3
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and isinstance(model.get_classifier(), torch.nn.Identity)
+    model.reset_classifier(4)
+    assert model.get_classifier().out_features == 4 and model.global_pool.pool_type == "avg"
 
 
 @pytest.mark.parametrize(
@@ -98,3 +110,110 @@ def test_import_aaconv_registers_when_timm_is_imported_later():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
+
+
+# The timm API in use on the two network classes: small models, 32 px inputs.
+SMALL = [("aw_aa_resnet18", {}), ("aa_se_mnasnet_a1", {"width_mult": 0.5})]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), SMALL)
+def test_head_api_follows_timm(name, kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=5, **kwargs).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        pooled = model.forward_head(features, pre_logits=True)
+        torch.testing.assert_close(pooled, features.mean((2, 3)))
+        assert torch.equal(model(x), model.get_classifier()(pooled))
+        model.reset_classifier(0, "max")
+        torch.testing.assert_close(model(x), features.amax((2, 3)))
+        model.reset_classifier(0, "")
+        assert torch.equal(model(x), features)
+    headless = timm.create_model(name, num_classes=0, global_pool="", **kwargs).eval()
+    headless.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(headless(x), features)
+    model.to(device="meta", dtype=torch.float64).train()
+    model.reset_classifier(3, "avg")
+    head = model.get_classifier()
+    assert head.weight.device.type == "meta" and head.weight.dtype == torch.float64 and head.training
+
+
+def _stage_outputs(model, x):
+    """The outputs of the modules that feature_info names, read by forward hooks (independent of the model's code)."""
+    outputs, handles = {}, []
+    for info in model.feature_info:
+        module = model.get_submodule(info["module"])
+        handles.append(module.register_forward_hook(lambda m, i, o, key=info["module"]: outputs.setdefault(key, o)))
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return [outputs[info["module"]].clone() for info in model.feature_info]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), SMALL)
+def test_forward_intermediates_and_pruning_follow_timm(name, kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    x = torch.randn(1, 3, 32, 32)
+    stages = _stage_outputs(model, x)
+    last = len(stages) - 1
+    with torch.no_grad():
+        final, every = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert len(every) == len(stages) and all(torch.equal(a, b) for a, b in zip(every, stages, strict=True))
+        taken = model.forward_intermediates(x, indices=[1, -1], intermediates_only=True)
+        assert torch.equal(taken[0], stages[1]) and torch.equal(taken[1], stages[last])
+        assert torch.equal(model.forward_intermediates(x, indices=2, stop_early=True)[1][0], stages[last - 1])
+        getter = FeatureGetterNet(
+            copy.deepcopy(model), out_indices=(1, 2)
+        ).eval()  # features_only, feature_cls="getter"
+        got = getter(x)
+    assert len(got) == 2 and torch.equal(got[0], stages[1]) and torch.equal(got[1], stages[2])
+    assert getter.feature_info.channels() == [stages[1].shape[1], stages[2].shape[1]]
+    assert model.prune_intermediate_layers([0, 1]) == [0, 1]
+    assert model.num_classes == 0 and not any(p.requires_grad is False for p in model.parameters())
+    with torch.no_grad():
+        assert torch.equal(model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)[1], stages[1])
+
+
+@pytest.mark.parametrize(("name", "kwargs"), SMALL)
+def test_factory_keywords_follow_timm(name, kwargs):
+    meta = timm.create_model(name, device="meta", dtype=torch.bfloat16, **kwargs)
+    tensors = [*meta.parameters(), *meta.buffers()]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert all(t.dtype == torch.bfloat16 for t in meta.parameters())
+    model = timm.create_model(name, in_chans=1, drop_rate=0.3, num_classes=7, **kwargs)
+    first_conv = model.get_submodule(model.pretrained_cfg["first_conv"])
+    assert (model.in_chans, first_conv.in_channels, model.drop_rate) == (1, 1, 0.3)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
+    assert model.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    overlay = timm.create_model(name, pretrained_cfg_overlay={"mean": (0.5,) * 3}, device="meta", **kwargs)
+    assert overlay.pretrained_cfg["mean"] == (0.5,) * 3
+    assert timm.create_model(name, drop_path_rate=0.0, device="meta", **kwargs).num_classes == 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"features_only": True, "out_indices": (0, 5)},
+            r"out_indices: stage indices must be among 0\.\.4 .*got \[0, 5\]",
+        ),
+        ({"features_only": True, "out_indices": 6}, r"out_indices: the number of last stages to take must be 1\.\.5"),
+        ({"features_only": True, "feature_cls": "graph"}, "feature_cls must be one of list, dict, hook, fx, getter"),
+        ({"drop_path_rate": 0.1}, "aa_resnet18 has no stochastic depth: drop_path_rate must be 0"),
+        ({"global_pool": "gem"}, "global_pool must be one of 'avg', 'max', '', got 'gem'"),
+        ({"global_pool": ""}, 'global_pool="" \\(no pooling\\) needs num_classes=0'),
+        ({"pretrained": True, "in_chans": 1}, "no pretrained weights are published for aa_resnet18"),
+    ],
+)
+def test_bad_timm_keywords_are_one_line_errors(kwargs, message):
+    with pytest.raises((ConfigError, CheckpointError), match=message) as error:
+        timm.create_model("aa_resnet18", device="meta", **kwargs)
+    assert "\n" not in str(error.value)
+    with pytest.raises(TypeError):  # timm's contract: an unknown keyword is refused
+        timm.create_model("aa_resnet18", device="meta", not_a_model_arg=1)

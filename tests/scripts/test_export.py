@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from aaconv.engine.checkpoint import save_checkpoint
-from aaconv.errors import CheckpointError, RunDirError
+from aaconv.errors import CheckpointError, ConfigError, RunDirError
 from aaconv.models.detection import build_backbone
 from aaconv.models.pretrained import load_pretrained
 from aaconv.tasks import build_task
@@ -72,3 +72,32 @@ def test_export_errors_are_one_line(checkpoint, tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot read weights"):
         load_pretrained(torch.nn.Linear(2, 2), bad)
+
+
+def test_onnx_export_matches_onnxruntime(tiny_config, tmp_path, capsys):
+    """--onnx on a classifier with one part of every kind (AW conv branch, AA, CBAM): logits within 1e-4 of eager."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    cfg = tiny_config("attention=aw_aa", "attention.variant=aw+aa+cbam")
+    torch.manual_seed(0)
+    model = build_task(cfg).build_model().eval()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    path = save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 1}, tmp_path / "run" / "last.pt")
+    export_script.main([str(path), "--onnx"])
+    onnx_path = path.parent / "export" / "model.onnx"
+    assert capsys.readouterr().out.split()[-1] == str(onnx_path)
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    size = cfg.data.image_size
+    x = torch.randn(1, 3, size, size)
+    (logits,) = session.run(["logits"], {"images": x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert logits.shape == (1, cfg.data.num_classes) and abs(logits - expected).max() < 1e-4
+
+
+def test_onnx_export_of_a_detector_is_a_one_line_refusal(tiny_config, tmp_path):
+    cfg = tiny_config("experiment=retinanet_shapes")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    path = save_checkpoint({"model": {}, "config": config, "epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(ConfigError, match="ONNX export of a detector is not supported: .*") as error:
+        export_script.export_onnx(path, tmp_path / "out")
+    assert "\n" not in str(error.value)
