@@ -24,7 +24,8 @@ defaults: 16 key dims, a 9x9 local position lambda); ``aw-<impl>`` is ``AWConv2d
 ``--aw-stages CxS ...`` times AWConv2d's formulations against a plain conv of each shape (C channels in and out,
 S x S map, stride 1) in one process, interleaved over rounds (so machine load hits all alike), and prints the
 median round's speed relative to the conv: the per-layer table behind AW's ``impl="auto"`` rule.
-``--aa-maps HxW ...`` does the same for AAConv2d's trainable formulations (the table behind AA's ``impl="auto"``).
+``--aa-maps HxW ...`` does the same for AAConv2d's trainable formulations (the table behind AA's ``impl="auto"``),
+with timm's BottleneckAttn beside the fully attentional layer (an interleaved speed comparison).
 
 Each case of the main table runs in a fresh subprocess so allocator state cannot leak between cases. Peak memory:
 
@@ -195,12 +196,14 @@ def aw_stage_table(stages: list[str], batch: int, device: str, clock: str = "wal
 
 
 def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> str:
-    """Median forward+backward ms of AAConv2d's trainable formulations per map, interleaved in one process."""
+    """Median forward+backward ms of AAConv2d's trainable formulations per map, interleaved in one process; for the
+    fully attentional layer (dk = dv = channels) timm's BottleneckAttn of the same shape too, with auto's speed-up
+    over it."""
     impls = [i for i in TRAINABLE_IMPLS[args.device] if i != "reference"]
-    lines = [
-        "| map | " + " | ".join(f"aa-{i} ms" for i in impls) + " | fastest | auto picks |",
-        "|---" * (len(impls) + 3) + "|",
-    ]
+    botnet = args.dk == args.dv == args.channels
+    head = [f"aa-{i} ms" for i in impls] + (["botnet ms"] if botnet else [])
+    tail = ["fastest AA", "auto picks"] + (["auto vs botnet"] if botnet else [])
+    lines = ["| map | " + " | ".join(head + tail) + " |", "|---" * (len(head) + len(tail) + 1) + "|"]
     for text in maps:
         size = tuple(int(v) for v in text.split("x"))
         torch.manual_seed(0)
@@ -208,12 +211,17 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
             args.channels, args.channels, 3, dk=args.dk, dv=args.dv, num_heads=args.heads, max_size=max(size)
         )
         layers = {impl: _with_impl(layer, impl) for impl in impls}
+        if botnet:
+            layers["botnet"] = BottleneckAttn(args.channels, args.channels, feat_size=size, num_heads=args.heads)
         x = torch.randn(args.batch, args.channels, *size, device=args.device, requires_grad=True)
         median = interleaved_medians({k: m.to(args.device) for k, m in layers.items()}, x, rounds, args.clock)
         head_dim = args.dk // args.heads
         picked = auto_impl(torch.device(args.device), head_dim, *size, args.batch * args.heads)
-        cells = [f"{1000 * median[i]:.1f}" for i in impls]
-        lines.append(f"| {text} | " + " | ".join(cells) + f" | {min(median, key=median.get)} | {picked} |")
+        cells = [f"{1000 * median[k]:.1f}" for k in layers]
+        cells += [min(impls, key=median.get), picked]
+        if botnet:
+            cells.append(f"{median['botnet'] / median[picked]:.2f}x")
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -12,9 +12,10 @@ Three exact formulations of the per-sample conv:
 
 - ``"grouped"``: W' materialised as (B*C_out, C_in/groups, k, k) and applied by one grouped conv over
   the batch folded into channels (groups = B * groups). Supports ``groups > 1``.
-- ``"per_sample"``: the same kernels built and applied one sample at a time (B ordinary convs), so each
-  sample's W', its gradient and the products that reduce it to K and A stay in the CPU cache instead of
-  streaming B copies of the layer's weights through memory. Supports ``groups > 1``.
+- ``"per_sample"``: the same kernels built and applied one sample at a time (B ordinary convs) with a hand-written
+  backward, so each sample's W', its gradient and the products that reduce it to K and A stay in the CPU cache
+  instead of streaming B copies of the layer's weights through memory, and no per-sample kernel is kept for the
+  backward. ``groups == 1``.
 - ``"unfold"``: A only varies per (input channel, kernel offset), so scale the unfolded input patches instead,
   (M, C_in*k*k, B*L), and apply the shared kernel of each map with one GEMM over the whole batch; its
   backward needs only these per-offset products, never per-sample kernels or their gradients. ``groups == 1``.
@@ -39,8 +40,8 @@ from . import scripted
 from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
 
 AW_IMPLS = ("auto", "grouped", "per_sample", "unfold")
-# largest output map (positions) on which "auto" runs the per-sample loop rather than the grouped conv: the
-# loop won at 10x10 and 14x14 (256 channels), the grouped conv at 20x20 (128 channels); docs/performance.md
+# largest output map (positions) on which "auto" runs the per-sample convs rather than the grouped conv: they won
+# at 10x10 (256 channels), the grouped conv from 20x20 (128 channels), 14x14 a tie; docs/performance.md
 PER_SAMPLE_MAX_POSITIONS = 256
 AW_GATES = ("sigmoid", "none")
 
@@ -52,6 +53,53 @@ def _map_index(out_channels: int, in_channels: int, groups: int, num_maps: int) 
     local = torch.arange(in_channels // groups)[None, :]
     channel = out_idx // (out_channels // groups) * (in_channels // groups) + local
     return out_idx // (out_channels // num_maps) * in_channels + channel
+
+
+class _PerSampleConv(torch.autograd.Function):
+    """conv(x_b, K * scale_b) one sample at a time, with a hand-written backward that never holds more than one
+    sample's kernels: it rebuilds W'_b, takes the conv's input and weight gradients for that sample, and reduces
+    the weight gradient G_b at once, dK += G_b * scale_b and dscale_b = sum over each map's filters of G_b * K.
+
+    x: (B, C_in, H, W); kernel: (C_out, C_in, k, k); scale: (B, M, 1, C_in, k, k) -> (B, C_out, H_out, W_out).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, scale, stride: tuple[int, int], padding: tuple[int, int]):
+        maps = kernel.view(scale.shape[1], -1, *kernel.shape[1:])  # (M, C_out/M, C_in, k, k)
+        outs = [
+            F.conv2d(sample, (maps * s).reshape(kernel.shape), stride=stride, padding=padding)
+            for sample, s in zip(x.split(1), scale, strict=True)
+        ]
+        out = torch.cat(outs)
+        ctx.save_for_backward(x, kernel, scale)
+        ctx.stride, ctx.padding, ctx.dtype = stride, padding, out.dtype  # the dtype the convs ran in (autocast)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, kernel, scale = ctx.saved_tensors
+        maps = kernel.view(scale.shape[1], -1, *kernel.shape[1:])
+        grad_x, grad_maps, grad_scale = torch.empty_like(x), torch.zeros_like(maps), scale.new_empty(scale.shape)
+        for b, s in enumerate(scale):
+            weight = (maps * s).reshape(kernel.shape).to(ctx.dtype)
+            grad_xb, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad_out[b : b + 1].to(ctx.dtype),
+                x[b : b + 1].to(ctx.dtype),
+                weight,
+                None,
+                list(ctx.stride),
+                list(ctx.padding),
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [True, True, False],
+            )
+            grad_x[b : b + 1] = grad_xb
+            grad_w = grad_w.to(maps.dtype).reshape(maps.shape)
+            grad_maps.addcmul_(grad_w, s)
+            grad_scale[b] = (grad_w * maps).sum(1, keepdim=True)
+        return grad_x, grad_maps.reshape(kernel.shape), grad_scale, None, None
 
 
 class AWConv2d(nn.Module):
@@ -111,8 +159,8 @@ class AWConv2d(nn.Module):
     def impl(self, value: str) -> None:
         if value not in AW_IMPLS:
             raise ValueError(f"AWConv2d: impl must be one of {AW_IMPLS}, got {value!r}")
-        if value == "unfold" and self.conv.groups != 1:
-            raise ValueError("AWConv2d: impl='unfold' supports groups=1 only; use impl='grouped'")
+        if value in ("unfold", "per_sample") and self.conv.groups != 1:
+            raise ValueError(f"AWConv2d: impl={value!r} supports groups=1 only; use impl='grouped'")
         self._impl = value
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -156,7 +204,7 @@ def resolve_impl(impl: str, out_channels: int, groups: int, num_maps: int, out_s
     if impl != "auto":
         return impl
     positions = out_size[0] * out_size[1]
-    if groups > 1:  # measured for groups=1 only; unfold needs it
+    if groups > 1:  # unfold and per_sample take groups=1 only
         return "grouped"
     if out_channels > num_maps * positions:
         return "unfold"
@@ -184,11 +232,8 @@ def modulated_conv(
     if impl == "unfold":
         return _conv_unfold(x, attn, kernel, num_maps, stride, padding, out_size)
     if impl == "per_sample":
-        outs = [
-            F.conv2d(sample, _kernels(kernel, a, map_index, num_maps, groups)[0], None, stride, padding, 1, groups)
-            for sample, a in zip(x.split(1), attn.split(1), strict=True)
-        ]
-        return torch.cat(outs)
+        scale = (1 + attn).reshape(len(attn), num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
+        return _PerSampleConv.apply(x, kernel, scale, stride, padding)
     batch, _, height, width = x.shape
     weight = _kernels(kernel, attn, map_index, num_maps, groups).flatten(0, 1)
     out = F.conv2d(x.reshape(1, -1, height, width), weight, None, stride, padding, 1, batch * groups)

@@ -10,7 +10,7 @@ from aaconv.layers.aw import AW_IMPLS
 
 f64 = torch.float64
 IMPLS = [impl for impl in AW_IMPLS if impl != "auto"]  # every formulation, each against the brute force
-GROUPS_IMPLS = [impl for impl in IMPLS if impl != "unfold"]  # those taking groups > 1
+GROUPS_IMPLS = [impl for impl in IMPLS if impl not in ("unfold", "per_sample")]  # those taking groups > 1
 
 
 def pointwise(conv, x):
@@ -130,6 +130,25 @@ def test_channels_last_matches_contiguous(impl, groups):
         torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bf16_autocast_matches_float32(impl):
+    """Under CPU autocast (bf16 convs) every formulation's output and the input's and kernel's gradients stay within
+    bf16 rounding of fp32 (norms within 5%; the tiny generator's gradients, sums of cancelling bf16 products, are
+    only checked finite), every gradient in its tensor's own dtype (per_sample's hand-written backward casts back)."""
+    torch.manual_seed(6)
+    layer = AWConv2d(8, 8, 3, reduction=2, num_maps=2, impl=impl)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    expected = layer(x)
+    expected_grads = torch.autograd.grad(expected.sum(), [x, *layer.parameters()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    grads = torch.autograd.grad(out.float().sum(), [x, *layer.parameters()])
+    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+    assert all(g.dtype == torch.float32 and g.isfinite().all() for g in grads)
+    for got, want in zip(grads[:2], expected_grads[:2], strict=True):  # the input's and the kernel K's
+        assert (got - want).norm() <= 5e-2 * want.norm()  # bf16 rounding, measured as a whole
+
+
 def test_auto_picks_per_stage_shape():
     """C_out > M * L_out: unfold (ResNet-50's layer4 at 160 / 224 px); else per_sample up to 256 output positions
     (layer3), grouped beyond (layer1, layer2); groups > 1: grouped."""
@@ -163,8 +182,9 @@ def test_parameter_count_matches_formula():
 def test_invalid_options():
     with pytest.raises(ValueError, match="num_maps"):
         AWConv2d(4, 6, 3, num_maps=4)
-    with pytest.raises(ValueError, match="groups=1"):
-        AWConv2d(4, 4, 3, groups=4, impl="unfold")
+    for impl in ("unfold", "per_sample"):
+        with pytest.raises(ValueError, match="groups=1"):
+            AWConv2d(4, 4, 3, groups=4, impl=impl)
     with pytest.raises(ValueError, match="gate"):
         AWConv2d(4, 4, 3, gate="tanh")
 
