@@ -56,6 +56,13 @@ def new_classifier(model: nn.Module, in_features: int, num_classes: int) -> nn.M
     return head.train(model.training)
 
 
+def new_head(model: nn.Module, num_classes: int, global_pool: str | None) -> tuple[GlobalPool, nn.Module]:
+    """timm's `reset_classifier` for a network with `global_pool` and `num_features`: the pooling `global_pool`
+    (None: the current one) and a new classifier for `num_classes` (0: none), in the model's train/eval mode."""
+    pool = GlobalPool(model.global_pool.pool_type if global_pool is None else global_pool)
+    return pool.train(model.training), new_classifier(model, model.num_features, num_classes)
+
+
 def take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[int]:
     """timm's `feature_take_indices`: None -> every stage; n -> the last n stages; a sequence -> those stages
     (negative ones count from the end). ConfigError naming the valid range for any other."""

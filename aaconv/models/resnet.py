@@ -20,7 +20,7 @@ from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
-from aaconv.models.head import GlobalPool, check_head, new_classifier, take_indices
+from aaconv.models.head import GlobalPool, check_head, new_head, take_indices
 from aaconv.models.registry import register_model
 from aaconv.models.timm_models import imagenet_cfg
 
@@ -213,9 +213,7 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for `num_classes` (0: none) after `global_pool` (None: the current pooling). As timm's,
         a classifier after no pooling ("") is allowed here, for a head that takes the map."""
-        pool = GlobalPool(self.global_pool.pool_type if global_pool is None else global_pool)
-        self.global_pool = pool.train(self.training)
-        self.fc = new_classifier(self, self.num_features, num_classes)
+        self.global_pool, self.fc = new_head(self, num_classes, global_pool)
         self.num_classes = num_classes
 
     def forward_stages(self, x: Tensor, stages: Sequence[int]) -> list[Tensor]:
