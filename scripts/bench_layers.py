@@ -59,6 +59,7 @@ from timm.layers.halo_attn import HaloAttn
 from timm.layers.lambda_layer import LambdaLayer
 from torch import nn
 
+from aaconv.engine.runtime import CPU_ALLOCATORS, set_cpu_allocator
 from aaconv.layers import AAConv2d, AWConv2d
 from aaconv.layers.aw import AW_IMPLS
 from aaconv.layers.relative_attention import ATTENTION_IMPLS, TRAINABLE_IMPLS, auto_impl
@@ -250,7 +251,8 @@ def measure(case: dict) -> dict:
         need = hwhw_estimate(case)
         if need > 0.6 * available_bytes(case["device"]):
             return {"oom": f"OOM (needs ~{need / 2**30:.0f} GiB)"}
-    proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
+    command = [sys.executable, __file__, "--cpu-allocator", case["cpu_allocator"], "--case", json.dumps(case)]
+    proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"oom": "failed: " + proc.stderr.strip().splitlines()[-1][:60]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -302,6 +304,12 @@ def main() -> None:
         help="process: the process's CPU time instead of wall time (CPU, --threads 1, on a shared machine)",
     )
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast dtype (fp32: none)")
+    parser.add_argument(
+        "--cpu-allocator",
+        default="tuned",
+        choices=CPU_ALLOCATORS,
+        help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
+    )
     parser.add_argument("--backends", action="store_true", help="CUDA: also tabulate the SDPA kernels per size")
     parser.add_argument(
         "--aw-stages", nargs="+", type=cli.dims, metavar="CxS", help="AW per-stage table (see above), then exit"
@@ -314,6 +322,7 @@ def main() -> None:
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    set_cpu_allocator(args.cpu_allocator)
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
@@ -321,7 +330,8 @@ def main() -> None:
     if args.aw_stages:
         print(
             f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
-            f"forward+backward, median of 7 interleaved rounds, {args.clock} clock; speed relative to nn.Conv2d"
+            f"forward+backward, median of 7 interleaved rounds, {args.clock} clock; speed relative to nn.Conv2d; "
+            f"{args.cpu_allocator} CPU allocator"
         )
         print(aw_stage_table(args.aw_stages, args.batch, args.device, args.clock))
         return
@@ -329,7 +339,7 @@ def main() -> None:
         print(
             f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}, "
             f"{args.channels}->{args.channels} ch, {args.heads} heads, dk={args.dk}, dv={args.dv}; "
-            f"forward+backward, median of 5 interleaved rounds, {args.clock} clock"
+            f"forward+backward, median of 5 interleaved rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
         )
         print(aa_map_table(args.aa_maps, args))
         return
@@ -341,7 +351,7 @@ def main() -> None:
         f"# {device_name}, torch {torch.__version__}, timm {timm.__version__}; batch {args.batch}, "
         f"{args.channels}->{args.channels} ch, 3x3, {args.heads} heads, AA dk={args.dk}, dv={args.dv}; {args.dtype}; "
         f"forward+backward, ms (best repeat, {args.clock} clock) / peak MiB; ratios: speed / memory of the first over "
-        "the second"
+        f"the second; {args.cpu_allocator} CPU allocator"
     )
     print("| map | " + " | ".join(kinds) + "".join(f" | {a} vs {b}" for a, b in pairs) + " |")
     print("|---" * (len(kinds) + len(pairs) + 1) + "|")
@@ -364,6 +374,7 @@ def main() -> None:
                 "dtype": args.dtype,
                 "clock": args.clock,
                 "profile": args.profile,
+                "cpu_allocator": args.cpu_allocator,
             }
             results[kind] = measure(case)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]

@@ -58,7 +58,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402  (after the sys.path line)
+from aaconv.engine.runtime import CPU_ALLOCATORS, set_cpu_allocator  # noqa: E402  (after the sys.path line)
+from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402
 from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
 from aaconv.models.cost import count_flops  # noqa: E402
 from aaconv.utils import cli  # noqa: E402
@@ -547,6 +548,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=cli.positive_int, default=torch.get_num_threads(), help="CPU intra-op threads"
     )
     parser.add_argument(
+        "--cpu-allocator",
+        default="tuned",
+        choices=CPU_ALLOCATORS,
+        help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -581,6 +588,7 @@ def report(rows: list[dict[str, Any]], modes: list[str]) -> str:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    set_cpu_allocator(args.cpu_allocator)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     size = "x".join(map(str, dict.fromkeys(args.image_size)))
@@ -590,7 +598,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"# {device_name(device, args.threads)}, torch {torch.__version__}; task {args.task}, "
         f"batch {args.batch}, "
         f"{size} px, {args.precision}, channels_last={args.channels_last}, compile={args.compile}; "
-        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up; {args.clock} clock"
+        f"median of {args.repeats} rounds x {args.steps} steps after {args.warmup} warm-up; {args.clock} clock; "
+        f"{args.cpu_allocator} CPU allocator"
     )
     result: dict[str, Any] = {
         "device": device_name(device, args.threads),

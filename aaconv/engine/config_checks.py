@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from aaconv.engine.runtime import CPU_ALLOCATORS
 from aaconv.errors import ConfigError, first_line
 from aaconv.layers import create_attention
 
@@ -29,6 +30,7 @@ POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer 
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
 POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "an integer >= 0, or null", "an integer"
 DECODER, PROBABILITY, SIZES = "cpu or gpu", "a number in [0, 1]", "a positive integer or a list of them"
+ALLOCATOR = " or ".join(CPU_ALLOCATORS)
 RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
 RULES: dict[str, Callable[[object], bool]] = {
     POSITIVE_INT: lambda v: _is_int(v) and v > 0,
@@ -36,6 +38,7 @@ RULES: dict[str, Callable[[object], bool]] = {
     COUNT_OR_NULL: lambda v: v is None or (_is_int(v) and v >= 0),
     INTEGER: _is_int,
     DECODER: lambda v: v in ("cpu", "gpu"),
+    ALLOCATOR: lambda v: v in CPU_ALLOCATORS,
     PROBABILITY: lambda v: _is_number(v) and 0 <= v <= 1,
     SIZES: lambda v: all(_is_int(n) and n > 0 for n in (v if isinstance(v, list) and v else [v])),
     RESUME: lambda v: v in (None, "auto", "never") or Path(str(v)).expanduser().is_file(),
@@ -66,6 +69,7 @@ CHECKS: dict[str, str] = {
     "trainer.checkpoint_every_steps": COUNT,
     "trainer.clip_grad_norm": POSITIVE_OR_NULL,
     "trainer.dist_timeout_s": POSITIVE,
+    "trainer.cpu_allocator": ALLOCATOR,
     "logger.log_every_steps": POSITIVE_INT,
     "logger.attention_images": COUNT,
     "optim.lr": POSITIVE,

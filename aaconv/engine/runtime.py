@@ -1,7 +1,9 @@
-"""Run-time setup: device choice, seeding, deterministic mode, and the random states a checkpoint carries."""
+"""Run-time setup: device choice, seeding, deterministic mode, the CPU allocator, and the random states a checkpoint
+carries."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 from typing import Any
@@ -43,6 +45,30 @@ def set_deterministic(enabled: bool, cudnn_benchmark: bool = False) -> None:
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = cudnn_benchmark and not enabled
+
+
+CPU_ALLOCATORS = ("tuned", "default")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below 32 MiB come from the heap
+TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of freed heap for reuse instead of returning it to the OS
+
+
+def set_cpu_allocator(mode: str) -> bool:
+    """``"tuned"``: glibc's malloc keeps the memory of freed tensors below 32 MiB for reuse. A training step frees
+    and allocates the same activations, gradients and temporaries every step; by default glibc maps the larger ones
+    afresh or returns them to the OS, and each step then page-faults them back in (on the CPU up to a tenth of an
+    AW-ResNet-50 step, docs/performance.md). ``"default"``: glibc's own behaviour, untouched. Process-wide, inherited by
+    forked data workers. Returns whether the setting was applied (False for ``"default"`` and where the C library
+    has no ``mallopt``: macOS, musl)."""
+    if mode not in CPU_ALLOCATORS:
+        raise ConfigError(f"cpu_allocator={mode!r}: use one of {', '.join(CPU_ALLOCATORS)}")
+    if mode == "default":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def rng_state() -> dict[str, Any]:

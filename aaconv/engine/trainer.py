@@ -48,7 +48,14 @@ from aaconv.engine.loggers import build_logger
 from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
 from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_records
 from aaconv.engine.run_lock import RunLock, claim_run_dir
-from aaconv.engine.runtime import rng_state, seed_everything, select_device, set_deterministic, set_rng_state
+from aaconv.engine.runtime import (
+    rng_state,
+    seed_everything,
+    select_device,
+    set_cpu_allocator,
+    set_deterministic,
+    set_rng_state,
+)
 from aaconv.engine.signals import PreemptionHandler
 from aaconv.errors import AAConvError, CheckpointError, DistributedError, RunDirError, first_line
 from aaconv.utils import distributed as dist
@@ -137,6 +144,7 @@ class Trainer:
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
         self.device = select_device(t.device, self.env.local_rank)
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
+        set_cpu_allocator(t.cpu_allocator)
         seed_everything(self.cfg.seed)  # the same initial weights on every rank
 
     def _build_model(self) -> None:

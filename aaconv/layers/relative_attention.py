@@ -49,7 +49,9 @@ from . import scripted
 ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 # formulations with a backward on each device type (this torch has no flex backward on the CPU)
 TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
-CHUNK_ELEMENTS = 1 << 21  # logits per chunk on the chunked path (8 MiB in fp32)
+KEEP_ELEMENTS = 1 << 21  # chunked path: up to this many logits in all, one block whose probabilities are kept
+BLOCK_ELEMENTS = 1 << 19  # chunked path: else blocks of about this many logits (2 MiB in fp32, cache-sized)
+SKINNY_HEAD_DIM = 16  # chunked path: products with the probabilities below this head dim run transposed (_times)
 CPU_CHUNKED_MIN_POSITIONS = 28 * 28  # impl="auto" on the CPU: chunked from this map size even when recomputing
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
@@ -144,23 +146,23 @@ def _relative_terms(
 
 
 class _ChunkedAttention(torch.autograd.Function):
-    """softmax(q k^T + aW[x_j] + aH[y_j]) v over chunks of queries, nothing L x L held beyond one chunk.
+    """softmax(q k^T + aW[x_j] + aH[y_j]) v over blocks of (heads, queries), nothing L x L held beyond one block.
 
-    q, k: (B, N, L, d); v: (B, N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
-    Each chunk builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
-    is kept either. The forward keeps only its inputs and output for the backward, which recomputes each chunk's
-    probabilities (activation checkpointing of the attention core); when one chunk covers every query the
-    probabilities are kept instead (they are then no larger than one chunk).
+    q, k: (B N, L, d); v: (B N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
+    Each block builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
+    is kept either. The forward keeps only its inputs and output for the backward, which recomputes each block's
+    probabilities (activation checkpointing of the attention core); when one block covers everything the
+    probabilities are kept instead (they are then no larger than one block).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, chunk: int):
+    def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, blocks: list[tuple[slice, slice]]):
         out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        for rows in _chunks(q.shape[-2], chunk):
-            probs = _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
-            out[..., rows, :] = probs @ v
-        ctx.chunk, ctx.height, ctx.width = chunk, height, width
-        kept = probs if chunk >= q.shape[-2] else None
+        for heads, rows in blocks:
+            probs = _softmax(_block_logits(q, k, rel_w, rel_h, heads, rows, height, width))
+            out[heads, rows] = _times(probs, v[heads])
+        ctx.blocks, ctx.height, ctx.width = blocks, height, width
+        kept = probs if len(blocks) == 1 else None
         ctx.save_for_backward(q, k, v, rel_w, rel_h, out, kept)
         return out
 
@@ -171,23 +173,26 @@ class _ChunkedAttention(torch.autograd.Function):
         delta = (grad_out * out).sum(-1, keepdim=True)  # sum_j P_ij dP_ij, the softmax backward's row term
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         grad_rel = [torch.zeros_like(t) for t in (rel_w, rel_h)] if rel_w is not None else [None, None]
-        for rows in _chunks(q.shape[-2], ctx.chunk):
-            probs = kept if kept is not None else _softmax(_chunk_logits(q, k, rel_w, rel_h, rows, height, width))
-            grad_o, q_rows = grad_out[..., rows, :], q[..., rows, :]
-            grad_v += probs.transpose(-1, -2) @ grad_o
-            grad_logits = (grad_o @ v.transpose(-1, -2)).sub_(delta[..., rows, :]).mul_(probs)
-            grad_q_rows = grad_logits @ k
-            grad_k += grad_logits.transpose(-1, -2) @ q_rows
+        for heads, rows in ctx.blocks:
+            if kept is None:
+                probs = _softmax(_block_logits(q, k, rel_w, rel_h, heads, rows, height, width))
+            else:
+                probs = kept
+            grad_o, q_rows = grad_out[heads, rows], q[heads, rows]
+            _add_transposed_times(grad_v[heads], probs, grad_o)
+            grad_logits = (grad_o @ v[heads].transpose(-1, -2)).sub_(delta[heads, rows]).mul_(probs)
+            grad_q_rows = _times(grad_logits, k[heads])
+            _add_transposed_times(grad_k[heads], grad_logits, q_rows)
             if rel_w is not None:  # back through aW and aH: scatter to offsets, then the (2W-1, d) products
                 grid = grad_logits.unflatten(-1, (height, width))
-                terms = (grid.sum(-2), grid.sum(-1))  # (B, N, rows, W) and (B, N, rows, H)
+                terms = (grid.sum(-2), grid.sum(-1))  # (heads, rows, W) and (heads, rows, H)
                 indices = _offset_index(rows, height, width, q.device)
                 for table, grad_table, grad_terms, index in zip((rel_w, rel_h), grad_rel, terms, indices, strict=True):
                     grad_offsets = grad_terms.new_zeros(*grad_terms.shape[:-1], table.shape[0])
                     grad_offsets.scatter_add_(-1, index.expand_as(grad_terms), grad_terms)
                     grad_q_rows += grad_offsets @ table
                     grad_table += grad_offsets.flatten(0, -2).T @ q_rows.flatten(0, -2)
-            grad_q[..., rows, :] = grad_q_rows
+            grad_q[heads, rows] = grad_q_rows
         return grad_q, grad_k, grad_v, *grad_rel, None, None, None
 
 
@@ -197,8 +202,33 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
-def _chunks(length: int, chunk: int) -> list[slice]:
-    return [slice(start, min(start + chunk, length)) for start in range(0, length, chunk)]
+def _times(probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """probs (h, r, L) @ x (h, L, e) -> (h, r, e); for a head dim e below ``SKINNY_HEAD_DIM`` as the transposed
+    product (x^T probs^T)^T, which the CPU BLAS runs several times faster than the skinny (r, e) output."""
+    return (x.mT @ probs.mT).mT if x.shape[-1] < SKINNY_HEAD_DIM else probs @ x
+
+
+def _add_transposed_times(acc: torch.Tensor, probs: torch.Tensor, x: torch.Tensor) -> None:
+    """acc (h, L, e) += probs^T (h, L, r) @ x (h, r, e) in place (transposed below ``SKINNY_HEAD_DIM``, as ``_times``)."""
+    if x.shape[-1] < SKINNY_HEAD_DIM:
+        acc += (x.mT @ probs).mT
+    else:
+        acc.baddbmm_(probs.mT, x)
+
+
+def _blocks(heads: int, length: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
+    """(heads, queries) blocks of the (heads, L, L) logits: one block when they are at most ``KEEP_ELEMENTS`` (and
+    no ``query_chunk``), else ``query_chunk`` queries, or as many as ``BLOCK_ELEMENTS`` logits of one head hold,
+    of as many heads as the rest of ``BLOCK_ELEMENTS`` holds."""
+    if query_chunk is None and heads * length * length <= KEEP_ELEMENTS:
+        return [(slice(0, heads), slice(0, length))]
+    rows = min(length, query_chunk or max(1, BLOCK_ELEMENTS // length))
+    per_block = max(1, BLOCK_ELEMENTS // (rows * length))
+    return [
+        (slice(h, min(h + per_block, heads)), slice(r, min(r + rows, length)))
+        for h in range(0, heads, per_block)
+        for r in range(0, length, rows)
+    ]
 
 
 def _offset_index(rows: slice, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,10 +240,11 @@ def _offset_index(rows: slice, height: int, width: int, device: torch.device) ->
     return index_w, index_h
 
 
-def _chunk_logits(q, k, rel_w, rel_h, rows: slice, height: int, width: int) -> torch.Tensor:
-    """Logits of the queries ``rows`` over every key, (B, N, rows, L): q.k plus aW[x_j] + aH[y_j] by broadcasting."""
-    q_rows = q[..., rows, :]
-    logits = q_rows @ k.transpose(-1, -2)
+def _block_logits(q, k, rel_w, rel_h, heads: slice, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Logits of the queries ``rows`` of ``heads`` over every key, (heads, rows, L): q.k plus aW[x_j] + aH[y_j] by
+    broadcasting."""
+    q_rows = q[heads, rows]
+    logits = q_rows @ k[heads].transpose(-1, -2)
     if rel_w is not None:
         index_w, index_h = _offset_index(rows, height, width, q.device)
         a_w = (q_rows @ rel_w.T).gather(-1, index_w.expand(*q_rows.shape[:-1], width))
@@ -233,14 +264,17 @@ def attention_chunked(
     query_chunk: int | None = None,
 ) -> torch.Tensor:
     """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` (head dim dk_h, the relative
-    terms added by broadcasting, not as extra dims), ``CHUNK_ELEMENTS`` logits (or ``query_chunk`` queries) at a
-    time, recomputed in the backward: O(L (dk_h + dv_h)) memory per head kept, nothing L x L or L x (H + W)."""
+    terms added by broadcasting, not as extra dims), a block of (heads, queries) at a time (``_blocks``: about
+    ``BLOCK_ELEMENTS`` logits, or ``query_chunk`` queries), recomputed in the backward: O(L (dk_h + dv_h)) memory
+    per head kept, nothing L x L or L x (H + W)."""
     if rel_w is None or rel_h is None:
         rel_w = rel_h = None
-    positions = q.shape[-2]
-    chunk = query_chunk or max(1, CHUNK_ELEMENTS // (q.shape[0] * q.shape[1] * positions))
-    q, k, v = (t.contiguous() for t in (q, k, v))  # one copy each: every chunk's GEMMs then read them in place
-    return _ChunkedAttention.apply(q, k, v, rel_w, rel_h, height, width, min(chunk, positions))
+    batch, num_heads, positions, _ = q.shape
+    blocks = _blocks(batch * num_heads, positions, query_chunk)
+    # one copy each, heads flattened: every block's GEMMs then read them in place
+    q, k, v = (t.reshape(batch * num_heads, positions, -1).contiguous() for t in (q, k, v))
+    out = _ChunkedAttention.apply(q, k, v, rel_w, rel_h, height, width, blocks)
+    return out.view(batch, num_heads, positions, -1)
 
 
 @functools.cache
@@ -277,14 +311,14 @@ def auto_impl(device: torch.device, head_dim: int, height: int, width: int, batc
     """The implementation ``impl="auto"`` runs for ``batch_heads`` = B N_h maps of H x W (module docstring).
 
     CPU, measured with ``scripts/bench_layers.py --aa-maps`` (docs/performance.md): the chunked path where its
-    probabilities fit one chunk (``CHUNK_ELEMENTS`` logits, kept for the backward: 7x7-14x14 maps at ImageNet
+    probabilities fit one block (``KEEP_ELEMENTS`` logits, kept for the backward: 7x7-14x14 maps at ImageNet
     batches) or the map has at least ``CPU_CHUNKED_MIN_POSITIONS`` positions (from 28x28 the fused path's head dim
     dk_h + H + W costs more than the chunked path's recomputation); fused SDPA between. CUDA, from the kernels'
     limits (unmeasured): fused unless the augmented head dim exceeds the flash kernel's limit, where flex keeps
     q.k at dk_h."""
     positions = height * width
     if device.type != "cuda":
-        one_chunk = batch_heads * positions**2 <= CHUNK_ELEMENTS
+        one_chunk = batch_heads * positions**2 <= KEEP_ELEMENTS
         return "chunked" if one_chunk or positions >= CPU_CHUNKED_MIN_POSITIONS else "fused"
     augmented = -(-(head_dim + height + width) // 8) * 8
     return "flex" if augmented > FLASH_MAX_HEAD_DIM else "fused"
@@ -306,7 +340,7 @@ class RelativeAttention2d(nn.Module):
         impl: ``"reference"``, ``"chunked"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map:
             ``auto_impl``).
         query_chunk: process queries in chunks of this many positions on the chunked and fused paths (chunked:
-            default ``CHUNK_ELEMENTS`` logits per chunk).
+            default blocks of about ``BLOCK_ELEMENTS`` logits).
     """
 
     __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice

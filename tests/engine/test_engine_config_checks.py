@@ -34,6 +34,7 @@ from helpers.config import compose_config
         ),
         ("seed=abc", "seed=abc is not valid: it must be an integer"),
         ("data.decode=cuda", "data.decode=cuda is not valid: it must be cpu or gpu"),
+        ("trainer.cpu_allocator=jemalloc", "trainer.cpu_allocator=jemalloc is not valid: it must be tuned or default"),
         ("trainer.resume=sometimes", "trainer.resume=sometimes is not valid: it must be auto, never, or the path"),
     ],
 )

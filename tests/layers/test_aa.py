@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aaconv.layers import AAConv2d, AWConv2d
+from aaconv.layers import AAConv2d, AWConv2d, relative_attention
 from aaconv.layers.aa import coordinate_channels, sine_embedding_2d
 from aaconv.layers.relative_attention import (
     TRAINABLE_IMPLS,
@@ -159,6 +159,38 @@ def test_chunked_path_matches_reference_across_chunks(query_chunk):
     torch.testing.assert_close(out, out_ref)
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("block_elements", [30, 2 * 30 * 30, 3 * 30 * 30])
+def test_chunked_path_matches_reference_across_head_blocks(monkeypatch, block_elements):
+    """Blocks of one row, of two heads' whole logits, and of three heads (not dividing 2 x 2 = 4 heads), recomputed
+    in the backward."""
+    monkeypatch.setattr(relative_attention, "KEEP_ELEMENTS", 0)
+    monkeypatch.setattr(relative_attention, "BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(4)
+    layer = AAConv2d(8, 16, 3, dk=8, dv=4, num_heads=2).double()
+    x = torch.randn(2, 8, 5, 6, dtype=f64, requires_grad=True)
+    layer.impl = "reference"
+    out_ref, grads_ref = _param_grads(layer, x)
+    layer.impl = "chunked"
+    out, grads = _param_grads(layer, x)
+    torch.testing.assert_close(out, out_ref)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("heads,length,query_chunk", [(32, 196, None), (16, 4096, None), (32, 3136, None), (5, 30, 7)])
+def test_chunked_blocks_cover_every_logit_once(heads, length, query_chunk):
+    """One block when everything fits KEEP_ELEMENTS, else blocks of at most BLOCK_ELEMENTS logits (or one row)."""
+    blocks = relative_attention._blocks(heads, length, query_chunk)
+    covered = torch.zeros(heads, length, dtype=torch.long)
+    for head_range, rows in blocks:
+        covered[head_range, rows] += 1
+        if len(blocks) > 1:
+            logits = len(range(heads)[head_range]) * len(range(length)[rows]) * length
+            assert logits <= max(relative_attention.BLOCK_ELEMENTS, length)
+    assert bool((covered == 1).all())
+    assert (len(blocks) == 1) == (query_chunk is None and heads * length**2 <= relative_attention.KEEP_ELEMENTS)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
