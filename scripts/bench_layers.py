@@ -217,7 +217,7 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
         x = torch.randn(args.batch, args.channels, *size, device=args.device, requires_grad=True)
         median = interleaved_medians({k: m.to(args.device) for k, m in layers.items()}, x, rounds, args.clock)
         head_dim = args.dk // args.heads
-        picked = auto_impl(torch.device(args.device), head_dim, *size, args.batch * args.heads)
+        picked = auto_impl(torch.device(args.device), head_dim, *size)
         cells = [f"{1000 * median[k]:.1f}" for k in layers]
         cells += [min(impls, key=median.get), picked]
         if botnet:

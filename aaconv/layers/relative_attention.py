@@ -13,9 +13,9 @@ Four exact implementations share the same parameters:
   computes the relative terms with the appendix's ``rel_to_abs`` trick.
 - ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
   ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` added by broadcasting (as BoTNet adds its
-  relative logits), computed for a chunk of queries at a time and recomputed in the backward
-  (activation checkpointing of the attention core): no HW x HW tensor beyond one chunk's logits, and every
-  dot product at head dim dk_h. On the CPU the fastest path on small maps (one chunk) and from 28x28 up.
+  relative logits), computed for a cache-sized block of (heads, queries) at a time and recomputed in the
+  backward (activation checkpointing of the attention core): no HW x HW tensor beyond one block's logits, and
+  every dot product at head dim dk_h. On the CPU the fastest path at every map size measured.
 - ``attention_fused``: the logits as a plain dot product of augmented vectors,
   ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]``, fed to ``F.scaled_dot_product_attention`` so no
   HW x HW tensor exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels
@@ -25,8 +25,8 @@ Four exact implementations share the same parameters:
   ``score_mod`` that adds ``aW_i[x_j] + aH_i[y_j]`` to each score, so the kernel's head dim does not grow with
   H + W. Fused (compiled) on CUDA; this torch has no flex backward on CPU (eager forward only).
 
-``impl="auto"`` picks per device and map (``auto_impl``): on the CPU ``chunked`` where its probabilities fit one
-chunk or the map has at least 28x28 positions, ``fused`` between (measured); on CUDA ``fused`` while the padded
+``impl="auto"`` picks per device and map (``auto_impl``): on the CPU ``chunked`` (measured); on CUDA ``fused`` while
+the padded
 augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
@@ -52,7 +52,6 @@ TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked",
 KEEP_ELEMENTS = 1 << 21  # chunked path: up to this many logits in all, one block whose probabilities are kept
 BLOCK_ELEMENTS = 1 << 19  # chunked path: else blocks of about this many logits (2 MiB in fp32, cache-sized)
 SKINNY_HEAD_DIM = 16  # chunked path: products with the probabilities below this head dim run transposed (_times)
-CPU_CHUNKED_MIN_POSITIONS = 28 * 28  # impl="auto" on the CPU: chunked from this map size even when recomputing
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
@@ -307,19 +306,14 @@ def attention_flex(
     return flex(q, k, v, score_mod=add_relative, scale=1.0)[..., :value_dim]
 
 
-def auto_impl(device: torch.device, head_dim: int, height: int, width: int, batch_heads: int = 1) -> str:
-    """The implementation ``impl="auto"`` runs for ``batch_heads`` = B N_h maps of H x W (module docstring).
+def auto_impl(device: torch.device, head_dim: int, height: int, width: int) -> str:
+    """The implementation ``impl="auto"`` runs for an H x W map at head dim dk_h (module docstring).
 
-    CPU, measured with ``scripts/bench_layers.py --aa-maps`` (docs/performance.md): the chunked path where its
-    probabilities fit one block (``KEEP_ELEMENTS`` logits, kept for the backward: 7x7-14x14 maps at ImageNet
-    batches) or the map has at least ``CPU_CHUNKED_MIN_POSITIONS`` positions (from 28x28 the fused path's head dim
-    dk_h + H + W costs more than the chunked path's recomputation); fused SDPA between. CUDA, from the kernels'
-    limits (unmeasured): fused unless the augmented head dim exceeds the flash kernel's limit, where flex keeps
-    q.k at dk_h."""
-    positions = height * width
+    CPU, measured with ``scripts/bench_layers.py --aa-maps`` (docs/performance.md): the chunked path, fastest from
+    5x5 to 56x56 at head dims 20 and 32. CUDA, from the kernels' limits (unmeasured): fused unless the augmented
+    head dim exceeds the flash kernel's limit, where flex keeps q.k at dk_h."""
     if device.type != "cuda":
-        one_chunk = batch_heads * positions**2 <= KEEP_ELEMENTS
-        return "chunked" if one_chunk or positions >= CPU_CHUNKED_MIN_POSITIONS else "fused"
+        return "chunked"
     augmented = -(-(head_dim + height + width) // 8) * 8
     return "flex" if augmented > FLASH_MAX_HEAD_DIM else "fused"
 
@@ -434,7 +428,7 @@ def relative_attention(
     q = q * scale
     rel_w, rel_h = _tables(rel_width, rel_height, max_size, height, width, q.dtype)
     if impl == "auto":
-        impl = auto_impl(q.device, q.shape[-1], height, width, batch * num_heads)
+        impl = auto_impl(q.device, q.shape[-1], height, width)
     if impl == "reference":
         out = attention_reference(q, k, v, rel_w, rel_h, height, width)
     elif impl == "flex":

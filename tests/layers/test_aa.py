@@ -463,14 +463,10 @@ def test_flex_forward_matches_brute_force(relative, height, width):
 
 
 def test_auto_impl_rule():
-    """CPU: chunked where the probabilities fit one chunk or from 28x28 up, fused between; CUDA: fused while
-    dk_h + H + W (padded to 8) fits flash's 256, else flex."""
+    """CPU: chunked at every size; CUDA: fused while dk_h + H + W (padded to 8) fits flash's 256, else flex."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert auto_impl(cpu, 32, 14, 14, 4 * 8) == "chunked"  # 32 x 196^2 = 1.2M logits: one chunk
-    assert auto_impl(cpu, 20, 14, 14, 8 * 8) == "fused"  # 2.5M logits: two chunks, recomputed
-    assert auto_impl(cpu, 20, 20, 20, 8 * 8) == "fused"
-    assert auto_impl(cpu, 20, 28, 28, 8 * 8) == "chunked"
-    assert auto_impl(cpu, 13, 100, 168, 8) == "chunked"
+    for head_dim, height, width in [(32, 14, 14), (20, 20, 20), (13, 100, 168)]:
+        assert auto_impl(cpu, head_dim, height, width) == "chunked"
     assert auto_impl(cuda, 13, 28, 28) == "fused"
     assert auto_impl(cuda, 20, 100, 136) == "fused"  # 256 exactly
     assert auto_impl(cuda, 21, 100, 136) == "flex"
