@@ -49,7 +49,7 @@ from . import scripted
 ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 # formulations with a backward on each device type (this torch has no flex backward on the CPU)
 TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
-KEEP_ELEMENTS = 1 << 21  # chunked path: up to this many logits in all, one block whose probabilities are kept
+KEEP_ELEMENTS = 1 << 23  # chunked path: up to this many logits (32 MiB in fp32), one block whose probabilities are kept
 BLOCK_ELEMENTS = 1 << 19  # chunked path: else blocks of about this many logits (2 MiB in fp32, cache-sized)
 SKINNY_HEAD_DIM = 16  # chunked path: products with the probabilities below this head dim run transposed (_times)
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
