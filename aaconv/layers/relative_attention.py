@@ -26,8 +26,7 @@ Four exact implementations share the same parameters:
   H + W. Fused (compiled) on CUDA; this torch has no flex backward on CPU (eager forward only).
 
 ``impl="auto"`` picks per device and map (``auto_impl``): on the CPU ``chunked`` (measured); on CUDA ``fused`` while
-the padded
-augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
+the padded augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
 covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
@@ -150,8 +149,8 @@ class _ChunkedAttention(torch.autograd.Function):
     q, k: (B N, L, d); v: (B N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
     Each block builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
     is kept either. The forward keeps only its inputs and output for the backward, which recomputes each block's
-    probabilities (activation checkpointing of the attention core); when one block covers everything the
-    probabilities are kept instead (they are then no larger than one block).
+    probabilities (activation checkpointing of the attention core); when all the logits fit ``KEEP_ELEMENTS`` they
+    are one block whose probabilities are kept instead.
     """
 
     @staticmethod
