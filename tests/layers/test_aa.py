@@ -146,29 +146,18 @@ def test_formulations_match_reference_forward_backward(impl, size, stride, heads
         torch.testing.assert_close(grad, grad_ref, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("query_chunk", [1, 3, 7])
-def test_chunked_path_matches_reference_across_chunks(query_chunk):
-    """Chunks that split rows unevenly, recomputed in the backward (3 and 7 do not divide 5 x 6 = 30)."""
+@pytest.mark.parametrize(
+    "query_chunk,block_elements",
+    [(1, None), (3, None), (7, None), (None, 30), (None, 2 * 30 * 30), (None, 3 * 30 * 30)],
+)
+def test_chunked_path_matches_reference_across_blocks(monkeypatch, query_chunk, block_elements):
+    """Blocks recomputed in the backward: query chunks that split rows unevenly (3 and 7 do not divide 5 x 6 = 30),
+    and blocks of one row, of two heads' whole logits, and of three heads (not dividing 2 x 2 = 4 heads)."""
+    monkeypatch.setattr(relative_attention, "KEEP_ELEMENTS", 0)
+    if block_elements is not None:
+        monkeypatch.setattr(relative_attention, "BLOCK_ELEMENTS", block_elements)
     torch.manual_seed(4)
     layer = AAConv2d(8, 16, 3, dk=8, dv=4, num_heads=2, query_chunk=query_chunk).double()
-    x = torch.randn(2, 8, 5, 6, dtype=f64, requires_grad=True)
-    layer.impl = "reference"
-    out_ref, grads_ref = _param_grads(layer, x)
-    layer.impl = "chunked"
-    out, grads = _param_grads(layer, x)
-    torch.testing.assert_close(out, out_ref)
-    for grad, grad_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(grad, grad_ref)
-
-
-@pytest.mark.parametrize("block_elements", [30, 2 * 30 * 30, 3 * 30 * 30])
-def test_chunked_path_matches_reference_across_head_blocks(monkeypatch, block_elements):
-    """Blocks of one row, of two heads' whole logits, and of three heads (not dividing 2 x 2 = 4 heads), recomputed
-    in the backward."""
-    monkeypatch.setattr(relative_attention, "KEEP_ELEMENTS", 0)
-    monkeypatch.setattr(relative_attention, "BLOCK_ELEMENTS", block_elements)
-    torch.manual_seed(4)
-    layer = AAConv2d(8, 16, 3, dk=8, dv=4, num_heads=2).double()
     x = torch.randn(2, 8, 5, 6, dtype=f64, requires_grad=True)
     layer.impl = "reference"
     out_ref, grads_ref = _param_grads(layer, x)
