@@ -137,6 +137,7 @@ def test_loader_mode_on_the_shapes_set(data_cache):
         (["--image-size", "7"], "--image-size: expected N or HxW with sides >= 32"),
         (["--image-size", "0x64"], "--image-size: expected N or HxW with sides >= 32"),
         (["--device", "tpu"], "--device: 'tpu' is not a device"),
+        (["--cpu-allocator", "jemalloc"], "--cpu-allocator: invalid choice: 'jemalloc' (choose from"),
     ],
 )
 def test_bad_arguments_are_argparses_one_line(argv, message, capsys):
