@@ -12,10 +12,12 @@ Four exact implementations share the same parameters:
 - ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
   computes the relative terms with the appendix's ``rel_to_abs`` trick.
 - ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
-  ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` added by broadcasting (as BoTNet adds its
-  relative logits), computed for a cache-sized block of (heads, queries) at a time and recomputed in the
-  backward (activation checkpointing of the attention core): no HW x HW tensor beyond one block's logits, and
-  every dot product at head dim dk_h. On the CPU the fastest path at every map size measured.
+  ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` read from ``q_i . [rW; rH]`` through a
+  skewed view (the appendix's ``rel_to_abs`` without its copy), computed for a cache-sized block of (heads,
+  queries) at a time in the qkv projection's channels-first layout and recomputed in the backward (activation
+  checkpointing of the attention core), the terms added by broadcasting (as BoTNet adds its relative logits): no
+  HW x HW tensor beyond one block's logits, and every dot product at head dim dk_h. On the CPU the fastest path
+  at every map size measured.
 - ``attention_fused``: the logits as a plain dot product of augmented vectors,
   ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]``, fed to ``F.scaled_dot_product_attention`` so no
   HW x HW tensor exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels
@@ -50,7 +52,6 @@ ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
 KEEP_ELEMENTS = 1 << 23  # chunked path: up to this many logits (32 MiB in fp32), one block whose probabilities are kept
 BLOCK_ELEMENTS = 1 << 19  # chunked path: else blocks of about this many logits (2 MiB in fp32, cache-sized)
-SKINNY_HEAD_DIM = 16  # chunked path: products with the probabilities below this head dim run transposed (_times)
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
@@ -144,54 +145,46 @@ def _relative_terms(
 
 
 class _ChunkedAttention(torch.autograd.Function):
-    """softmax(q k^T + aW[x_j] + aH[y_j]) v over blocks of (heads, queries), nothing L x L held beyond one block.
+    """softmax(q_i . k_j + aW_i[x_j] + aH_i[y_j]) v over blocks of (heads, queries), nothing L x L held beyond one
+    block.
 
-    q, k: (B N, L, d); v: (B N, L, e); rel_w: (2W-1, d) and rel_h: (2H-1, d), or both None; L = H W.
-    Each block builds its own relative terms aW = (q rW^T)[x - x_i], aH likewise, so nothing of width H + W
-    is kept either. The forward keeps only its inputs and output for the backward, which recomputes each block's
-    probabilities (activation checkpointing of the attention core); when all the logits fit ``KEEP_ELEMENTS`` they
-    are one block whose probabilities are kept instead.
+    Channels-first, as the qkv projection lays them out: q, k: (B N, d, L); v and the output: (B N, e, L); table:
+    [rW; rH], (2W-1 + 2H-1, d), or None; L = H W. Each block builds its own relative terms from q and the table
+    (``_skewed``), so nothing of width H + W is kept. The forward keeps only its inputs and output for the
+    backward, which recomputes each block's probabilities (activation checkpointing of the attention core); when all
+    the logits fit ``KEEP_ELEMENTS`` they are one block whose probabilities are kept instead.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, rel_w, rel_h, height: int, width: int, blocks: list[tuple[slice, slice]]):
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    def forward(ctx, q, k, v, table, height: int, width: int, blocks: list[tuple[slice, slice]]):
+        out = torch.empty_like(v)
         for heads, rows in blocks:
-            probs = _softmax(_block_logits(q, k, rel_w, rel_h, heads, rows, height, width))
-            out[heads, rows] = _times(probs, v[heads])
+            probs = _softmax(_block_logits(q[heads, :, rows], k[heads], table, rows, height, width))
+            out[heads, :, rows] = v[heads] @ probs.mT
         ctx.blocks, ctx.height, ctx.width = blocks, height, width
         kept = probs if len(blocks) == 1 else None
-        ctx.save_for_backward(q, k, v, rel_w, rel_h, out, kept)
+        ctx.save_for_backward(q, k, v, table, out, kept)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, rel_w, rel_h, out, kept = ctx.saved_tensors
+        q, k, v, table, out, kept = ctx.saved_tensors
         height, width = ctx.height, ctx.width
-        delta = (grad_out * out).sum(-1, keepdim=True)  # sum_j P_ij dP_ij, the softmax backward's row term
+        delta = (grad_out * out).sum(1).unsqueeze(-1)  # (B N, L, 1): sum_j P_ij dP_ij, the softmax backward's row term
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        grad_rel = [torch.zeros_like(t) for t in (rel_w, rel_h)] if rel_w is not None else [None, None]
+        grad_table = None if table is None else torch.zeros_like(table)
         for heads, rows in ctx.blocks:
+            q_rows = q[heads, :, rows]
             if kept is None:
-                probs = _softmax(_block_logits(q, k, rel_w, rel_h, heads, rows, height, width))
+                probs = _softmax(_block_logits(q_rows, k[heads], table, rows, height, width))
             else:
                 probs = kept
-            grad_o, q_rows = grad_out[heads, rows], q[heads, rows]
-            _add_transposed_times(grad_v[heads], probs, grad_o)
-            grad_logits = (grad_o @ v[heads].transpose(-1, -2)).sub_(delta[heads, rows]).mul_(probs)
-            grad_q_rows = _times(grad_logits, k[heads])
-            _add_transposed_times(grad_k[heads], grad_logits, q_rows)
-            if rel_w is not None:  # back through aW and aH: scatter to offsets, then the (2W-1, d) products
-                grid = grad_logits.unflatten(-1, (height, width))
-                terms = (grid.sum(-2), grid.sum(-1))  # (heads, rows, W) and (heads, rows, H)
-                indices = _offset_index(rows, height, width, q.device)
-                for table, grad_table, grad_terms, index in zip((rel_w, rel_h), grad_rel, terms, indices, strict=True):
-                    grad_offsets = grad_terms.new_zeros(*grad_terms.shape[:-1], table.shape[0])
-                    grad_offsets.scatter_add_(-1, index.expand_as(grad_terms), grad_terms)
-                    grad_q_rows += grad_offsets @ table
-                    grad_table += grad_offsets.flatten(0, -2).T @ q_rows.flatten(0, -2)
-            grad_q[heads, rows] = grad_q_rows
-        return grad_q, grad_k, grad_v, *grad_rel, None, None, None
+            grad_o = grad_out[heads, :, rows]  # (h, e, r)
+            grad_v[heads].baddbmm_(grad_o, probs)
+            grad_logits = (grad_o.mT @ v[heads]).sub_(delta[heads, rows]).mul_(probs)  # (h, r, L)
+            grad_k[heads].baddbmm_(q_rows, grad_logits)
+            grad_q[heads, :, rows] = _block_grad_q(grad_logits, q_rows, k[heads], table, grad_table, rows, width)
+        return grad_q, grad_k, grad_v, grad_table, None, None, None
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -200,55 +193,72 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
-def _times(probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """probs (h, r, L) @ x (h, L, e) -> (h, r, e); for a head dim e below ``SKINNY_HEAD_DIM`` as the transposed
-    product (x^T probs^T)^T, which the CPU BLAS runs several times faster than the skinny (r, e) output."""
-    return (x.mT @ probs.mT).mT if x.shape[-1] < SKINNY_HEAD_DIM else probs @ x
-
-
-def _add_transposed_times(acc: torch.Tensor, probs: torch.Tensor, x: torch.Tensor) -> None:
-    """acc (h, L, e) += probs^T (h, L, r) @ x (h, r, e) in place (transposed below ``SKINNY_HEAD_DIM``, as ``_times``)."""
-    if x.shape[-1] < SKINNY_HEAD_DIM:
-        acc += (x.mT @ probs).mT
-    else:
-        acc.baddbmm_(probs.mT, x)
-
-
-def _blocks(heads: int, length: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
+def _blocks(heads: int, height: int, width: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
     """(heads, queries) blocks of the (heads, L, L) logits: one block when they are at most ``KEEP_ELEMENTS`` (and
-    no ``query_chunk``), else ``query_chunk`` queries, or as many as ``BLOCK_ELEMENTS`` logits of one head hold,
-    of as many heads as the rest of ``BLOCK_ELEMENTS`` holds."""
+    no ``query_chunk``); else about ``BLOCK_ELEMENTS`` logits (or ``query_chunk`` queries) of one head, then as many
+    heads as the rest of ``BLOCK_ELEMENTS`` holds. A block's queries are whole image rows, or a run of columns
+    within one row when a row alone exceeds the budget (``_skewed`` needs that grid)."""
+    length = height * width
     if query_chunk is None and heads * length * length <= KEEP_ELEMENTS:
         return [(slice(0, heads), slice(0, length))]
-    rows = min(length, query_chunk or max(1, BLOCK_ELEMENTS // length))
-    per_block = max(1, BLOCK_ELEMENTS // (rows * length))
-    return [
-        (slice(h, min(h + per_block, heads)), slice(r, min(r + rows, length)))
-        for h in range(0, heads, per_block)
-        for r in range(0, length, rows)
-    ]
+    queries = query_chunk or max(1, BLOCK_ELEMENTS // length)
+    if queries >= width:
+        step = min(queries // width, height) * width
+        rows = [slice(r, min(r + step, length)) for r in range(0, length, step)]
+    else:
+        rows = [
+            slice(y * width + x, y * width + min(x + queries, width))
+            for y in range(height)
+            for x in range(0, width, queries)
+        ]
+    per_block = max(1, BLOCK_ELEMENTS // ((rows[0].stop - rows[0].start) * length))
+    return [(slice(h, min(h + per_block, heads)), r) for h in range(0, heads, per_block) for r in rows]
 
 
-def _offset_index(rows: slice, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the queries ``rows`` (row-major positions), the table rows of each key column and key row:
-    (rows, W) with x - x_i + W - 1 and (rows, H) with y - y_i + H - 1."""
-    pos = torch.arange(rows.start, rows.stop, device=device)
-    index_w = torch.arange(width, device=device) - (pos % width)[:, None] + width - 1
-    index_h = torch.arange(height, device=device) - (pos // width)[:, None] + height - 1
-    return index_w, index_h
+def _skewed(offsets: torch.Tensor, rows: slice, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the relative terms in ``offsets`` (h, r, 2W-1 + 2H-1), the block's queries i against every table row,
+    as aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH (h, rows, cols, H) with
+    aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1], for a block of whole image rows or of columns in one row.
+
+    The offset a query needs moves by one table row per query position: a strided view (the appendix's
+    ``rel_to_abs`` skew without its copy), writable, so the backward scatters through the same view. ``offsets``
+    must be a fresh contiguous tensor (storage offset 0)."""
+    count, n = rows.stop - rows.start, offsets.shape[-1]
+    y0, x0 = divmod(rows.start, width)
+    grid_rows, grid_cols = (count // width, width) if count % width == 0 and x0 == 0 else (1, count)
+    size = (offsets.shape[0], grid_rows, grid_cols)
+    a_w = offsets.as_strided((*size, width), (count * n, grid_cols * n, n - 1, 1), width - 1 - x0)
+    a_h = offsets.as_strided((*size, height), (count * n, grid_cols * n - 1, n, 1), 2 * width - 1 + height - 1 - y0)
+    return a_w, a_h
 
 
-def _block_logits(q, k, rel_w, rel_h, heads: slice, rows: slice, height: int, width: int) -> torch.Tensor:
-    """Logits of the queries ``rows`` of ``heads`` over every key, (heads, rows, L): q.k plus aW[x_j] + aH[y_j] by
-    broadcasting."""
-    q_rows = q[heads, rows]
-    logits = q_rows @ k[heads].transpose(-1, -2)
-    if rel_w is not None:
-        index_w, index_h = _offset_index(rows, height, width, q.device)
-        a_w = (q_rows @ rel_w.T).gather(-1, index_w.expand(*q_rows.shape[:-1], width))
-        a_h = (q_rows @ rel_h.T).gather(-1, index_h.expand(*q_rows.shape[:-1], height))
-        logits.unflatten(-1, (height, width)).add_(a_h[..., :, None]).add_(a_w[..., None, :])
+def _block_logits(q_rows, k, table, rows: slice, height: int, width: int) -> torch.Tensor:
+    """(h, r, L) logits of the queries q_rows (h, d, r) against k (h, d, L): q.k plus aW[x_j] + aH[y_j] added by
+    broadcasting over the (H, W) grid of keys."""
+    logits = q_rows.mT @ k
+    if table is not None:
+        a_w, a_h = _skewed(q_rows.mT @ table.T, rows, height, width)
+        grid = logits.view(*a_w.shape[:3], height, width)
+        grid.add_(a_h[..., :, None]).add_(a_w[..., None, :])
     return logits
+
+
+def _block_grad_q(grad_logits, q_rows, k, table, grad_table, rows: slice, width: int) -> torch.Tensor:
+    """The block's dq (h, d, r) from its logits' gradient (h, r, L); adds the table's gradient to ``grad_table``.
+    The relative terms' gradients are the logits' summed over key rows (aW) and key columns (aH), written to their
+    table offsets through the same skewed view."""
+    grad_q = k @ grad_logits.mT
+    if table is None:
+        return grad_q
+    heads, _, count = q_rows.shape
+    height = grad_logits.shape[-1] // width
+    grad_offsets = grad_logits.new_zeros(heads, count, table.shape[0])
+    a_w, a_h = _skewed(grad_offsets, rows, height, width)
+    grid = grad_logits.view(*a_w.shape[:3], height, width)
+    a_w.copy_(grid.sum(-2))
+    a_h.copy_(grid.sum(-1))
+    grad_table += (grad_offsets.mT @ q_rows.mT).sum(0)
+    return grad_q.baddbmm_(table.T.expand(heads, -1, -1), grad_offsets.mT)
 
 
 def attention_chunked(
@@ -261,18 +271,17 @@ def attention_chunked(
     width: int,
     query_chunk: int | None = None,
 ) -> torch.Tensor:
-    """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` (head dim dk_h, the relative
-    terms added by broadcasting, not as extra dims), a block of (heads, queries) at a time (``_blocks``: about
-    ``BLOCK_ELEMENTS`` logits, or ``query_chunk`` queries), recomputed in the backward: O(L (dk_h + dv_h)) memory
-    per head kept, nothing L x L or L x (H + W)."""
-    if rel_w is None or rel_h is None:
-        rel_w = rel_h = None
+    """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` a block of (heads, queries) at a
+    time (``_blocks``: about ``BLOCK_ELEMENTS`` logits, or ``query_chunk`` queries), recomputed in the backward:
+    O(L (dk_h + dv_h)) memory per head kept, nothing L x L or L x (H + W). Runs channels-first: q, k, v taken as
+    (B N, d, L) (views of the qkv projection's channels, copied once) and the output returned as a view of
+    (B, N, e, L), which is the (B, dv, H, W) map."""
+    table = None if rel_w is None or rel_h is None else torch.cat([rel_w, rel_h])
     batch, num_heads, positions, _ = q.shape
-    blocks = _blocks(batch * num_heads, positions, query_chunk)
-    # one copy each, heads flattened: every block's GEMMs then read them in place
-    q, k, v = (t.reshape(batch * num_heads, positions, -1).contiguous() for t in (q, k, v))
-    out = _ChunkedAttention.apply(q, k, v, rel_w, rel_h, height, width, blocks)
-    return out.view(batch, num_heads, positions, -1)
+    blocks = _blocks(batch * num_heads, height, width, query_chunk)
+    q, k, v = (t.transpose(-1, -2).reshape(batch * num_heads, -1, positions) for t in (q, k, v))
+    out = _ChunkedAttention.apply(q, k, v, table, height, width, blocks)
+    return out.view(batch, num_heads, -1, positions).transpose(-1, -2)
 
 
 @functools.cache
