@@ -38,7 +38,7 @@ H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 # formulations with a backward on each device type (this torch has no flex backward on the CPU)
 TRAINABLE_IMPLS = {"cpu": ("chunked", "fused", "reference"), "cuda": ("chunked", "fused", "flex", "reference")}
 KEEP_ELEMENTS = 1 << 23  # chunked path: up to this many logits (32 MiB in fp32), one block whose probabilities are kept
-BLOCK_ELEMENTS = 1 << 19  # chunked path: else blocks of about this many logits (2 MiB in fp32, cache-sized)
+BLOCK_ELEMENTS = 1 << 20  # chunked path: else blocks of about this many logits (4 MiB in fp32; measured, docs)
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
@@ -193,70 +193,98 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
-def _blocks(heads: int, height: int, width: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
+def _blocks(heads: int, length: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
     """(heads, queries) blocks of the (heads, L, L) logits: one block when they are at most ``KEEP_ELEMENTS`` (and
-    no ``query_chunk``); else about ``BLOCK_ELEMENTS`` logits (or ``query_chunk`` queries) of one head, then as many
-    heads as the rest of ``BLOCK_ELEMENTS`` holds. A block's queries are whole image rows, or a run of columns
-    within one row when a row alone exceeds the budget (``_skewed`` needs that grid)."""
-    length = height * width
+    no ``query_chunk``), else ``query_chunk`` queries, or as many as ``BLOCK_ELEMENTS`` logits of one head hold,
+    of as many heads as the rest of ``BLOCK_ELEMENTS`` holds."""
     if query_chunk is None and heads * length * length <= KEEP_ELEMENTS:
         return [(slice(0, heads), slice(0, length))]
-    queries = query_chunk or max(1, BLOCK_ELEMENTS // length)
-    if queries >= width:
-        step = min(queries // width, height) * width
-        rows = [slice(r, min(r + step, length)) for r in range(0, length, step)]
+    rows = min(length, query_chunk or max(1, BLOCK_ELEMENTS // length))
+    per_block = max(1, BLOCK_ELEMENTS // (rows * length))
+    return [
+        (slice(h, min(h + per_block, heads)), slice(r, min(r + rows, length)))
+        for h in range(0, heads, per_block)
+        for r in range(0, length, rows)
+    ]
+
+
+def _grids(rows: slice, width: int) -> list[slice]:
+    """The queries ``rows`` (row-major positions) split into runs that are each whole image rows or part of one row:
+    at most a partial first row, the whole rows, and a partial last row."""
+    first_full = -(-rows.start // width) * width
+    last_full = rows.stop // width * width
+    if first_full >= last_full:  # no whole row: one run, or two across a row boundary
+        cuts = [rows.start, *([first_full] if rows.start < first_full < rows.stop else []), rows.stop]
     else:
-        rows = [
-            slice(y * width + x, y * width + min(x + queries, width))
-            for y in range(height)
-            for x in range(0, width, queries)
-        ]
-    per_block = max(1, BLOCK_ELEMENTS // ((rows[0].stop - rows[0].start) * length))
-    return [(slice(h, min(h + per_block, heads)), r) for h in range(0, heads, per_block) for r in rows]
+        cuts = [rows.start, first_full, last_full, rows.stop]
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
 
 
-def _skewed(offsets: torch.Tensor, rows: slice, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views of the relative terms in ``offsets`` (h, r, 2W-1 + 2H-1), the block's queries i against every table row,
-    as aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH (h, rows, cols, H) with
-    aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1], for a block of whole image rows or of columns in one row.
+def _skewed(
+    offsets: torch.Tensor, run: slice, first: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the relative terms of the queries ``run`` (whole image rows, or part of one row; ``_grids``) in
+    ``offsets`` (h, r, 2W-1 + 2H-1), a fresh contiguous tensor of the block's r queries from position ``first``
+    against every table row: aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH
+    (h, rows, cols, H) with aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1].
 
     The offset a query needs moves by one table row per query position: a strided view (the appendix's
-    ``rel_to_abs`` skew without its copy), writable, so the backward scatters through the same view. ``offsets``
-    must be a fresh contiguous tensor (storage offset 0)."""
-    count, n = rows.stop - rows.start, offsets.shape[-1]
-    y0, x0 = divmod(rows.start, width)
-    grid_rows, grid_cols = (count // width, width) if count % width == 0 and x0 == 0 else (1, count)
-    size = (offsets.shape[0], grid_rows, grid_cols)
-    a_w = offsets.as_strided((*size, width), (count * n, grid_cols * n, n - 1, 1), width - 1 - x0)
-    a_h = offsets.as_strided((*size, height), (count * n, grid_cols * n - 1, n, 1), 2 * width - 1 + height - 1 - y0)
+    ``rel_to_abs`` skew without its copy), writable, so the backward scatters through the same view."""
+    block, n = offsets.shape[1:]
+    count = run.stop - run.start
+    y0, x0 = divmod(run.start, width)
+    grid_rows, grid_cols = (count // width, width) if x0 == 0 and count % width == 0 else (1, count)
+    size, base = (offsets.shape[0], grid_rows, grid_cols), (run.start - first) * n
+    a_w = offsets.as_strided((*size, width), (block * n, grid_cols * n, n - 1, 1), base + width - 1 - x0)
+    a_h = offsets.as_strided(
+        (*size, height), (block * n, grid_cols * n - 1, n, 1), base + 2 * width - 1 + height - 1 - y0
+    )
     return a_w, a_h
 
 
-def _block_logits(q_rows, k, table, rows: slice, height: int, width: int) -> torch.Tensor:
+def _runs(
+    logits: torch.Tensor, offsets: torch.Tensor, rows: slice, height: int, width: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each run of ``_grids(rows)``: the block logits' (h, rows, cols, H, W) view of its queries and its aW, aH
+    views (``_skewed``)."""
+    for run in _grids(rows, width):
+        a_w, a_h = _skewed(offsets, run, rows.start, height, width)
+        grid = logits[:, run.start - rows.start : run.stop - rows.start].view(*a_w.shape[:3], height, width)
+        yield grid, a_w, a_h
+
+
+def _block_logits(
+    q_rows: torch.Tensor, k: torch.Tensor, table: torch.Tensor | None, rows: slice, height: int, width: int
+) -> torch.Tensor:
     """(h, r, L) logits of the queries q_rows (h, d, r) against k (h, d, L): q.k plus aW[x_j] + aH[y_j] added by
     broadcasting over the (H, W) grid of keys."""
     logits = q_rows.mT @ k
     if table is not None:
-        a_w, a_h = _skewed(q_rows.mT @ table.T, rows, height, width)
-        grid = logits.view(*a_w.shape[:3], height, width)
-        grid.add_(a_h[..., :, None]).add_(a_w[..., None, :])
+        for grid, a_w, a_h in _runs(logits, q_rows.mT @ table.T, rows, height, width):
+            grid.add_(a_h[..., :, None]).add_(a_w[..., None, :])
     return logits
 
 
-def _block_grad_q(grad_logits, q_rows, k, table, grad_table, rows: slice, width: int) -> torch.Tensor:
+def _block_grad_q(
+    grad_logits: torch.Tensor,
+    q_rows: torch.Tensor,
+    k: torch.Tensor,
+    table: torch.Tensor | None,
+    grad_table: torch.Tensor | None,
+    rows: slice,
+    width: int,
+) -> torch.Tensor:
     """The block's dq (h, d, r) from its logits' gradient (h, r, L); adds the table's gradient to ``grad_table``.
     The relative terms' gradients are the logits' summed over key rows (aW) and key columns (aH), written to their
-    table offsets through the same skewed view."""
+    table offsets through the same skewed views."""
     grad_q = k @ grad_logits.mT
     if table is None:
         return grad_q
     heads, _, count = q_rows.shape
-    height = grad_logits.shape[-1] // width
     grad_offsets = grad_logits.new_zeros(heads, count, table.shape[0])
-    a_w, a_h = _skewed(grad_offsets, rows, height, width)
-    grid = grad_logits.view(*a_w.shape[:3], height, width)
-    a_w.copy_(grid.sum(-2))
-    a_h.copy_(grid.sum(-1))
+    for grid, a_w, a_h in _runs(grad_logits, grad_offsets, rows, grad_logits.shape[-1] // width, width):
+        a_w.copy_(grid.sum(-2))
+        a_h.copy_(grid.sum(-1))
     grad_table += (grad_offsets.mT @ q_rows.mT).sum(0)
     return grad_q.baddbmm_(table.T.expand(heads, -1, -1), grad_offsets.mT)
 
@@ -278,7 +306,7 @@ def attention_chunked(
     (B, N, e, L), which is the (B, dv, H, W) map."""
     table = None if rel_w is None or rel_h is None else torch.cat([rel_w, rel_h])
     batch, num_heads, positions, _ = q.shape
-    blocks = _blocks(batch * num_heads, height, width, query_chunk)
+    blocks = _blocks(batch * num_heads, positions, query_chunk)
     q, k, v = (t.transpose(-1, -2).reshape(batch * num_heads, -1, positions) for t in (q, k, v))
     out = _ChunkedAttention.apply(q, k, v, table, height, width, blocks)
     return out.view(batch, num_heads, -1, positions).transpose(-1, -2)

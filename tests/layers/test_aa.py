@@ -151,8 +151,9 @@ def test_formulations_match_reference_forward_backward(impl, size, stride, heads
     [(1, None), (3, None), (7, None), (None, 30), (None, 2 * 30 * 30), (None, 3 * 30 * 30)],
 )
 def test_chunked_path_matches_reference_across_blocks(monkeypatch, query_chunk, block_elements):
-    """Blocks recomputed in the backward: single queries, runs of 3 columns within an image row, whole rows (7 queries
-    take one 6-wide row), one query's logits, two heads' whole logits, and three heads (not dividing 2 x 2 = 4)."""
+    """Blocks recomputed in the backward: query chunks that split rows unevenly (3 and 7 do not divide 5 x 6 = 30, so
+    blocks start and end inside image rows), and blocks of one row, of two heads' whole logits, and of three heads
+    (not dividing 2 x 2 = 4 heads)."""
     monkeypatch.setattr(relative_attention, "KEEP_ELEMENTS", 0)
     if block_elements is not None:
         monkeypatch.setattr(relative_attention, "BLOCK_ELEMENTS", block_elements)
@@ -168,25 +169,30 @@ def test_chunked_path_matches_reference_across_blocks(monkeypatch, query_chunk, 
         torch.testing.assert_close(grad, grad_ref)
 
 
-@pytest.mark.parametrize(
-    "heads,height,width,query_chunk",
-    [(32, 14, 14, None), (16, 64, 64, None), (32, 56, 56, None), (2, 100, 168, None), (5, 5, 6, 7), (5, 5, 6, 4)],
-)
-def test_chunked_blocks_cover_every_logit_once(heads, height, width, query_chunk):
-    """One block when everything fits KEEP_ELEMENTS, else blocks within BLOCK_ELEMENTS logits (or query_chunk
-    queries), each of whole image rows or of columns within one row (the grid the skewed views need)."""
-    length = height * width
-    blocks = relative_attention._blocks(heads, height, width, query_chunk)
+@pytest.mark.parametrize("heads,length,query_chunk", [(32, 196, None), (16, 4096, None), (32, 3136, None), (5, 30, 7)])
+def test_chunked_blocks_cover_every_logit_once(heads, length, query_chunk):
+    """One block when everything fits KEEP_ELEMENTS, else blocks of at most BLOCK_ELEMENTS logits (or one row)."""
+    blocks = relative_attention._blocks(heads, length, query_chunk)
     covered = torch.zeros(heads, length, dtype=torch.long)
     for head_range, rows in blocks:
         covered[head_range, rows] += 1
-        count = rows.stop - rows.start
-        assert (rows.start % width == 0 and count % width == 0) or rows.start // width == (rows.stop - 1) // width
         if len(blocks) > 1:
-            assert count <= (query_chunk or max(1, relative_attention.BLOCK_ELEMENTS // length))
-            assert len(range(heads)[head_range]) * count * length <= max(relative_attention.BLOCK_ELEMENTS, length)
+            logits = len(range(heads)[head_range]) * len(range(length)[rows]) * length
+            assert logits <= max(relative_attention.BLOCK_ELEMENTS, length)
     assert bool((covered == 1).all())
     assert (len(blocks) == 1) == (query_chunk is None and heads * length**2 <= relative_attention.KEEP_ELEMENTS)
+
+
+@pytest.mark.parametrize("start,stop", [(0, 30), (3, 5), (4, 8), (4, 20), (6, 18), (0, 4), (2, 6), (5, 7)])
+def test_chunked_query_runs_are_rows_or_parts_of_one_row(start, stop):
+    """The runs a block's relative terms are read in: consecutive, covering the block, each whole rows of the 6-wide
+    map or within one row (the grids the skewed views need)."""
+    runs = relative_attention._grids(slice(start, stop), 6)
+    assert [r.start for r in runs] == [start, *(r.stop for r in runs[:-1])] and runs[-1].stop == stop
+    for run in runs:
+        whole_rows = run.start % 6 == 0 and (run.stop - run.start) % 6 == 0
+        assert whole_rows or run.start // 6 == (run.stop - 1) // 6
+    assert len(runs) <= 3
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 6e-2)])
