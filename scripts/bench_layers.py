@@ -27,7 +27,9 @@ median round's speed relative to the conv: the per-layer table behind AW's ``imp
 ``--aa-maps HxW ...`` does the same for AAConv2d's trainable formulations (the table behind AA's ``impl="auto"``),
 with timm's BottleneckAttn beside the fully attentional layer (an interleaved speed comparison).
 
-Each case of the main table runs in a fresh subprocess so allocator state cannot leak between cases. Peak memory:
+Each case of the main table runs in a fresh subprocess so allocator state cannot leak between cases; ``--rounds N``
+measures every case N times, in reverse order every other round, and reports the medians (on a machine whose
+load changes, e.g. ``--sizes 14x14 --kinds aa-auto botnet --rounds 5``). Peak memory:
 
 - CPU: the process's resident-set high-water mark (VmHWM) is reset through /proc/self/clear_refs right
   before the first timed forward and read after the last backward; the table shows its growth over the
@@ -49,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 
@@ -258,6 +261,24 @@ def measure(case: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def measure_rounds(cases: list[dict], rounds: int, run: Callable[[dict], dict] = measure) -> dict[str, dict]:
+    """Every case measured ``rounds`` times (``run``: each in its own process), in reverse order every other round so
+    that a change in machine load hits every case alike; per case the median time and step memory over the rounds
+    (a case that did not run: its first result)."""
+    results: dict[str, list[dict]] = {case["kind"]: [] for case in cases}
+    for index in range(rounds):
+        for case in cases if index % 2 == 0 else cases[::-1]:
+            results[case["kind"]].append(run(case))
+    return {kind: _median_result(runs) for kind, runs in results.items()}
+
+
+def _median_result(runs: list[dict]) -> dict:
+    if any("oom" in r for r in runs):
+        return next(r for r in runs if "oom" in r)
+    median = {key: statistics.median(r[key] for r in runs) for key in ("ms", "peak_mib")}
+    return {**runs[0], **median}
+
+
 def repeats_for(size: tuple[int, int]) -> int:
     positions = size[0] * size[1]
     return 8 if positions <= 28 * 28 else 3 if positions <= 64 * 64 else 1
@@ -310,6 +331,13 @@ def main() -> None:
         choices=CPU_ALLOCATORS,
         help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
     )
+    parser.add_argument(
+        "--rounds",
+        type=cli.positive_int,
+        default=1,
+        help="measure every case this many times (each in its own process, the order reversed every other round) "
+        "and report the medians: for a machine whose load changes",
+    )
     parser.add_argument("--backends", action="store_true", help="CUDA: also tabulate the SDPA kernels per size")
     parser.add_argument(
         "--aw-stages", nargs="+", type=cli.dims, metavar="CxS", help="AW per-stage table (see above), then exit"
@@ -350,17 +378,16 @@ def main() -> None:
     print(
         f"# {device_name}, torch {torch.__version__}, timm {timm.__version__}; batch {args.batch}, "
         f"{args.channels}->{args.channels} ch, 3x3, {args.heads} heads, AA dk={args.dk}, dv={args.dv}; {args.dtype}; "
-        f"forward+backward, ms (best repeat, {args.clock} clock) / peak MiB; ratios: speed / memory of the first over "
-        f"the second; {args.cpu_allocator} CPU allocator"
+        f"forward+backward, ms (best repeat, {args.clock} clock; median of {args.rounds} alternating rounds) / peak MiB; "
+        f"ratios: speed / memory of the first over the second; {args.cpu_allocator} CPU allocator"
     )
     print("| map | " + " | ".join(kinds) + "".join(f" | {a} vs {b}" for a, b in pairs) + " |")
     print("|---" * (len(kinds) + len(pairs) + 1) + "|")
     profiles = []
     for text in args.sizes:
         size = tuple(int(v) for v in text.split("x"))
-        results = {}
-        for kind in kinds:
-            case = {
+        cases = [
+            {
                 "kind": kind,
                 "size": size,
                 "batch": args.batch,
@@ -376,7 +403,9 @@ def main() -> None:
                 "profile": args.profile,
                 "cpu_allocator": args.cpu_allocator,
             }
-            results[kind] = measure(case)
+            for kind in kinds
+        ]
+        results = measure_rounds(cases, args.rounds)
         cells = [r.get("oom") or f"{r['ms']:.1f} ms / {r['peak_mib']:.0f} MiB" for r in results.values()]
         cells += [ratio_cell(results[a], results[b]) for a, b in pairs]
         print(f"| {text} | " + " | ".join(cells) + " |", flush=True)

@@ -39,3 +39,20 @@ def test_ratio_columns_put_the_first_aa_kind_against_the_peers_and_aw_against_co
     ours, peer = {"ms": 2.0, "peak_mib": 10.0}, {"ms": 5.0, "peak_mib": 95.0}
     assert bench_layers.ratio_cell(ours, peer) == "2.50x / 9.5x"
     assert bench_layers.ratio_cell({"oom": "OOM (needs ~54 GiB)"}, peer) == "-"
+
+
+def test_rounds_alternate_the_order_and_report_medians():
+    order = []
+    times = {"aa-auto": iter([30.0, 10.0, 20.0]), "botnet": iter([5.0, 7.0, 6.0])}
+
+    def run(case):
+        order.append(case["kind"])
+        if case["kind"] == "halonet":
+            return {"oom": "OOM (needs ~9 GiB)"}
+        return {"ms": next(times[case["kind"]]), "peak_mib": 4.0}
+
+    cases = [{"kind": "aa-auto"}, {"kind": "botnet"}, {"kind": "halonet"}]
+    results = bench_layers.measure_rounds(cases, 3, run)
+    assert order == ["aa-auto", "botnet", "halonet", "halonet", "botnet", "aa-auto", "aa-auto", "botnet", "halonet"]
+    assert results["aa-auto"] == {"ms": 20.0, "peak_mib": 4.0} and results["botnet"]["ms"] == 6.0
+    assert results["halonet"] == {"oom": "OOM (needs ~9 GiB)"}
