@@ -256,13 +256,14 @@ def _runs(
 def _block_logits(
     q_rows: torch.Tensor, k: torch.Tensor, table: torch.Tensor | None, rows: slice, height: int, width: int
 ) -> torch.Tensor:
-    """(h, r, L) logits of the queries q_rows (h, d, r) against k (h, d, L): q.k plus aW[x_j] + aH[y_j] added by
-    broadcasting over the (H, W) grid of keys."""
-    logits = q_rows.mT @ k
-    if table is not None:
-        for grid, a_w, a_h in _runs(logits, q_rows.mT @ table.T, rows, height, width):
-            grid.add_(a_h[..., :, None]).add_(a_w[..., None, :])
-    return logits
+    """(h, r, L) logits of the queries q_rows (h, d, r) against k (h, d, L): q.k plus aW[x_j] + aH[y_j], the two
+    terms broadcast over the (H, W) grid of keys in one pass and the product accumulated onto them."""
+    if table is None:
+        return q_rows.mT @ k
+    logits = q_rows.new_empty(q_rows.shape[0], q_rows.shape[2], k.shape[2])
+    for grid, a_w, a_h in _runs(logits, q_rows.mT @ table.T, rows, height, width):
+        torch.add(a_h[..., :, None], a_w[..., None, :], out=grid)
+    return logits.baddbmm_(q_rows.mT, k)
 
 
 def _block_grad_q(
@@ -282,9 +283,10 @@ def _block_grad_q(
         return grad_q
     heads, _, count = q_rows.shape
     grad_offsets = grad_logits.new_zeros(heads, count, table.shape[0])
+    ones = grad_logits.new_ones(width)
     for grid, a_w, a_h in _runs(grad_logits, grad_offsets, rows, grad_logits.shape[-1] // width, width):
         a_w.copy_(grid.sum(-2))
-        a_h.copy_(grid.sum(-1))
+        a_h.copy_(grid @ ones)  # the sum over columns as a matrix-vector product: a reduction this short runs slower
     grad_table += (grad_offsets.mT @ q_rows.mT).sum(0)
     return grad_q.baddbmm_(table.T.expand(heads, -1, -1), grad_offsets.mT)
 
