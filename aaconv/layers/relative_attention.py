@@ -208,7 +208,7 @@ def _blocks(heads: int, length: int, query_chunk: int | None) -> list[tuple[slic
     ]
 
 
-def _grids(rows: slice, width: int) -> list[slice]:
+def _query_runs(rows: slice, width: int) -> list[slice]:
     """The queries ``rows`` (row-major positions) split into runs that are each whole image rows or part of one row:
     at most a partial first row, the whole rows, and a partial last row."""
     first_full = -(-rows.start // width) * width
@@ -223,7 +223,7 @@ def _grids(rows: slice, width: int) -> list[slice]:
 def _skewed(
     offsets: torch.Tensor, run: slice, first: int, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views of the relative terms of the queries ``run`` (whole image rows, or part of one row; ``_grids``) in
+    """Views of the relative terms of the queries ``run`` (whole image rows, or part of one row; ``_query_runs``) in
     ``offsets`` (h, r, 2W-1 + 2H-1), a fresh contiguous tensor of the block's r queries from position ``first``
     against every table row: aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH
     (h, rows, cols, H) with aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1].
@@ -242,12 +242,12 @@ def _skewed(
     return a_w, a_h
 
 
-def _runs(
+def _run_views(
     logits: torch.Tensor, offsets: torch.Tensor, rows: slice, height: int, width: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """For each run of ``_grids(rows)``: the block logits' (h, rows, cols, H, W) view of its queries and its aW, aH
+    """For each run of ``_query_runs(rows)``: the block logits' (h, rows, cols, H, W) view of its queries and its aW, aH
     views (``_skewed``)."""
-    for run in _grids(rows, width):
+    for run in _query_runs(rows, width):
         a_w, a_h = _skewed(offsets, run, rows.start, height, width)
         grid = logits[:, run.start - rows.start : run.stop - rows.start].view(*a_w.shape[:3], height, width)
         yield grid, a_w, a_h
@@ -261,7 +261,7 @@ def _block_logits(
     if table is None:
         return q_rows.mT @ k
     logits = q_rows.new_empty(q_rows.shape[0], q_rows.shape[2], k.shape[2])
-    for grid, a_w, a_h in _runs(logits, q_rows.mT @ table.T, rows, height, width):
+    for grid, a_w, a_h in _run_views(logits, q_rows.mT @ table.T, rows, height, width):
         torch.add(a_h[..., :, None], a_w[..., None, :], out=grid)
     return logits.baddbmm_(q_rows.mT, k)
 
@@ -284,7 +284,7 @@ def _block_grad_q(
     heads, _, count = q_rows.shape
     grad_offsets = grad_logits.new_zeros(heads, count, table.shape[0])
     ones = grad_logits.new_ones(width)
-    for grid, a_w, a_h in _runs(grad_logits, grad_offsets, rows, grad_logits.shape[-1] // width, width):
+    for grid, a_w, a_h in _run_views(grad_logits, grad_offsets, rows, grad_logits.shape[-1] // width, width):
         a_w.copy_(grid.sum(-2))
         a_h.copy_(grid @ ones)  # the sum over columns as a matrix-vector product: a reduction this short runs slower
     grad_table += (grad_offsets.mT @ q_rows.mT).sum(0)

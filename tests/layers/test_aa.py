@@ -187,7 +187,7 @@ def test_chunked_blocks_cover_every_logit_once(heads, length, query_chunk):
 def test_chunked_query_runs_are_rows_or_parts_of_one_row(start, stop):
     """The runs a block's relative terms are read in: consecutive, covering the block, each whole rows of the 6-wide
     map or within one row (the grids the skewed views need)."""
-    runs = relative_attention._grids(slice(start, stop), 6)
+    runs = relative_attention._query_runs(slice(start, stop), 6)
     assert [r.start for r in runs] == [start, *(r.stop for r in runs[:-1])] and runs[-1].stop == stop
     for run in runs:
         whole_rows = run.start % 6 == 0 and (run.stop - run.start) % 6 == 0
