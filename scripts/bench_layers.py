@@ -62,7 +62,7 @@ from timm.layers.halo_attn import HaloAttn
 from timm.layers.lambda_layer import LambdaLayer
 from torch import nn
 
-from aaconv.engine.runtime import CPU_ALLOCATORS, set_cpu_allocator
+from aaconv.engine.runtime import add_cpu_allocator_option, set_cpu_allocator
 from aaconv.layers import AAConv2d, AWConv2d
 from aaconv.layers.aw import AW_IMPLS
 from aaconv.layers.relative_attention import ATTENTION_IMPLS, TRAINABLE_IMPLS, auto_impl
@@ -325,12 +325,7 @@ def main() -> None:
         help="process: the process's CPU time instead of wall time (CPU, --threads 1, on a shared machine)",
     )
     parser.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast dtype (fp32: none)")
-    parser.add_argument(
-        "--cpu-allocator",
-        default="tuned",
-        choices=CPU_ALLOCATORS,
-        help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
-    )
+    add_cpu_allocator_option(parser)
     parser.add_argument(
         "--rounds",
         type=cli.positive_int,

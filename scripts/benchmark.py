@@ -58,7 +58,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aaconv.engine.runtime import CPU_ALLOCATORS, set_cpu_allocator  # noqa: E402  (after the sys.path line)
+from aaconv.engine.runtime import add_cpu_allocator_option, set_cpu_allocator  # noqa: E402  (after the sys.path line)
 from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402
 from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
 from aaconv.models.cost import count_flops  # noqa: E402
@@ -547,12 +547,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=cli.positive_int, default=torch.get_num_threads(), help="CPU intra-op threads"
     )
-    parser.add_argument(
-        "--cpu-allocator",
-        default="tuned",
-        choices=CPU_ALLOCATORS,
-        help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
-    )
+    add_cpu_allocator_option(parser)
     parser.add_argument(
         "--profile",
         type=int,

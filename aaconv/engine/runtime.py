@@ -3,6 +3,7 @@ carries."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import random
@@ -69,6 +70,16 @@ def set_cpu_allocator(mode: str) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def add_cpu_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """The scripts' ``--cpu-allocator tuned|default`` (for ``set_cpu_allocator``), default as train.py sets it."""
+    parser.add_argument(
+        "--cpu-allocator",
+        default="tuned",
+        choices=CPU_ALLOCATORS,
+        help="glibc malloc as train.py sets it (trainer.cpu_allocator, default tuned) or glibc's default",
+    )
 
 
 def rng_state() -> dict[str, Any]:
