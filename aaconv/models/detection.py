@@ -3,7 +3,8 @@
 torchvision's detection models take a backbone with `out_channels` returning an OrderedDict of feature
 maps. `FPNBackbone` is that: our ResNet / MnasNet (attention included) returns the stages named in
 `returned_stages`, a `FeaturePyramidNetwork` turns them into `out_channels`-wide maps, and RetinaNet adds
-P6, P7 from P5 (torchvision's v1 builder: `LastLevelP6P7(256, 256)`), Faster R-CNN a max-pooled level.
+P6, P7 from P5 (torchvision's v1 builder: `LastLevelP6P7(256, 256)`; aaconv.models.fpn_extra's subclass,
+which keeps bfloat16 gradients right on 1-pixel maps), Faster R-CNN a max-pooled level.
 With `attention="none"`, a ResNet-50 and 91 classes, the parameter counts equal torchvision's
 `retinanet_resnet50_fpn` (34,068,119) and `fasterrcnn_resnet50_fpn` (41,808,406).
 
@@ -33,12 +34,13 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, backbones, create_model, get_entry
 from aaconv.models.backbone import Backbone
 from aaconv.models.detection_transform import CanvasTransform
+from aaconv.models.fpn_extra import SafeLastLevelP6P7
 from aaconv.models.pretrained import init_backbone
 
 
@@ -80,7 +82,7 @@ HEADS: dict[str, DetectionHead] = {
     "retinanet": DetectionHead(
         detector=RetinaNet,
         strides=(8, 16, 32),
-        extra_block=lambda channels: LastLevelP6P7(channels, channels),
+        extra_block=lambda channels: SafeLastLevelP6P7(channels, channels),
         anchor_scales=retinanet_anchor_scales,
         anchor_keyword="anchor_generator",
         norm_head=retinanet_norm_head,
