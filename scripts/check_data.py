@@ -3,12 +3,15 @@
     python scripts/check_data.py ROOT [--layout imagefolder|coco] [--workers N]
 
 imagefolder: decodes every image file under ROOT (all splits, e.g. ROOT/train/<class>/*.JPEG) the way the
-training loader does (aaconv.data.imagefolder.load_rgb). coco: for each ROOT/annotations/instances_<split>.json,
-decodes every image it lists from ROOT/<split>/ and checks its size against the file, and lists every entry
-training would refuse (aaconv.data.coco.annotation_problems: ids, sizes, file names, categories, boxes) or skip
-with a count (annotations of unlisted images, boxes with a negative side).
+training loader does (aaconv.data.imagefolder.load_rgb), and names the class folders that are in one split only
+(each split compared with ROOT/train, or the first split: aaconv.data.imagefolder.class_mismatch).
+coco: for each ROOT/annotations/instances_<split>.json, decodes every image it lists from ROOT/<split>/ and
+checks its size against the file, and lists every entry training would refuse
+(aaconv.data.coco.annotation_problems: ids, sizes, file names, categories, boxes) or skip with a count
+(annotations of unlisted images, boxes with a negative side).
 
-Prints one line per problem (`<file>: <what>`) and a summary; exits 1 if there is any problem, else 0.
+Prints one line per problem (`<file>: <what>`, or the two splits whose class folders differ) and a summary;
+exits 1 if there is any problem, else 0.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from aaconv.data.coco import annotation_problems, image_problems, is_box
-from aaconv.data.imagefolder import load_rgb
+from aaconv.data.imagefolder import class_mismatch, load_rgb
 from aaconv.errors import DataError
 
 ImageCheck = tuple[str, tuple[int, int] | None]  # (path, expected (width, height) or None)
@@ -55,6 +58,17 @@ def imagefolder_images(root: Path) -> list[ImageCheck]:
             "(for COCO add --layout coco)"
         )
     return images
+
+
+def split_mismatches(root: Path) -> list[str]:
+    """The class-folder differences between ROOT/train (or the first split when there is none) and each other
+    split: the folders of ROOT that hold class folders."""
+    splits = [p for p in sorted(root.iterdir()) if p.is_dir() and any(c.is_dir() for c in p.iterdir())]
+    if len(splits) < 2:
+        return []
+    reference = root / "train" if root / "train" in splits else splits[0]
+    problems = [class_mismatch(reference, split) for split in splits if split != reference]
+    return [problem for problem in problems if problem is not None]
 
 
 def coco_checks(root: Path) -> tuple[list[ImageCheck], list[str]]:
@@ -122,15 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not root.is_dir():
             raise DataError(f"{root} is not a folder")
-        images, problems = coco_checks(root) if args.layout == "coco" else (imagefolder_images(root), [])
+        if args.layout == "coco":
+            images, problems = coco_checks(root)
+        else:
+            images, problems = imagefolder_images(root), split_mismatches(root)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bad = report(problems)
     bad_images = report(p for p in run_checks(images, args.workers) if p is not None)
+    kind = "annotation" if args.layout == "coco" else "class folder"
     print(
         f"checked {len(images)} images under {root} in {time.perf_counter() - start:.1f} s: "
-        f"{bad_images} unreadable or mis-sized, {bad} annotation problems"
+        f"{bad_images} unreadable or mis-sized, {bad} {kind} problems"
     )
     return 1 if bad or bad_images else 0
 

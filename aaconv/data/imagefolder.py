@@ -2,7 +2,9 @@
 
     <root>/<split>/<class name>/<image>     e.g. /data/imagenet/train/n01440764/n01440764_10026.JPEG
 
-Real ImageNet and the built-in shapes set are read by the same code. An image that cannot be decoded
+Real ImageNet and the built-in shapes set are read by the same code. The train and val splits must hold the
+same class folders: each numbers its labels by sorted folder name, so a folder in one split only would mislabel
+the other's images, and `build_splits` stops with an error naming it. An image that cannot be decoded
 stops the run with an error naming it, or with `skip_unreadable` is left out of its batch (see
 `aaconv.data.SkipUnreadable`); scripts/check_data.py lists every such file up front.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
 
 from aaconv.errors import DataError
 
@@ -75,14 +78,61 @@ def build_imagefolder(
         dataset = folder(str(split_dir), transform=transform, loader=load_rgb)
     except FileNotFoundError as e:
         raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
-    if num_classes is not None and len(dataset.classes) < 2:
+    if num_classes is not None:
+        check_class_count(dataset, num_classes)
+    return dataset
+
+
+def check_class_count(dataset: ImageFolder, num_classes: int) -> None:
+    """Raises DataError unless `dataset` has two or more class folders, `num_classes` of them."""
+    if len(dataset.classes) < 2:
         raise DataError(
-            f"{split_dir} has one class folder ({dataset.classes[0]}): a classifier needs two or more; "
+            f"{dataset.root} has one class folder ({dataset.classes[0]}): a classifier needs two or more; "
             "add the other classes' folders next to it"
         )
-    if num_classes is not None and len(dataset.classes) != num_classes:
+    if len(dataset.classes) != num_classes:
         raise DataError(
-            f"{split_dir} has {len(dataset.classes)} class folders but data.num_classes={num_classes}; "
+            f"{dataset.root} has {len(dataset.classes)} class folders but data.num_classes={num_classes}; "
             f"set data.num_classes={len(dataset.classes)} or fix the folder"
         )
-    return dataset
+
+
+def some(names: list[str], shown: int = 5) -> str:
+    """`names` joined by commas, the first `shown` of them and a count of the rest when there are more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def class_mismatch(train_dir: Path, val_dir: Path) -> str | None:
+    """The problem, and its fix, when the two splits have different class folders (each split numbers its
+    labels by sorted folder name, so any difference mislabels the val images); None when they agree."""
+    train, val = set(find_classes(str(train_dir))[0]), set(find_classes(str(val_dir))[0])
+    if train == val:
+        return None
+    only = ((train_dir.name, sorted(train - val)), (val_dir.name, sorted(val - train)))
+    differences = "; ".join(f"only in {split}: {some(names)}" for split, names in only if names)
+    return (
+        f"class folders of {train_dir} and {val_dir} differ ({differences}), so their labels would not match; "
+        f"make {val_dir} hold the same class folders as {train_dir}"
+    )
+
+
+def build_splits(
+    root: str | Path,
+    *,
+    train_split: str,
+    val_split: str,
+    train_transform: Callable | None,
+    val_transform: Callable | None,
+    num_classes: int,
+    skip_unreadable: bool = False,
+) -> tuple[ImageFolder, ImageFolder]:
+    """The (train, val) ImageFolders over root/<split>; DataError unless both splits have the same class
+    folders (checked first, so that a differing folder is named), `num_classes` of them."""
+    train = build_imagefolder(root, train_split, train_transform, skip_unreadable=skip_unreadable)
+    val = build_imagefolder(root, val_split, val_transform, skip_unreadable=skip_unreadable)
+    problem = class_mismatch(Path(train.root), Path(val.root))
+    if problem is not None:
+        raise DataError(problem)
+    check_class_count(train, num_classes)
+    return train, val

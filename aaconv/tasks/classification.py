@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from aaconv.data import dataset_root
 from aaconv.data.cifar import CIFAR100, cifar_transform
 from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
-from aaconv.data.imagefolder import build_imagefolder
+from aaconv.data.imagefolder import build_splits
 from aaconv.data.transforms import classification_transform
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
@@ -100,23 +100,17 @@ class ClassificationTask:
             )
         root = dataset_root(self.data, "imagefolder")
         size, options = self.data["image_size"], self.data["transform"]
-        skip = bool(self.data.get("skip_unreadable", False))
-        train = build_imagefolder(
+        train, val = build_splits(
             root,
-            self.data["train_split"],
-            classification_transform(size, True, options["train"]),
-            self.data["num_classes"],
-            skip_unreadable=skip,
+            train_split=self.data["train_split"],
+            val_split=self.data["val_split"],
+            train_transform=classification_transform(size, True, options["train"]),
+            val_transform=classification_transform(size, False, options["eval"]),
+            num_classes=self.data["num_classes"],
+            skip_unreadable=bool(self.data.get("skip_unreadable", False)),
         )
         if self.gpu_decode is not None:
             encoded(train)
-        val = build_imagefolder(
-            root,
-            self.data["val_split"],
-            classification_transform(size, False, options["eval"]),
-            self.data["num_classes"],
-            skip_unreadable=skip,
-        )
         return train, val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:

@@ -12,7 +12,7 @@ from PIL import Image
 from aaconv.data import SkipUnreadable
 from aaconv.data.imagefolder import build_imagefolder
 from aaconv.engine.trainer import Trainer
-from aaconv.errors import DataError
+from aaconv.errors import DataError, exit_on_user_error
 from aaconv.tasks import build_task
 from helpers.config import compose_config
 from helpers.images import write_messy_imagefolder
@@ -78,6 +78,52 @@ def test_wrong_class_count_names_the_fix(tmp_path: Path) -> None:
     make_tree(tmp_path, {"a": 1, "b": 1, "c": 1})
     with pytest.raises(DataError, match=r"3 class folders but data.num_classes=1000; set data.num_classes=3"):
         build_imagefolder(tmp_path, "train", transform=None, num_classes=1000)
+
+
+def build_classification_datasets(root: Path, num_classes: int) -> None:
+    """Builds the train and val datasets the way `python train.py data=imagenet` does."""
+    cfg = compose_config("data=imagenet", f"data.root={root}", f"data.num_classes={num_classes}")
+    build_task(cfg).build_datasets()
+
+
+def test_val_classes_named_differently_from_train_are_refused(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"circle": 1, "square": 1})
+    make_tree(tmp_path, {"circle": 1, "star": 1}, split="val")
+    with pytest.raises(DataError) as error:
+        build_classification_datasets(tmp_path, num_classes=2)
+    assert str(error.value) == (
+        f"class folders of {tmp_path / 'train'} and {tmp_path / 'val'} differ (only in train: square; "
+        f"only in val: star), so their labels would not match; make {tmp_path / 'val'} hold the same class "
+        f"folders as {tmp_path / 'train'}"
+    )
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_an_extra_val_class_is_named_whatever_num_classes_says(tmp_path: Path, num_classes: int) -> None:
+    make_tree(tmp_path, {"a": 1, "b": 1})
+    make_tree(tmp_path, {"a": 1, "b": 1, "c": 1}, split="val")
+    with pytest.raises(DataError, match=r"differ \(only in val: c\), so their labels would not match") as error:
+        build_classification_datasets(tmp_path, num_classes=num_classes)
+    assert "num_classes" not in str(error.value)
+
+
+def test_training_stops_on_differing_class_folders_with_one_error_line(tmp_path: Path, capsys) -> None:
+    make_tree(tmp_path / "data", {"circle": 1, "square": 1})
+    make_tree(tmp_path / "data", {"circle": 1, "star": 1}, split="val")
+    cfg = compose_config("data=imagenet", f"data.root={tmp_path / 'data'}", "data.num_classes=2", "data.workers=0")
+    with pytest.raises(SystemExit) as exit_status:
+        exit_on_user_error(Trainer)(cfg, build_task(cfg), tmp_path / "run")
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: class folders of ") and "(only in train: square; only in val: star)" in error
+    assert "\n" not in error
+
+
+def test_many_differing_class_folders_are_counted(tmp_path: Path) -> None:
+    make_tree(tmp_path, {name: 1 for name in "abcdefgh"})
+    make_tree(tmp_path, {"a": 1, "b": 1}, split="val")
+    with pytest.raises(DataError, match=r"\(only in train: c, d, e, f, g and 1 more\)"):
+        build_classification_datasets(tmp_path, num_classes=8)
 
 
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:

@@ -51,6 +51,17 @@ def test_imagefolder_every_bad_file_in_one_run(tmp_path: Path, workers: str, in_
     assert sum("empty file (0 bytes)" in line for line in lines) == 2
 
 
+def test_imagefolder_class_folders_in_one_split_only_are_named(tmp_path: Path):
+    write_messy_imagefolder(tmp_path)
+    (tmp_path / "val" / "n02").rename(tmp_path / "val" / "n03")  # same count, another name
+    result = check_data(str(tmp_path))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"class folders of {tmp_path / 'train'} and {tmp_path / 'val'} differ")
+    assert "(only in train: n02; only in val: n03)" in lines[0]
+    assert "4 unreadable or mis-sized, 1 class folder problems" in lines[-1]
+
+
 def test_coco_images_sizes_and_annotations(tmp_path: Path, tiny_config):
     _, val = build_task(tiny_config("task=retinanet", "data=shapes_det")).build_datasets()
     root = tmp_path / "coco"
