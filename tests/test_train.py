@@ -108,6 +108,23 @@ def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -
     assert str(tmp_path / "torch/hub/checkpoints/resnet18-f37072fd.pth") in lines[0]
 
 
+def test_wrn_under_the_quick_start_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    """The quick start pins backbone.zero_init_residual=true for every backbone; WRN has no last BN to zero."""
+    result = run(
+        "train.py",
+        "backbone=wrn28_10",
+        "trainer.max_steps=1",
+        "trainer.max_eval_batches=1",
+        f"data.root={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: backbone.zero_init_residual=true zeroes"), result.stderr
+    assert lines[0].endswith("add backbone.zero_init_residual=false (experiment=quickstart, the default, sets it true)")
+
+
 def test_bad_config_value_is_one_line_quoting_it(tmp_path: Path) -> None:
     result = run("train.py", "data.batch_size=3.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2

@@ -2,14 +2,23 @@
 converted and fitted onto the model here; reading files and names is aaconv.models.weights_fetch's part.
 
 Attention layers keep the replaced conv as a sub-module named `conv` (AAConv2d's conv branch, AWConv2d's
-kernel), so `layer2.0.conv2.weight` of torchvision becomes `layer2.0.conv2.conv.weight`. A key is loaded
-  - as is, when the name and shape match;
-  - "adapted", when the name matches after dropping `.conv.` levels or the shapes differ only in size:
-    the overlapping leading block is copied (AA's conv branch keeps the first C_out - dv pretrained
-    filters; a projection that also reads AA channels keeps the pretrained weights for the others),
-    the rest keeps its initialisation;
-and everything else is reported. `load_pretrained(..., strict=True)` (an aaconv checkpoint of the same
-model) fails with the lists of missing / unexpected keys instead.
+kernel), so `layer2.0.conv2.weight` of torchvision becomes `layer2.0.conv2.conv.weight`. Each model tensor is
+matched to the weights' tensor of its name, or of its name with `.conv.` levels dropped, and is
+  - loaded as is, when the name and shape match;
+  - "adapted", when the name matches only after dropping `.conv.` levels and the shape matches (AW's kernel), or
+    when the tensor belongs to an attention layer (a module of a registered attention part: AAConv2d, AWConv2d,
+    SqueezeExcite, CBAM) and the shapes differ only in their first two sizes: the overlapping leading block is
+    copied, the rest keeps its initialisation. That covers AA's conv branch (the first C_out - dv pretrained
+    filters), an aaconv checkpoint of other attention options (dk, dv, SE width), and AA's relative tables of
+    another input size (the central rows, so offset d stays offset d);
+  - left at its initialisation when it is one of the `exact` prefixes (the classifier) and its shape differs
+    (fine-tuning to another number of classes);
+  - a shape mismatch otherwise (`LoadReport.mismatched`): a tensor outside the attention layers whose shape
+    differs, or any tensor whose kernel differs (a 1x1 conv is never cut from a 3x3 one). Such weights were
+    trained for another architecture (ResNet-50's bottleneck into ResNet-18), and `init_backbone` refuses them.
+A model tensor the weights lack is "not in the weights" (a smaller sibling, resnet18 into resnet34, leaves the
+extra blocks so), a weights tensor the model lacks is "unused". `load_pretrained(..., strict=True)` (an aaconv
+checkpoint of the same model) fails with the lists of missing / unexpected keys instead.
 """
 
 from __future__ import annotations
@@ -23,28 +32,33 @@ import torch
 from torch import Tensor, nn
 
 from aaconv.errors import CheckpointError
-from aaconv.models.weights_fetch import StateDict, read_weights
+from aaconv.layers import parts
+from aaconv.models.weights_fetch import StateDict, read_weights, stored_backbone
 from aaconv.utils.state_dict import load_model_state
 
 log = logging.getLogger("aaconv")
+Shape = tuple[int, ...]
 
 
 @dataclass
 class LoadReport:
-    """What `load_pretrained` did, key by key (model keys, except `unexpected`)."""
+    """What `load_pretrained` did, key by key (model keys, except `unexpected`); `mismatched` maps a model key
+    to (the weights' shape, the model's shape) where they differ in a way no adaptation covers."""
 
     loaded: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple[Shape, Shape]] = field(default_factory=dict)
 
     def summary(self) -> str:
         def head(keys: list[str]) -> str:
             return f"{len(keys)}" + (f" (e.g. {', '.join(keys[:3])})" if keys else "")
 
+        mismatched = f"; other shapes {head(list(self.mismatched))}" if self.mismatched else ""
         return (
             f"loaded {head(self.loaded)}; adapted {head(self.adapted)}; not in the weights {head(self.missing)}; "
-            f"unused {head(self.unexpected)}"
+            f"unused {head(self.unexpected)}{mismatched}"
         )
 
 
@@ -92,6 +106,13 @@ def _source_key(key: str, source: StateDict) -> str | None:
     return key if key in source else None
 
 
+def attention_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The key prefixes ("layer3.0.conv2.") of `model`'s attention layers: its modules of a registered
+    attention part's classes, whose tensors are sized by the attention options."""
+    classes = tuple(cls for part in parts().values() for cls in part.modules)
+    return tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, classes))
+
+
 def _centered_rows(length: int, rows: int) -> slice:
     start = (length - rows) // 2
     return slice(start, start + rows)
@@ -99,16 +120,16 @@ def _centered_rows(length: int, rows: int) -> slice:
 
 def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
     """Copies the overlap of `value` into `target`: the leading block (channels only: a conv kernel of
-    another size is never cut to fit), or for AA's relative tables (offsets -(n-1)..n-1 around the middle
-    row) the central rows, so offset d stays offset d."""
+    another size is never cut to fit); for AA's relative tables (offsets -(n-1)..n-1 around the middle row)
+    the central rows, so offset d stays offset d, and the leading columns."""
     if target.dim() != value.dim() or target.shape[2:] != value.shape[2:]:
         return False
-    region = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True)]
+    into = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True)]
+    source = list(into)
     if key.endswith(("rel_width", "rel_height")):
         rows = min(target.shape[0], value.shape[0])
-        target[_centered_rows(target.shape[0], rows)] = value[_centered_rows(value.shape[0], rows)].to(target.dtype)
-        return True
-    target[tuple(region)] = value[tuple(region)].to(target.dtype)
+        into[0], source[0] = _centered_rows(target.shape[0], rows), _centered_rows(value.shape[0], rows)
+    target[tuple(into)] = value[tuple(source)].to(target.dtype)
     return True
 
 
@@ -121,7 +142,7 @@ def load_pretrained(
     prefix: str = "",
     exact: tuple[str, ...] = (),
 ) -> LoadReport:
-    """Loads `source` (see read_weights, or a state dict) into `model` wherever shapes match.
+    """Loads `source` (see read_weights, or a state dict) into `model` by the rules of the module docstring.
 
     Args:
         strict: every key must match in name and shape (CheckpointError listing the differences).
@@ -135,7 +156,7 @@ def load_pretrained(
         load_model_state(model, state, str(source) if not isinstance(source, dict) else "state dict")
         return LoadReport(loaded=sorted(state))
     report, used = LoadReport(), set()
-    own = model.state_dict()
+    own, attention = model.state_dict(), attention_prefixes(model)
     for key, target in own.items():
         found = _source_key(key, state)
         if found is None:
@@ -145,10 +166,13 @@ def load_pretrained(
         if found == key and value.shape == target.shape:
             target.copy_(value)
             report.loaded.append(key)
-        elif not key.startswith(exact) and _overlap_copy(key, target, value):
+        elif key.startswith(exact):
+            report.missing.append(key)
+            continue
+        elif (value.shape == target.shape or key.startswith(attention)) and _overlap_copy(key, target, value):
             report.adapted.append(key)
         else:
-            report.missing.append(key)
+            report.mismatched[key] = (tuple(value.shape), tuple(target.shape))
             continue
         used.add(found)
     report.unexpected = sorted(set(state) - used)
@@ -156,13 +180,30 @@ def load_pretrained(
     return report
 
 
+def _mismatch_error(weights: str | os.PathLike, report: LoadReport) -> CheckpointError:
+    """The refusal of weights with a shape mismatch: the first key, both shapes, and the fix (the backbone an
+    aaconv checkpoint names, when it names one)."""
+    key, (theirs, ours) = next(iter(report.mismatched.items()))
+    trained_as = stored_backbone(weights)
+    origin = f" (backbone.name={trained_as} in their config)" if trained_as else ""
+    other = " (or train that one with them)" if trained_as else ""
+    return CheckpointError(
+        f"backbone.weights {weights} were trained for another architecture{origin}: {key} is {theirs} in the "
+        f"weights but {ours} in this model ({len(report.mismatched)} tensors differ so); pass weights of this "
+        f"backbone{other}, or backbone.weights=null"
+    )
+
+
 def init_backbone(model: nn.Module, weights: str | os.PathLike, *, exact: tuple[str, ...] = ()) -> LoadReport:
     """`backbone.weights` of every task: loads `weights` into `model` (see load_pretrained) and logs the
-    report (loaded / adapted / not in the weights / unused keys). Weights that fit less than half of the
-    model's tensors are another architecture's: CheckpointError (a run would otherwise train mostly from
-    scratch while reporting pretrained weights). Backbone tensors left out (all but the `exact` prefixes, the
-    classifier) are a warning naming them."""
+    report (loaded / adapted / not in the weights / unused keys). Weights of another architecture are a
+    CheckpointError: a tensor whose shape no adaptation covers (`LoadReport.mismatched`), or weights that fit
+    less than half of the model's tensors (a run would otherwise train mostly from scratch while reporting
+    pretrained weights). Backbone tensors left out (all but the `exact` prefixes, the classifier) are a warning
+    naming them."""
     report = load_pretrained(model, weights, exact=exact)
+    if report.mismatched:
+        raise _mismatch_error(weights, report)
     fitted, total = len(report.loaded) + len(report.adapted), len(report.loaded + report.adapted + report.missing)
     if fitted < total / 2:
         raise CheckpointError(

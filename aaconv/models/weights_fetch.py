@@ -1,7 +1,8 @@
 """Where weights come from: a file (state dict, aaconv checkpoint, safetensors) or a name,
 "torchvision:<model>" / "timm:<model>", read from the torch.hub cache or downloaded. Without network access a
 download fails at once in one line naming the URL and where to place the file; a misspelled name suggests
-close ones. Fitting the weights onto a model is aaconv.models.pretrained's part.
+close ones. `stored_backbone` reads the backbone an aaconv checkpoint or export names (for error messages).
+Fitting the weights onto a model is aaconv.models.pretrained's part.
 """
 
 from __future__ import annotations
@@ -132,6 +133,28 @@ def read_weights(source: str | os.PathLike) -> StateDict:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict (expected name -> tensor)")
     return state
+
+
+def stored_backbone(source: str | os.PathLike) -> str | None:
+    """The backbone that weights file `source` names: an aaconv checkpoint's stored `config.backbone.name`, or
+    the `model` metadata of a scripts/export.py safetensors file. Read as data (a plain name or nothing, never
+    instantiated); None for other files and for torchvision: / timm: names."""
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        return None
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            name = (f.metadata() or {}).get("model")
+    else:
+        state = torch_load_safely(path, "weights")
+        name = _get(_get(_get(state, "config"), "backbone"), "name")
+    return name if isinstance(name, str) and name.isidentifier() else None
+
+
+def _get(node: object, key: str) -> object:
+    return node.get(key) if isinstance(node, dict) else None
 
 
 def read_safetensors(path: Path) -> StateDict:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import check_stage_ids, feature_size
@@ -67,6 +68,9 @@ class WideResNet(nn.Module):
         num_classes: classifier outputs; 0 drops the classifier (forward returns pooled features).
         dropout: dropout between the two convs of a block (the WRN paper's 0.3 variant; 0: none).
         input_size: input side; AA's relative tables of a stage cover its feature map.
+        zero_init_residual: false only (the `backbone.zero_init_residual` key every backbone takes): ResNet and
+            MnasNet zero the last BN of each residual block, and a pre-activation block ends in a conv with no
+            BN after it; true is a ConfigError.
     """
 
     stage_strides: tuple[int, ...] = (1, 2, 4)
@@ -80,8 +84,15 @@ class WideResNet(nn.Module):
         num_classes: int = 100,
         dropout: float = 0.0,
         input_size: int | None = 32,
+        zero_init_residual: bool = False,
     ):
         super().__init__()
+        if zero_init_residual:
+            raise ConfigError(
+                "backbone.zero_init_residual=true zeroes the last BN of each residual block, and a Wide ResNet's "
+                "pre-activation blocks end in a conv with no BN after it; add backbone.zero_init_residual=false "
+                "(experiment=quickstart, the default, sets it true)"
+            )
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (e.g. 16, 22, 28, 40), got {depth}")
         attention = create_attention(attention)

@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 import torchvision
+from safetensors.torch import save_file
 
 from aaconv.errors import CheckpointError
 from aaconv.models import create_model
@@ -56,18 +57,63 @@ def test_aw_resnet_takes_the_kernels_unchanged(torchvision_file):
     torch.testing.assert_close(model.layer4[1].conv2.conv.weight, reference["layer4.1.conv2.weight"])
 
 
-def test_weights_of_another_architecture_are_refused(tmp_path):
-    """resnet18's 3x3 kernels are never cut to fit resnet50's 1x1 ones, and weights fitting under half of
-    the model stop the run instead of a mostly-random start."""
-    path = tmp_path / "resnet18.pth"
-    torch.save(create_model("resnet18", num_classes=6).state_dict(), path)
-    model = create_model("resnet50")
-    report = load_pretrained(model, path)
-    shapes = torch.load(path, weights_only=True)
-    assert all(shapes[k].shape[2:] == model.state_dict()[k].shape[2:] for k in report.adapted)
-    assert "layer1.0.conv2.weight" in report.loaded and "layer1.0.conv1.weight" in report.missing  # 3x3 vs 1x1
-    with pytest.raises(CheckpointError, match=r"resnet18.pth fit only \d+ of this model's \d+ tensors.*another arch"):
-        init_backbone(model, path)
+def test_weights_of_another_architecture_are_refused_naming_the_key_and_both_shapes(torchvision_file):
+    """resnet50's bottleneck tensors are neither loaded nor cut to fit resnet18's basic blocks: the first one
+    that differs stops the run, although over half of resnet18's tensors (the BNs, the 3x3 convs) fit."""
+    model = create_model("resnet18", num_classes=6)
+    report = load_pretrained(model, torchvision_file, exact=("fc.",))
+    assert "layer1.0.conv2.weight" in report.loaded and not report.adapted
+    assert report.mismatched["layer1.0.conv1.weight"] == ((64, 64, 1, 1), (64, 64, 3, 3))
+    assert report.mismatched["layer2.0.downsample.0.weight"] == ((512, 256, 1, 1), (128, 64, 1, 1))
+    with pytest.raises(CheckpointError) as error:
+        init_backbone(model, torchvision_file, exact=("fc.",))
+    assert str(error.value) == (
+        f"backbone.weights {torchvision_file} were trained for another architecture: layer1.0.conv1.weight is "
+        "(64, 64, 1, 1) in the weights but (64, 64, 3, 3) in this model (23 tensors differ so); pass weights of "
+        "this backbone, or backbone.weights=null"
+    )
+
+
+@pytest.mark.parametrize("variant", ["aa", "aw+aa", "aa+se"])
+def test_attention_variants_take_weights_of_their_backbone_only(tmp_path, torchvision_file, variant):
+    """The documented adaptations (AA's narrower conv branch, `.conv.` renames, AA tensors of other options)
+    load; another backbone's tensors do not, into an attention variant either."""
+    plain = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18", num_classes=6).state_dict(), plain)
+    other_options = tmp_path / "aa_resnet18.pth"
+    aa = {"variant": "aa", "aa": {"kappa": 0.5, "upsilon": 0.25}}
+    torch.save(create_model("resnet18", aa, num_classes=6, input_size=64).state_dict(), other_options)
+    model = create_model("resnet18", variant, num_classes=3, input_size=128)
+    assert init_backbone(model, plain, exact=("fc.",)).adapted
+    assert init_backbone(model, other_options, exact=("fc.",)).adapted
+    with pytest.raises(CheckpointError, match=r"resnet50.pth were trained for another architecture: layer1.0.conv1"):
+        init_backbone(model, torchvision_file, exact=("fc.",))
+
+
+@pytest.mark.parametrize("export", [False, True])
+def test_aaconv_weights_of_another_backbone_name_it(tmp_path, export):
+    """An aaconv checkpoint (or its export) says which backbone it was trained as: the fix names it."""
+    state = create_model("resnet50", num_classes=6).state_dict()
+    if export:
+        path = tmp_path / "model.safetensors"
+        save_file(state, path, metadata={"format": "pt", "model": "resnet50"})
+    else:
+        path = tmp_path / "last.pt"
+        torch.save({"model": state, "config": {"backbone": {"name": "resnet50", "weights": None}}}, path)
+    with pytest.raises(CheckpointError) as error:
+        init_backbone(create_model("resnet18", num_classes=6), path, exact=("fc.",))
+    message = str(error.value)
+    assert "architecture (backbone.name=resnet50 in their config): layer1.0.conv1.weight is (64, 64, 1, 1)" in message
+    assert message.endswith("pass weights of this backbone (or train that one with them), or backbone.weights=null")
+
+
+def test_weights_fitting_under_half_the_model_are_refused(tmp_path):
+    """A detector's weights (keys under backbone.body.) share no name with the classifier: the run stops
+    instead of a mostly-random start."""
+    path = tmp_path / "detector.pth"
+    torch.save({f"backbone.body.{k}": v for k, v in create_model("resnet18").state_dict().items()}, path)
+    with pytest.raises(CheckpointError, match=r"detector.pth fit only 0 of this model's \d+ tensors.*another arch"):
+        init_backbone(create_model("resnet18"), path)
 
 
 def test_strict_mismatch_lists_keys(torchvision_file):

@@ -10,6 +10,7 @@ from aaconv.errors import ConfigError
 from aaconv.layers import AAConv2d, SqueezeExcite
 from aaconv.models import create_model
 from aaconv.models.wrn import WideResNet
+from aaconv.tasks import build_task
 
 
 def count(model: nn.Module) -> int:
@@ -70,3 +71,15 @@ def test_aa_placement_keys_pick_convs_and_pooled_stages() -> None:
     assert isinstance(model.layer2[0].conv2, AAConv2d) and not model.layer2[0].conv2.memory_pool
     with pytest.raises(ValueError, match=r"attention part aa found no conv to take in wrn16_8 .*basic_block_convs"):
         create_model("wrn16_8", {"variant": "aa", "aa": {"basic_block_convs": [3]}})
+
+
+def test_zero_init_residual_false_builds_and_true_is_one_config_error(tiny_config) -> None:
+    """`backbone.zero_init_residual`, which every backbone config takes: WRN's pre-activation blocks have no
+    last BN to zero, so true is refused in one line, and false builds the model from the command line's config."""
+    cfg = tiny_config("backbone=wrn28_10", "backbone.zero_init_residual=false")
+    model = build_task(cfg).build_model()
+    assert isinstance(model, WideResNet) and model.fc.out_features == cfg.data.num_classes
+    with pytest.raises(
+        ConfigError, match=r"pre-activation blocks end in a conv.*add backbone.zero_init_residual=false"
+    ):
+        WideResNet(depth=10, widen_factor=1, zero_init_residual=True)
