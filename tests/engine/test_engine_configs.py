@@ -96,6 +96,23 @@ def test_lr_scaling_rule():
     assert scaled_lr(0.1, 1024, 256) == pytest.approx(0.4)
 
 
+def test_lars_scales_each_weight_step_by_its_trust_ratio(tiny_config):
+    """One step of configs/optim/lars.yaml against You et al. 2017's rule, computed by hand: a weight moves by
+    lr * trust_coeff * ||w|| / (||g|| + wd ||w||) * (g + wd w); a bias (no weight decay) by plain lr * g."""
+    cfg = tiny_config("~experiment", "optim=lars")
+    torch.manual_seed(0)
+    model = nn.Linear(8, 4)
+    model.weight.grad, model.bias.grad = torch.randn(4, 8), torch.randn(4)
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    optimizer = instantiate(cfg.optim, model, cfg.optim.lr_base_batch)
+    optimizer.step()
+    wd, lr = cfg.optim.weight_decay, cfg.optim.lr
+    g = model.weight.grad
+    trust = cfg.optim.trust_coeff * weight.norm() / (g.norm() + wd * weight.norm())
+    torch.testing.assert_close(model.weight.detach(), weight - lr * trust * (g + wd * weight))
+    torch.testing.assert_close(model.bias.detach(), bias - lr * model.bias.grad)
+
+
 def test_apex_optimizer_without_apex_is_a_clear_error():
     with pytest.raises(AAConvError, match="apex is not installed.*optim.opt=lamb"):
         create_optimizer(small_model(), 256, opt="fusedlamb", lr=1e-3)
