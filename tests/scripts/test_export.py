@@ -1,6 +1,7 @@
 """scripts/export.py: a checkpoint -> model.safetensors + config.yaml that load back to identical outputs."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,24 +75,68 @@ def test_export_errors_are_one_line(checkpoint, tmp_path):
         load_pretrained(torch.nn.Linear(2, 2), bad)
 
 
-def test_onnx_export_matches_onnxruntime(tiny_config, tmp_path, capsys):
-    """--onnx on a classifier with one part of every kind (AW conv branch, AA, CBAM): logits within 1e-4 of eager."""
-    onnxruntime = pytest.importorskip("onnxruntime")
-    cfg = tiny_config("attention=aw_aa", "attention.variant=aw+aa+cbam")
+def _classifier_checkpoint(tiny_config, tmp_path: Path, *overrides: str):
+    """(config, eval model, checkpoint path) of a shapes classifier with random weights."""
+    cfg = tiny_config(*overrides)
     torch.manual_seed(0)
     model = build_task(cfg).build_model().eval()
     config = OmegaConf.to_container(cfg, resolve=True)
     path = save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 1}, tmp_path / "run" / "last.pt")
+    return cfg, model, path
+
+
+ONNX_CASES = {
+    # one part of every kind (AW conv branch, AA, CBAM); AW on its loop over the batch, which the export replaces
+    "aw+aa+cbam": ("attention=aw_aa", "attention.variant=aw+aa+cbam", "attention.aw.impl=per_sample"),
+    "se": ("attention=se",),  # no AA or AW: height and width dynamic too
+}
+
+
+@pytest.mark.parametrize("case", ONNX_CASES)
+def test_onnx_export_is_one_file_with_a_dynamic_batch_matching_eager(case, tiny_config, tmp_path, capsys):
+    """--onnx: model.onnx alone (weights inside), run by onnxruntime at batch 1 and 3 (and, without AA / AW, at
+    other sizes) with logits within 1e-4 of eager."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    cfg, model, path = _classifier_checkpoint(tiny_config, tmp_path, *ONNX_CASES[case])
     export_script.main([str(path), "--onnx"])
     onnx_path = path.parent / "export" / "model.onnx"
     assert capsys.readouterr().out.split()[-1] == str(onnx_path)
+    assert sorted(p.name for p in onnx_path.parent.iterdir()) == ["config.yaml", "model.onnx", "model.safetensors"]
     session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     size = cfg.data.image_size
-    x = torch.randn(1, 3, size, size)
-    (logits,) = session.run(["logits"], {"images": x.numpy()})
-    with torch.no_grad():
-        expected = model(x).numpy()
-    assert logits.shape == (1, cfg.data.num_classes) and abs(logits - expected).max() < 1e-4
+    dynamic_size = case == "se"
+    spatial = ["height", "width"] if dynamic_size else [size, size]
+    assert session.get_inputs()[0].shape == ["batch", 3, *spatial]
+    shapes = [(1, size), (3, size)] + ([(2, 24), (3, 40)] if dynamic_size else [])
+    for batch, side in shapes:
+        x = torch.randn(batch, 3, side, side)
+        (logits,) = session.run(["logits"], {"images": x.numpy()})
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert logits.shape == (batch, cfg.data.num_classes) and abs(logits - expected).max() < 1e-4, (batch, side)
+
+
+def test_onnx_dynamic_axes_leave_out_what_the_model_cannot_vary(tiny_config):
+    """Batch dynamic unless an AW conv is grouped (MnasNet's depthwise); height and width only without AA / AW."""
+    cases = {
+        ("attention=none",): (0, 2, 3),
+        ("attention=aa",): (0,),
+        ("attention=aw",): (0,),
+        ("attention=aw", "backbone=mnasnet_a1_050"): (),
+    }
+    for overrides, axes in cases.items():
+        model = build_task(tiny_config(*overrides)).build_model()
+        assert export_script.onnx_dynamic_axes(model) == axes, overrides
+
+
+def test_onnx_export_without_onnxscript_stops_first_with_one_line(checkpoint, capsys, monkeypatch):
+    _, _, path = checkpoint
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # `import onnxscript` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        export_script.main([str(path), "--onnx"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == 'error: --onnx needs the onnxscript package: pip install -e ".[onnx]"\n'
+    assert not (path.parent / "export").exists()
 
 
 def test_onnx_export_of_a_detector_is_a_one_line_refusal(tiny_config, tmp_path):
