@@ -97,4 +97,5 @@ def test_timm_model_runs_beyond_its_train_size(size):
     assert model.layer4[0].conv1.attention.max_size == 7  # built for 224 px
     with torch.no_grad():
         assert model(torch.randn(1, 3, *size)).shape == (1, 5)
-    assert timm.data.resolve_data_config({}, model=model)["input_size"] == (3, 224, 224)
+    config = timm.data.resolve_data_config({}, model=model)
+    assert (config["input_size"], config["crop_pct"]) == ((3, 224, 224), 0.875)  # its pretrained_cfg, as built
