@@ -106,9 +106,9 @@ def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch
 
         transform = cifar_transform(False)
     else:
-        from aaconv.data.transforms import classification_transform
+        from aaconv.data.transforms import eval_transform
 
-        transform = classification_transform(data.image_size, False, OmegaConf.to_container(data.transform.eval))
+        transform = eval_transform(OmegaConf.to_container(data))
     x = transform(image)
     norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
     mean, std = torch.as_tensor(norm.mean)[:, None, None], torch.as_tensor(norm.std)[:, None, None]

@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
+from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
+from aaconv.engine.config_checks import EVAL_CHECKS, check_config
 from aaconv.engine.evaluate import evaluate_checkpoint, run_config
 from aaconv.engine.stored_config import known_targets
-from aaconv.errors import CheckpointError
+from aaconv.errors import CheckpointError, ConfigError
 from aaconv.models import create_model
 from aaconv.tasks import build_task, task_from_saved_config
-from helpers.config import CONFIGS, REPO
+from aaconv.tasks.classification import ClassificationTask
+from helpers.config import CONFIGS, REPO, compose_config
 
 
 def eval_config(checkpoint: Path):
@@ -139,3 +143,67 @@ def test_no_stored_config_route_reaches_instantiate(tmp_path: Path, tiny_config,
     with pytest.raises(CheckpointError, match="is refused: its config has"):
         evaluate(eval_config(path), tmp_path)
     assert not stolen.exists()
+
+
+def _image(size: tuple[int, int] = (50, 40)):
+    g = torch.Generator().manual_seed(0)
+    return Image.fromarray(torch.randint(0, 256, (*size, 3), dtype=torch.uint8, generator=g).numpy())
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "before"),
+    [
+        ("shapes", 32, {"crop_pct": 1.0, "interpolation": "bilinear"}),
+        ("imagenet", 224, {"crop_pct": 0.875, "interpolation": "bicubic"}),
+    ],
+)
+def test_default_eval_transform_is_unchanged(data: str, size: int, before: dict) -> None:
+    """data.eval_image_size: null and data.crop_pct at the recipe's value give the transform of the configs before
+    them (transform.eval.crop_pct), and a stored config of that time still reads its own crop_pct."""
+    cfg = compose_config(f"data={data}", "data.root=/nowhere")
+    expected = classification_transform(size, False, before)(_image())
+    assert torch.equal(eval_transform(cfg.data)(_image()), expected)
+    older = OmegaConf.to_container(cfg.data, resolve=True)
+    del older["eval_image_size"], older["crop_pct"]
+    older["transform"]["eval"]["crop_pct"] = before["crop_pct"]
+    assert torch.equal(eval_transform(older)(_image()), expected)
+
+
+def test_eval_size_and_crop_reach_the_validation_images(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config()
+    model = build_task(cfg).build_model()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
+    eval_cfg = eval_config(path)
+    eval_cfg.eval_image_size, eval_cfg.crop_pct = 48, 0.5
+    run_cfg = run_config(load_checkpoint(path), eval_cfg, known_targets(CONFIGS))
+    assert (run_cfg.data.eval_image_size, run_cfg.data.crop_pct, run_cfg.data.image_size) == (48, 0.5, 32)
+    _, val_set = task_from_saved_config(run_cfg).build_datasets()
+    image, _ = val_set[0]
+    assert image.shape == (3, 48, 48)
+    resized = eval_transform({**config["data"], "eval_image_size": 48, "crop_pct": 1.0})(_image((96, 96)))
+    cropped = eval_transform({**config["data"], "eval_image_size": 48, "crop_pct": 0.5})(_image((96, 96)))
+    assert not torch.equal(resized, cropped)  # 0.5: the centre half of the image, enlarged
+
+
+def test_eval_size_is_refused_for_detection_and_checked(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config("task=retinanet", "data=shapes_det", "data.detection.fpn_channels=32")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model = build_task(cfg).build_model()
+    path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
+    eval_cfg = eval_config(path)
+    eval_cfg.eval_image_size, eval_cfg.crop_pct = 128, None
+    with pytest.raises(ConfigError, match="detection run resizes with its detector"):
+        run_config(load_checkpoint(path), eval_cfg, known_targets(CONFIGS))
+    for key, value in [("eval_image_size", 0), ("crop_pct", 0), ("crop_pct", 1.5)]:
+        bad = eval_config(path)
+        bad[key] = value
+        with pytest.raises(ConfigError, match=f"{key}={value} is not valid"):
+            check_config(bad, EVAL_CHECKS)
+
+
+def test_eval_size_is_refused_for_cifar() -> None:
+    data = {"format": "cifar", "root": "/nowhere", "num_classes": 100, "eval_image_size": 48, "transform": {}}
+    task = ClassificationTask(backbone={"name": "resnet18"}, attention={"variant": "none"}, data=data)
+    with pytest.raises(ConfigError, match="CIFAR-100 is evaluated on its 32 px images"):
+        task.build_datasets()

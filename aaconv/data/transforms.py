@@ -1,4 +1,5 @@
-"""Classification transforms: timm's standard ImageNet train/eval pipelines, configured from `data.transform`."""
+"""Classification transforms: timm's standard ImageNet train/eval pipelines, configured from `data.transform` (and
+`data.eval_image_size` / `data.crop_pct` for evaluation)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,13 @@ def classification_transform(image_size: int, train: bool, options: Mapping[str,
     center crop. `options` are create_transform's keywords (see configs/data/*.yaml).
     """
     return create_transform(image_size, is_training=train, **options)
+
+
+def eval_transform(data: Mapping[str, Any]) -> Callable:
+    """The evaluation transform of a `data` config (validation during training, eval.py, pictures): resize the
+    shorter side to S / crop_pct, centre-crop S x S, with S = `data.eval_image_size` (null: `data.image_size`) and
+    `data.crop_pct` over `data.transform.eval`'s (where configs written before `data.crop_pct` keep it)."""
+    options = dict(data["transform"]["eval"])
+    if data.get("crop_pct") is not None:
+        options["crop_pct"] = data["crop_pct"]
+    return classification_transform(data.get("eval_image_size") or data["image_size"], False, options)

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from aaconv.errors import ConfigError
 from aaconv.layers import VARIANTS, AAConv2d, AWConv2d
 from aaconv.layers.relative_attention import relative_logits_reference
+from aaconv.layers.relative_tables import relative_table
 
 KINDS = ("aa", "aw", "cbam", "gate")
 """The layer kinds, in the order a default view picks the first one a model has."""
@@ -179,7 +180,7 @@ def aa_attention_probs(layer: AAConv2d, qkv: Tensor) -> Tensor:
     qkv: (B, 2*dk + dv, H, W), the input of ``layer.attention`` (captured by ``capture``) -> (B, N_h, HW, HW),
     softmax over the last dim (key positions, row-major y * W + x), in float32 or qkv's wider dtype. The one place that reads AA's
     attributes: ``attention.dk``, ``.dv``, ``.num_heads``, ``.rel_width`` / ``.rel_height`` (None without relative
-    logits) and ``.max_size`` (the tables' centre row).
+    logits), read at the map's size by ``relative_table`` as the layer does.
     """
     attn = layer.attention
     batch, _, height, width = qkv.shape
@@ -189,9 +190,8 @@ def aa_attention_probs(layer: AAConv2d, qkv: Tensor) -> Tensor:
     q = q * (attn.dk // attn.num_heads) ** -0.5
     logits = q @ k.transpose(-1, -2)
     if attn.rel_width is not None and attn.rel_height is not None:
-        centre = attn.max_size - 1
-        rel_w = attn.rel_width[centre - width + 1 : centre + width].to(dtype)
-        rel_h = attn.rel_height[centre - height + 1 : centre + height].to(dtype)
+        rel_w = relative_table(attn.rel_width, width).to(dtype)
+        rel_h = relative_table(attn.rel_height, height).to(dtype)
         logits = logits + relative_logits_reference(q, rel_w, rel_h, height, width)
     return logits.softmax(-1)
 

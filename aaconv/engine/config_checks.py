@@ -30,6 +30,7 @@ POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = "a positive integer", "an integer 
 POSITIVE_OR_NULL, STAGES = "a number > 0, or null", "a list of stage numbers, e.g. [2,3,4]"
 POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "an integer >= 0, or null", "an integer"
 DECODER, PROBABILITY, SIZES = "cpu or gpu", "a number in [0, 1]", "a positive integer or a list of them"
+FRACTION, FRACTION_OR_NULL = "a number in (0, 1]", "a number in (0, 1], or null"
 ALLOCATOR = " or ".join(CPU_ALLOCATORS)
 RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
 RULES: dict[str, Callable[[object], bool]] = {
@@ -40,6 +41,8 @@ RULES: dict[str, Callable[[object], bool]] = {
     DECODER: lambda v: v in ("cpu", "gpu"),
     ALLOCATOR: lambda v: v in CPU_ALLOCATORS,
     PROBABILITY: lambda v: _is_number(v) and 0 <= v <= 1,
+    FRACTION: lambda v: _is_number(v) and 0 < v <= 1,
+    FRACTION_OR_NULL: lambda v: v is None or (_is_number(v) and 0 < v <= 1),
     SIZES: lambda v: all(_is_int(n) and n > 0 for n in (v if isinstance(v, list) and v else [v])),
     RESUME: lambda v: v in (None, "auto", "never") or Path(str(v)).expanduser().is_file(),
     POSITIVE: lambda v: _is_number(v) and v > 0,
@@ -54,6 +57,8 @@ CHECKS: dict[str, str] = {
     "seed": INTEGER,
     "data.batch_size": POSITIVE_INT,
     "data.image_size": POSITIVE_INT,
+    "data.eval_image_size": POSITIVE_INT_OR_NULL,
+    "data.crop_pct": FRACTION,
     "data.num_classes": POSITIVE_INT,
     "data.workers": COUNT,
     "data.decode": DECODER,
@@ -81,7 +86,12 @@ CHECKS: dict[str, str] = {
 
 
 # eval.py's own keys (configs/eval.yaml); null keeps the training run's value.
-EVAL_CHECKS: dict[str, str] = {"batch_size": POSITIVE_INT_OR_NULL, "workers": COUNT_OR_NULL}
+EVAL_CHECKS: dict[str, str] = {
+    "batch_size": POSITIVE_INT_OR_NULL,
+    "workers": COUNT_OR_NULL,
+    "eval_image_size": POSITIVE_INT_OR_NULL,
+    "crop_pct": FRACTION_OR_NULL,
+}
 
 
 def check_attention(cfg: DictConfig) -> None:

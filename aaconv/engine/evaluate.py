@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
 from aaconv.engine.stored_config import check_stored_config
+from aaconv.errors import ConfigError
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.state_dict import load_model_state
@@ -40,14 +41,25 @@ def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
+EVAL_SIZE_KEYS = ("eval_image_size", "crop_pct")  # eval.yaml keys copied to data.*: classification's eval transform
+
+
 def run_config(state: dict[str, Any], cfg: DictConfig, targets: Mapping[str, set[str]]) -> DictConfig:
     """The training run's config, checked to be plain data that names only `targets` (see
-    aaconv.engine.stored_config), with eval.yaml's data overrides applied, and no pretrained backbone weights
-    to fetch: the checkpoint holds the trained ones."""
+    aaconv.engine.stored_config), with eval.yaml's data overrides applied (`data_root`, `batch_size`, `workers`,
+    and the evaluation size and crop `eval_image_size`, `crop_pct`, which a config built without them leaves as
+    the run had them), and no pretrained backbone weights to fetch: the checkpoint holds the trained ones."""
     run_cfg = check_stored_config(state.get("config"), f"checkpoint {cfg.checkpoint}", targets)
     run_cfg.backbone.weights = None
     run_cfg.task.pop("weights", None)  # where detection runs kept it before backbone.weights
-    for key, value in (("root", cfg.data_root), ("batch_size", cfg.batch_size), ("workers", cfg.workers)):
+    overrides = {"root": cfg.data_root, "batch_size": cfg.batch_size, "workers": cfg.workers}
+    overrides |= {key: cfg.get(key) for key in EVAL_SIZE_KEYS}
+    if "detection" in run_cfg.data and any(overrides[key] is not None for key in EVAL_SIZE_KEYS):
+        raise ConfigError(
+            "eval_image_size / crop_pct set classification's evaluation size and crop; a detection run resizes "
+            "with its detector's data.detection.min_size / max_size: leave them null"
+        )
+    for key, value in overrides.items():
         if value is not None:
             run_cfg.data[key] = value
     return run_cfg

@@ -122,7 +122,8 @@ class AAConv2d(nn.Module):
     """k x k conv with ``out_channels - dv`` filters concatenated with ``dv`` channels of 2-D self-attention.
 
     Shapes: (B, C_in, H, W) -> (B, C_out, H_out, W_out) with H_out = floor((H-1)/stride)+1 (same as the
-    ``nn.Conv2d(padding=k//2)`` it replaces). Any H, W up to ``max_size``, varying between calls.
+    ``nn.Conv2d(padding=k//2)`` it replaces). Any H, W, varying between calls (relative offsets beyond
+    ``max_size`` clipped: ``relative_tables.relative_table``).
 
     Args:
         in_channels, out_channels, kernel_size, stride, groups: as ``nn.Conv2d`` (padding ``k//2``, no
@@ -135,14 +136,15 @@ class AAConv2d(nn.Module):
         sine: add ``sine_embedding_2d`` to the (pooled) input of the qkv projection.
         coordconv: concatenate ``coordinate_channels`` to the (pooled) input of the qkv projection.
         memory_pool: attend over a 3x3 / stride-2 average-pooled map and upsample the attention output
-            bilinearly (module docstring); ``max_size`` then bounds the pooled map.
+            bilinearly (module docstring); ``max_size`` then applies to the pooled map.
         impl: ``"reference"`` (paper formulation, (B, N_h, HW, HW) logits), ``"chunked"`` (the same logits
             a chunk of queries at a time, recomputed in the backward), ``"fused"`` (exact rewrite on SDPA, no
             HW x HW tensor), ``"flex"`` (flex_attention) or ``"auto"`` (``auto_impl``). All use the same
             parameters; switch with ``layer.impl = ...``.
         stride_mode: how the attention branch downsamples when ``stride > 1`` (module docstring).
-        max_size: largest H, W the relative tables cover; default 256 covers 224 px ImageNet stages and
-            detection maps up to 256 (800x1333 input: 100x167 at stride 8). Larger -> ValueError.
+        max_size: largest H, W whose relative offsets the tables learn; default 256 covers 224 px ImageNet
+            stages and detection maps up to 256 (800x1333 input: 100x167 at stride 8). A larger map clips its
+            longer offsets to the outermost rows (``relative_tables.relative_table``, Shaw et al. 2018).
             Costs 2 * (2*max_size - 1) * dk_h parameters per layer.
         query_chunk: chunked and fused paths, attend in chunks of this many query positions.
         conv_builder: builds the conv branch, ``(in, out, k, stride, groups) -> nn.Module``; default a plain

@@ -31,8 +31,11 @@ Four exact implementations share the same parameters:
 the padded augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``flex`` beyond (detection maps).
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
-covering offsets -(max_size-1) .. max_size-1; a map of width W uses the 2W-1 central rows, so any
-H, W <= max_size is exact and a larger one raises a ValueError naming ``max_size``.
+covering offsets -(max_size-1) .. max_size-1. A map of width W reads ``relative_table(rW, W)`` (and rH likewise;
+aaconv.layers.relative_tables), the one rule of every implementation here and of scripted.py: the 2W-1 central
+rows when W <= max_size (exactly the built table), and beyond it the trained rows with every longer offset
+clipped to the outermost one (Shaw et al. 2018, arXiv 1803.02155), computed in the forward, so any H, W runs and
+the parameters (and state dicts) stay as built.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
 from . import scripted
+from .relative_tables import relative_table
 
 ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
 # formulations with a backward on each device type (this torch has no flex backward on the CPU)
@@ -368,7 +372,8 @@ class RelativeAttention2d(nn.Module):
         relative: learn relative width/height logits (``rel_width``, ``rel_height``, shared across heads,
             init N(0, dk_h^-1/2): the appendix passes dk_h^-1/2 as the *mean* by a TF1 argument-order
             quirk, we read it as the std). ``False``: no position encoding (permutation-equivariant).
-        max_size: largest H and W the relative tables cover (the policy in the module docstring).
+        max_size: largest H and W whose offsets the relative tables learn; larger maps clip the longer offsets
+            (the policy in the module docstring).
         impl: ``"reference"``, ``"chunked"``, ``"fused"``, ``"flex"`` or ``"auto"`` (per device and map:
             ``auto_impl``).
         query_chunk: process queries in chunks of this many positions on the chunked and fused paths (chunked:
@@ -415,33 +420,20 @@ class RelativeAttention2d(nn.Module):
         self._impl = value
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        args = (self.dk, self.dv, self.num_heads, self.scale, self.max_size)
+        args = (self.dk, self.dv, self.num_heads, self.scale)
         if torch.jit.is_scripting():  # TorchScript compiles the reference formulation only
             return scripted.relative_attention(qkv, self.rel_width, self.rel_height, *args)
         return relative_attention(qkv, self.rel_width, self.rel_height, *args, self.impl, self.query_chunk)
 
 
 def _tables(
-    rel_width: torch.Tensor | None,
-    rel_height: torch.Tensor | None,
-    max_size: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype,
+    rel_width: torch.Tensor | None, rel_height: torch.Tensor | None, height: int, width: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The central (2W-1, dk_h) and (2H-1, dk_h) rows, in the activations' dtype (autocast)."""
+    """The (2W-1, dk_h) and (2H-1, dk_h) tables of an H x W map (``relative_table``), in the activations' dtype
+    (autocast)."""
     if rel_width is None or rel_height is None:
         return None, None
-    if max(height, width) > max_size:
-        raise ValueError(
-            f"feature map {height}x{width} exceeds the relative tables' max_size={max_size}; "
-            "raise the AA option max_size"
-        )
-    center = max_size - 1
-    return (
-        rel_width[center - width + 1 : center + width].to(dtype),
-        rel_height[center - height + 1 : center + height].to(dtype),
-    )
+    return relative_table(rel_width, width).to(dtype), relative_table(rel_height, height).to(dtype)
 
 
 @torch.fx.wrap
@@ -453,7 +445,6 @@ def relative_attention(
     dv: int,
     num_heads: int,
     scale: float,
-    max_size: int,
     impl: str,
     query_chunk: int | None,
 ) -> torch.Tensor:
@@ -464,7 +455,7 @@ def relative_attention(
     q, k, v = qkv.split([dk, dk, dv], dim=1)
     q, k, v = (t.reshape(batch, num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
     q = q * scale
-    rel_w, rel_h = _tables(rel_width, rel_height, max_size, height, width, q.dtype)
+    rel_w, rel_h = _tables(rel_width, rel_height, height, width, q.dtype)
     if impl == "auto":
         impl = auto_impl(q.device, q.shape[-1], height, width)
     if impl == "reference":

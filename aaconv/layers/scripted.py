@@ -5,7 +5,8 @@ with Python that TorchScript cannot compile. Under ``torch.jit.is_scripting()`` 
 functions instead, on the same parameters:
 
 - ``relative_attention``: the AA paper's reference formulation (Bello et al. 2019, arXiv 1904.09925, section 3
-  and the appendix's ``rel_to_abs``), with (B, N_h, HW, HW) logits;
+  and the appendix's ``rel_to_abs``), with (B, N_h, HW, HW) logits and the eager paths' tables at any map size
+  (``relative_tables.relative_table``);
 - ``sine_embedding`` / ``coordinates``: AA's optional position inputs;
 - ``aw_conv``: the AW conv (Zhu et al. 2021, arXiv 2108.08205) as one grouped conv over the batch.
 
@@ -15,6 +16,8 @@ tests/layers/test_scripted.py checks each against the eager layer.
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .relative_tables import relative_table
 
 
 def _rel_to_abs(x: Tensor) -> Tensor:
@@ -33,7 +36,6 @@ def relative_attention(
     dv: int,
     num_heads: int,
     scale: float,
-    max_size: int,
 ) -> Tensor:
     """RelativeAttention2d: qkv (B, 2 dk + dv, H, W) -> (B, dv, H, W); q scaled by `scale` (dk_h^-1/2)."""
     batch, height, width = qkv.shape[0], qkv.shape[2], qkv.shape[3]
@@ -43,11 +45,8 @@ def relative_attention(
     v = v.reshape(batch, num_heads, -1, height * width).transpose(-1, -2)
     logits = q @ k.transpose(-1, -2)  # (B, N, HW, HW)
     if rel_width is not None and rel_height is not None:
-        if max(height, width) > max_size:
-            raise ValueError("feature map exceeds the relative tables' max_size; raise the AA option max_size")
-        center = max_size - 1
-        rel_w = rel_width[center - width + 1 : center + width].to(q.dtype)  # (2W-1, dk_h)
-        rel_h = rel_height[center - height + 1 : center + height].to(q.dtype)  # (2H-1, dk_h)
+        rel_w = relative_table(rel_width, width).to(q.dtype)  # (2W-1, dk_h)
+        rel_h = relative_table(rel_height, height).to(q.dtype)  # (2H-1, dk_h)
         grid = q.reshape(batch, num_heads, height, width, q.shape[-1])
         along_w = _rel_to_abs(grid @ rel_w.t())  # (B, N, H, W, W): [y_i, x_i, x_j]
         along_h = _rel_to_abs(grid.transpose(2, 3) @ rel_h.t()).transpose(2, 3)  # (B, N, H, W, H): [y_i, x_i, y_j]

@@ -10,7 +10,10 @@ matched to the weights' tensor of its name, or of its name with `.conv.` levels 
     SqueezeExcite, CBAM) and the shapes differ only in their first two sizes: the overlapping leading block is
     copied, the rest keeps its initialisation. That covers AA's conv branch (the first C_out - dv pretrained
     filters), an aaconv checkpoint of other attention options (dk, dv, SE width), and AA's relative tables of
-    another input size (the central rows, so offset d stays offset d);
+    another input size, read at the model's table size by the rule the layers apply in their forward
+    (aaconv.layers.relative_tables.relative_table: offset d stays offset d, a shorter table takes the central
+    rows, a longer one the trained rows with its longer offsets clipped to the outermost), so the loaded model
+    computes what the weights' own model computes at every map size;
   - left at its initialisation when it is one of the `exact` prefixes (the classifier) and its shape differs
     (fine-tuning to another number of classes);
   - a shape mismatch otherwise (`LoadReport.mismatched`): a tensor outside the attention layers whose shape
@@ -33,6 +36,7 @@ from torch import Tensor, nn
 
 from aaconv.errors import CheckpointError
 from aaconv.layers import parts
+from aaconv.layers.relative_tables import relative_table
 from aaconv.models.weights_fetch import StateDict, read_weights, stored_backbone
 from aaconv.utils.state_dict import load_model_state
 
@@ -113,23 +117,16 @@ def attention_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, classes))
 
 
-def _centered_rows(length: int, rows: int) -> slice:
-    start = (length - rows) // 2
-    return slice(start, start + rows)
-
-
 def _overlap_copy(key: str, target: Tensor, value: Tensor) -> bool:
     """Copies the overlap of `value` into `target`: the leading block (channels only: a conv kernel of
-    another size is never cut to fit); for AA's relative tables (offsets -(n-1)..n-1 around the middle row)
-    the central rows, so offset d stays offset d, and the leading columns."""
+    another size is never cut to fit); AA's relative tables (offsets -(n-1)..n-1 around the middle row) are first
+    read at the target's length by `relative_table`, then their leading columns copied."""
     if target.dim() != value.dim() or target.shape[2:] != value.shape[2:]:
         return False
-    into = [slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True)]
-    source = list(into)
     if key.endswith(("rel_width", "rel_height")):
-        rows = min(target.shape[0], value.shape[0])
-        into[0], source[0] = _centered_rows(target.shape[0], rows), _centered_rows(value.shape[0], rows)
-    target[tuple(into)] = value[tuple(source)].to(target.dtype)
+        value = relative_table(value, (target.shape[0] + 1) // 2)
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(target.shape, value.shape, strict=True))
+    target[overlap] = value[overlap].to(target.dtype)
     return True
 
 

@@ -16,7 +16,7 @@ from aaconv.data import dataset_root
 from aaconv.data.cifar import CIFAR100, cifar_transform
 from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
 from aaconv.data.imagefolder import build_splits
-from aaconv.data.transforms import classification_transform
+from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
 from aaconv.models.pretrained import init_backbone
@@ -38,7 +38,8 @@ class ClassificationTask:
     Args:
         backbone: the `backbone` config group (name plus backbone keywords).
         attention: the `attention` config group ({variant, aa, aw, se}).
-        data: the `data` config group (root, splits, num_classes, image_size, transform options).
+        data: the `data` config group (root, splits, num_classes, image_size, transform options, the
+            evaluation's eval_image_size and crop_pct).
         label_smoothing: cross-entropy label smoothing.
         mixup: timm `Mixup` keywords (mixup_alpha, cutmix_alpha, prob, switch_prob, mode); with either alpha
             above 0 training batches are mixed and the loss is soft-target cross-entropy (the smoothing is
@@ -93,19 +94,23 @@ class ClassificationTask:
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         if self.data.get("format") == "cifar":
+            if self.data.get("eval_image_size") is not None or self.data.get("crop_pct") is not None:
+                raise ConfigError(
+                    "data.eval_image_size / data.crop_pct resize and crop ImageFolder images; CIFAR-100 is evaluated "
+                    "on its 32 px images as they are: leave them null"
+                )
             options = self.data["transform"]
             return (
                 CIFAR100(self.data["root"], self.data["train_split"], cifar_transform(True, **options)),
                 CIFAR100(self.data["root"], self.data["val_split"], cifar_transform(False)),
             )
         root = dataset_root(self.data, "imagefolder")
-        size, options = self.data["image_size"], self.data["transform"]
         train, val = build_splits(
             root,
             train_split=self.data["train_split"],
             val_split=self.data["val_split"],
-            train_transform=classification_transform(size, True, options["train"]),
-            val_transform=classification_transform(size, False, options["eval"]),
+            train_transform=classification_transform(self.data["image_size"], True, self.data["transform"]["train"]),
+            val_transform=eval_transform(self.data),
             num_classes=self.data["num_classes"],
             skip_unreadable=bool(self.data.get("skip_unreadable", False)),
         )

@@ -140,6 +140,25 @@ def test_relative_tables_of_another_size_keep_their_offsets():
     large = create_model("resnet18", "aa", input_size=128)
     load_pretrained(large, small.state_dict())
     table_small, table_large = small.layer4[0].conv1.attention.rel_width, large.layer4[0].conv1.attention.rel_width
-    n = table_small.shape[0]  # 2 * 2 - 1 rows (offsets -1..1) inside 2 * 4 - 1 rows
+    n = table_small.shape[0]  # 2 * 2 - 1 rows (offsets -1..1) inside 2 * 4 - 1 rows: offsets -3..3
     middle = (table_large.shape[0] - n) // 2
     torch.testing.assert_close(table_large[middle : middle + n], table_small)
+    torch.testing.assert_close(table_large[:middle], table_small[:1].expand(middle, -1))  # clipped offsets
+    torch.testing.assert_close(table_large[middle + n :], table_small[-1:].expand(middle, -1))
+
+
+@pytest.mark.parametrize(("trained", "built", "sizes"), [(32, 64, (32, 48, 96)), (64, 32, (32,))])
+def test_loaded_tables_compute_what_the_weights_model_computes(trained, built, sizes):
+    """Weights of a model built for one input size, loaded into one built for a larger size, give the same outputs
+    at every size (those both tables cover, and those the original reads clipped on the fly); into a smaller one,
+    at the sizes its tables cover (the longer trained offsets are cropped)."""
+    torch.manual_seed(0)
+    original = create_model("resnet18", "aa", num_classes=4, input_size=trained).eval()
+    loaded = create_model("resnet18", "aa", num_classes=4, input_size=built).eval()
+    report = load_pretrained(loaded, original.state_dict())
+    assert not report.missing and not report.unexpected and not report.mismatched
+    assert any(key.endswith("rel_width") for key in report.adapted)
+    with torch.no_grad():
+        for size in sizes:
+            x = torch.randn(2, 3, size, size)
+            assert torch.equal(loaded(x), original(x)), size
