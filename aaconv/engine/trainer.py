@@ -2,8 +2,9 @@
 clipped, EMA), evaluates, checkpoints and resumes, and stops cleanly on preemption signals.
 
 A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_steps` updates and on preemption),
-best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved) and
-results.json (at the end). Rerunning the same command in the same directory continues from last.pt.
+best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved), the caller's
+`record` (train.py: Hydra's .hydra/ files, aaconv.engine.run_record) and results.json (at the end). Rerunning
+the same command in the same directory continues from last.pt.
 
 With several processes, BatchNorm running statistics are averaged over the ranks before every evaluation
 and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
@@ -25,7 +26,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from aaconv.engine.loggers import build_logger
 from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
 from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_records
 from aaconv.engine.run_lock import RunLock, claim_run_dir
+from aaconv.engine.run_record import write_record
 from aaconv.engine.runtime import (
     rng_state,
     seed_everything,
@@ -121,12 +123,16 @@ class Trainer:
     `run_dir` (see the module docstring).
 
     Distributed when started by torchrun or Slurm (one process per GPU): each process loads
-    `data.batch_size` images per step; only rank 0 logs and writes files.
+    `data.batch_size` images per step; only rank 0 logs and writes files. `record` ({path in the run
+    directory: text}) is written beside config.yaml, only by a run that holds the directory.
     """
 
-    def __init__(self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike):
+    def __init__(
+        self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike, record: Mapping[str, str] | None = None
+    ):
         self.cfg = cfg
         self.task = task
+        self.record = dict(record or {})
         self._setup_runtime(run_dir)
         self._build_model()
         self._build_data()
@@ -250,8 +256,8 @@ class Trainer:
         return lock
 
     def _open_run(self, resume: str | None) -> None:
-        """Resumes (or seeds a fresh run), then writes config.yaml and opens the loggers: a refused resume
-        leaves the run's files as they were."""
+        """Resumes (or seeds a fresh run), then writes config.yaml and the record and opens the loggers: a
+        refused resume leaves the run's files as they were."""
         if not self.resume(resume):
             seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
         if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epochs_done())):
@@ -261,6 +267,7 @@ class Trainer:
         config = OmegaConf.to_container(self.cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+            write_record(self.run_dir, self.record)
         self.logger = build_logger(self.cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
 
     # ---- checkpoints -------------------------------------------------------------------------------------
