@@ -232,6 +232,9 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
+        self.train_time_s = 0.0  # fit() time up to the last checkpoint, summed over the run's segments
+        self.clock: float | None = None  # perf_counter() at the last count of train_time_s, while training
+        self.train_images_per_s: float | None = None  # the last epoch's
         self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
         self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
         try:
@@ -284,6 +287,8 @@ class Trainer:
             "global_step": self.global_step,
             "best_metric": self.best_metric,
             "nonfinite_skipped": self.guard.skipped,
+            "train_time_s": self.train_time_s,
+            "train_images_per_s": self.train_images_per_s,
             "world_size": self.env.world_size,
             "rng": dist.all_gather_objects(rng_state()),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -306,6 +311,7 @@ class Trainer:
         """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
         Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
         finite state."""
+        self._count_train_time()
         self.sync_buffers()
         state = self.state_dict()
         self._check_finite(state)
@@ -347,6 +353,9 @@ class Trainer:
             state["global_step"],
         )
         self.best_metric, self.guard.skipped = state["best_metric"], state["nonfinite_skipped"]
+        # checkpoints from before these keys: the time of the segments they cover is not known (0)
+        self.train_time_s = float(state.get("train_time_s", 0.0))
+        self.train_images_per_s = state.get("train_images_per_s")
         if state["world_size"] == self.env.world_size:
             set_rng_state(state["rng"][self.env.rank])
         else:
@@ -531,6 +540,14 @@ class Trainer:
             return float(self.epoch)
         return round(self.epoch + self.batch_in_epoch / (self.steps_per_epoch * self.accum_steps), 6)
 
+    def _count_train_time(self) -> None:
+        """Adds the time since the last count to `train_time_s` (once fit() started). Counted at each
+        checkpoint: the run's time is that of its segments up to their last checkpoints (a segment ended by
+        kill -9 counts up to its last checkpoint; a rerun of a finished run, which saves nothing, adds nothing)."""
+        if self.clock is not None:
+            now = time.perf_counter()
+            self.train_time_s, self.clock = self.train_time_s + now - self.clock, now
+
     def reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
 
@@ -566,12 +583,12 @@ class Trainer:
             self.global_batch,
             self.scheduler.base_values[0],
         )
-        train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
         maximize = self.task.primary_metric_mode == "max"
-        start = time.perf_counter()
+        self.clock = time.perf_counter()  # train_time_s grows at each checkpoint from here on
         while not self.finished():
             train_stats = self.train_one_epoch()
+            self.train_images_per_s = train_stats["train_images_per_s"]
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
             epoch = self.epoch + 1 if self.epoch_complete() else self.epochs_done()  # fractional: max_steps stop
@@ -601,8 +618,8 @@ class Trainer:
             **run_facts(self.cfg, self.model),
             "epochs": self.epochs,
             "steps": self.global_step,
-            "train_images_per_s": train_stats.get("train_images_per_s"),
-            "train_time_s": time.perf_counter() - start,
+            "train_images_per_s": self.train_images_per_s,
+            "train_time_s": self.train_time_s,  # up to the last checkpoint, over all segments
             "nonfinite_skipped": self.guard.skipped,
             "peak_memory_mb": peak_memory_mb(self.device),
             "device": str(self.device),
