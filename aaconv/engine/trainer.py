@@ -185,6 +185,8 @@ class Trainer:
             train_set, seed=int(cfg.seed), group_ids=self.task.group_ids(train_set), **shared
         )
         self.val_loader = build_eval_loader(val_set, max_batches=t.max_eval_batches, **shared)
+        self.eval_images = len(self.val_loader.sampler.indices)  # type: ignore[attr-defined]  # all ranks'
+        self.eval_partial = self.eval_images < len(val_set)  # trainer.max_eval_batches left images out
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(
@@ -514,8 +516,8 @@ class Trainer:
         return True
 
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics on the whole validation set (each image once across ranks; the first
-        `trainer.max_eval_batches` batches per rank when set), and the EMA's as `ema_<metric>` when EMA is on.
+        """The task's metrics on the whole validation set (each image once across ranks; with
+        `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as `ema_<metric>` when EMA is on.
         BatchNorm statistics are averaged over the ranks first. Random states are put back afterwards:
         evaluating (or not, or the EMA too) never changes the training run's random streams."""
         self.sync_buffers()
@@ -550,6 +552,11 @@ class Trainer:
 
     def reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
+
+    def stopped_by(self) -> str:
+        """What ended training: "epochs" (all `trainer.epochs` trained) or "max_steps" (`trainer.max_steps`
+        updates made before that)."""
+        return "epochs" if self.epoch >= self.epochs else "max_steps"
 
     def finished(self) -> bool:
         """All epochs trained, or `trainer.max_steps` updates made."""
@@ -616,8 +623,12 @@ class Trainer:
         results = {
             **metrics,
             **run_facts(self.cfg, self.model),
-            "epochs": self.epochs,
+            "epochs": self.epochs,  # configured; what was trained: epochs_trained, stopped_by
+            "epochs_trained": self.epochs_done(),
+            "stopped_by": self.stopped_by(),
             "steps": self.global_step,
+            "eval_images": self.eval_images,
+            "eval_partial": self.eval_partial,
             "train_images_per_s": self.train_images_per_s,
             "train_time_s": self.train_time_s,  # up to the last checkpoint, over all segments
             "nonfinite_skipped": self.guard.skipped,
