@@ -4,7 +4,7 @@
     python scripts/paper_table.py outputs/ multirun/      + our metrics from the runs found there, and the difference
     python scripts/paper_table.py RUNS --format json       one object per row: {table, row, experiment, paper, ours}
     python scripts/paper_table.py RUNS --plot tables.png   ours vs the paper per table: top-1 / AP against params, GFLOPs
-    python scripts/paper_table.py RUNS --include-short     smoke runs (trainer.max_steps / max_eval_batches) counted too
+    python scripts/paper_table.py RUNS --include-short     runs cut short (trainer.max_steps, ...) counted, marked
     python scripts/paper_table.py --sweep multirun/DATE/TIME   the jobs of one sweep sorted by their primary metric
 
 A run is any folder holding results.json (single runs and the job folders of a multirun) whose Hydra record
@@ -412,7 +412,8 @@ def short_runs_line(runs: Sequence[Run], include_short: bool) -> str | None:
     why = "; ".join(f"{n} {reason}" for reason, n in reasons)
     if include_short:
         return f"note: {len(short)} of {len(runs)} runs are cut short ({why}): counted in ours, marked"
-    return f"note: {len(short)} of {len(runs)} runs left out of ours as cut short ({why}); --include-short counts them"
+    left_out = f"{len(short)} of {len(runs)} runs left out of ours as cut short"
+    return f"note: {left_out} ({why}); --include-short counts them"
 
 
 def markdown(objects: Sequence[dict[str, Any]]) -> str:

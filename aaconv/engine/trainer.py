@@ -185,8 +185,9 @@ class Trainer:
             train_set, seed=int(cfg.seed), group_ids=self.task.group_ids(train_set), **shared
         )
         self.val_loader = build_eval_loader(val_set, max_batches=t.max_eval_batches, **shared)
-        self.eval_images = len(self.val_loader.sampler.indices)  # type: ignore[attr-defined]  # all ranks'
-        self.eval_partial = self.eval_images < len(val_set)  # trainer.max_eval_batches left images out
+        # validation images evaluated by all ranks together; fewer than the split under trainer.max_eval_batches
+        self.eval_images = len(self.val_loader.sampler.indices)  # type: ignore[attr-defined]
+        self.eval_partial = self.eval_images < len(val_set)
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(
@@ -517,9 +518,9 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the whole validation set (each image once across ranks; with
-        `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as `ema_<metric>` when EMA is on.
-        BatchNorm statistics are averaged over the ranks first. Random states are put back afterwards:
-        evaluating (or not, or the EMA too) never changes the training run's random streams."""
+        `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as
+        `ema_<metric>` when EMA is on. BatchNorm statistics are averaged over the ranks first. Random states are
+        put back afterwards: evaluating (or not, or the EMA too) never changes the training run's random streams."""
         self.sync_buffers()
         state = rng_state()
         with self.precision.autocast():
