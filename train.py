@@ -5,6 +5,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from aaconv.engine.config_checks import check_config
+from aaconv.engine.run_record import hydra_record
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import ConfigError, exit_on_user_error, require_values
 from aaconv.tasks import build_task
@@ -24,7 +25,8 @@ def main(cfg: DictConfig) -> float:
             "for the groups' own values"
         )
     task = build_task(cfg)
-    trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir)
+    # Hydra's .hydra/ record, written by the trainer once it holds the run directory (hydra.output_subdir: null)
+    trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir, record=hydra_record(cfg))
     return trainer.fit()[task.primary_metric]
 
 

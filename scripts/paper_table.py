@@ -4,14 +4,18 @@
     python scripts/paper_table.py outputs/ multirun/      + our metrics from the runs found there, and the difference
     python scripts/paper_table.py RUNS --format json       one object per row: {table, row, experiment, paper, ours}
     python scripts/paper_table.py RUNS --plot tables.png   ours vs the paper per table: top-1 / AP against params, GFLOPs
+    python scripts/paper_table.py RUNS --include-short     runs cut short (trainer.max_steps, ...) counted, marked
     python scripts/paper_table.py --sweep multirun/DATE/TIME   the jobs of one sweep sorted by their primary metric
 
 A run is any folder holding results.json (single runs and the job folders of a multirun) whose Hydra record
 (.hydra/hydra.yaml) names the row's experiment and the row's backbone / attention choices; several runs of a row
-(e.g. seeds) give mean and sample standard deviation. Our parameters and FLOPs come from building the row's model
-on the meta device (no memory, no compute) and counting one forward with torch.utils.flop_counter, which counts a
-multiply-add as 2 FLOPs as the paper does; AA is counted in its reference formulation. Classification rows are
-counted at their training size (224 px ImageNet, 32 px CIFAR); detection rows count backbone + FPN + heads
+(e.g. seeds) give mean and sample standard deviation. Runs cut short (results.json: `stopped_by` other than
+"epochs", i.e. trainer.max_steps; or `eval_partial`, i.e. trainer.max_eval_batches) are left out of ours and
+counted in one line on stderr; --include-short counts them, and each row says how many it holds. Our
+parameters and FLOPs come from building the row's model on the meta device (no memory, no compute) and counting
+one forward with torch.utils.flop_counter, which counts a multiply-add as 2 FLOPs as the paper does; AA is counted
+in its reference formulation. Classification rows are counted at their training size (224 px ImageNet, 32 px
+CIFAR); detection rows count backbone + FPN + heads
 (RetinaNet: both heads; Faster R-CNN: the RPN head, the RoI head depends on the proposals) at the row's own input:
 its canvas (the AA paper's RetinaNet rows: 640 x 640), else 800 x 1344 (torchvision's resize, padded). Parameters
 include the frozen BatchNorm affines of the detection backbones (aaconv.models.cost, shared with count_params.py).
@@ -30,6 +34,7 @@ import math
 import os
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +296,17 @@ class Run:
     overrides: list[str]
     results: dict[str, Any]
 
+    def cut_short(self) -> list[str]:
+        """Why the run does not stand for its row: stopped by trainer.max_steps before its epochs ran, or
+        evaluated on part of the validation split. Empty for a whole run (and for a results.json written
+        before `stopped_by` / `eval_partial` existed)."""
+        reasons = []
+        if self.results.get("stopped_by", "epochs") != "epochs":
+            reasons.append(f"stopped by trainer.{self.results['stopped_by']}")
+        if self.results.get("eval_partial"):
+            reasons.append("evaluated on part of the validation split (trainer.max_eval_batches)")
+        return reasons
+
 
 def find_runs(folders: Iterable[Path]) -> list[Run]:
     """Every run under `folders`: a results.json with the Hydra record of its choices (read as data)."""
@@ -315,13 +331,22 @@ def row_choices(row: Row) -> dict[str, str]:
     return {**{g: o for g, o in own.items() if g in ("backbone", "attention")}, **row.choices}
 
 
-def our_metrics(row: Row, runs: Sequence[Run]) -> dict[str, Any]:
-    """Mean (and sample std over 2+ runs) of each metric over the row's runs; detection AP in percent."""
+def our_metrics(row: Row, runs: Sequence[Run], include_short: bool = False) -> dict[str, Any]:
+    """Mean (and sample std over 2+ runs) of each metric over the row's runs; detection AP in percent. Runs cut
+    short are left out (counted as `left_out`), or with `include_short` counted (as `short` too)."""
     wanted = {"experiment": row.experiment, **row_choices(row)}
     mine = [r for r in runs if all(r.choices.get(g) == o for g, o in wanted.items())]
+    short = [r for r in mine if r.cut_short()]
+    counts = {("short" if include_short else "left_out"): len(short)} if short else {}
+    if not include_short:
+        mine = [r for r in mine if not r.cut_short()]
     if not mine:
-        return {"runs": 0}
-    out: dict[str, Any] = {"runs": len(mine), "epochs": sorted({r.results.get("epochs") for r in mine})}
+        return {"runs": 0, **counts}
+    out: dict[str, Any] = {
+        "runs": len(mine),
+        **counts,
+        "epochs": sorted({r.results.get("epochs") for r in mine}),
+    }
     for metric in METRICS:
         key = metric.upper() if metric.startswith("ap") else metric  # results.json: top1, top5, AP, AP50, AP75
         values = [float(r.results[key]) * (100.0 if metric.startswith("ap") else 1.0) for r in mine if key in r.results]
@@ -332,13 +357,19 @@ def our_metrics(row: Row, runs: Sequence[Run]) -> dict[str, Any]:
     return out
 
 
-def table_rows(runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCache | None) -> list[dict[str, Any]]:
+def table_rows(
+    runs: Sequence[Run], tables: Sequence[str] | None, sizes: SizeCache | None, include_short: bool = False
+) -> list[dict[str, Any]]:
     """One {table, row, experiment, paper, ours} object per row of the `tables` (all when empty)."""
     objects = []
     for row in ROWS:
         if tables and not any(t.lower() in row.table.lower() for t in tables):
             continue
-        ours = {**(sizes.get(row) if sizes else {}), **our_metrics(row, runs), "command": row.command()}
+        ours = {
+            **(sizes.get(row) if sizes else {}),
+            **our_metrics(row, runs, include_short),
+            "command": row.command(),
+        }
         delta = {k: round(ours[k] - v, 2) for k, v in row.paper.items() if isinstance(ours.get(k), float)}
         if delta:
             ours["delta"] = delta
@@ -363,6 +394,28 @@ def _side_by_side(paper: dict[str, Any], ours: dict[str, Any], metric: str) -> s
     return f"{_fmt(paper.get(metric))} / {_fmt(ours.get(metric), ours.get(f'{metric}_std'))}"
 
 
+def _short_note(ours: dict[str, Any]) -> str:
+    """The row's runs cut short: ", 2 cut short" (counted: --include-short) or ", 2 cut short left out"."""
+    if ours.get("short"):
+        return f", {ours['short']} cut short"
+    if ours.get("left_out"):
+        return f", {ours['left_out']} cut short left out"
+    return ""
+
+
+def short_runs_line(runs: Sequence[Run], include_short: bool) -> str | None:
+    """One line naming how many runs were cut short and why, and whether they count; None when none was."""
+    short = [r for r in runs if r.cut_short()]
+    if not short:
+        return None
+    reasons = sorted(Counter(reason for r in short for reason in r.cut_short()).items())
+    why = "; ".join(f"{n} {reason}" for reason, n in reasons)
+    if include_short:
+        return f"note: {len(short)} of {len(runs)} runs are cut short ({why}): counted in ours, marked"
+    left_out = f"{len(short)} of {len(runs)} runs left out of ours as cut short"
+    return f"note: {left_out} ({why}); --include-short counts them"
+
+
 def markdown(objects: Sequence[dict[str, Any]]) -> str:
     lines: list[str] = []
     for table in dict.fromkeys(o["table"] for o in objects):
@@ -380,10 +433,10 @@ def markdown(objects: Sequence[dict[str, Any]]) -> str:
         for o in (o for o in objects if o["table"] == table):
             paper, ours = o["paper"], o["ours"]
             if ours.get("runs"):
-                runs = f"{ours['runs']} run{'s' * (ours['runs'] > 1)}"
+                runs = f"{ours['runs']} run{'s' * (ours['runs'] > 1)}{_short_note(ours)}"
                 mine = f"{_fmt(ours.get(metric), ours.get(f'{metric}_std'))} ({runs})"
             else:
-                mine = "no run"
+                mine = f"no run{_short_note(ours)}"
             note = f" ({paper['note']})" if "note" in paper else ""
             more = " | ".join(_side_by_side(paper, ours, m) for m in others)
             lines.append(
@@ -442,13 +495,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-count", action="store_true", help="skip building the models (no params / FLOPs)")
     parser.add_argument("--no-cache", action="store_true", help="recount params / FLOPs instead of reading the cache")
     parser.add_argument("--sweep", type=Path, help="summarise one multirun folder instead, sorted by its metric")
+    parser.add_argument(
+        "--include-short",
+        action="store_true",
+        help="count runs cut short (trainer.max_steps, trainer.max_eval_batches) in ours, marked",
+    )
     args = parser.parse_args(argv)
     if args.sweep:
         print(sweep_table(args.sweep))
         return
     runs = runs_of(args.runs)
+    if note := short_runs_line(runs, args.include_short):
+        print(note, file=sys.stderr)
     sizes = None if args.no_count else SizeCache(enabled=not args.no_cache)
-    objects = table_rows(runs, args.table, sizes)
+    objects = table_rows(runs, args.table, sizes, args.include_short)
     if sizes:
         sizes.save()
     print(json.dumps(objects, indent=1) if args.format == "json" else markdown(objects))

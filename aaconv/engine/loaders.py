@@ -112,14 +112,14 @@ def build_eval_loader(
     max_batches: int | None = None,
 ) -> DataLoader:
     """Loader over this rank's share of `dataset` in order; every sample is on exactly one rank. With
-    `max_batches`, only the first max_batches x batch_size x world_size samples are shared out (smoke runs)."""
+    `max_batches` (smoke runs), max_batches x batch_size x world_size samples spread evenly over the dataset
+    are shared out (`ShardSampler`): a class-ordered split is scored on every class, not on its first ones."""
     size = len(dataset)  # type: ignore[arg-type]
-    if max_batches:
-        size = min(size, int(max_batches) * batch_size * world_size)
+    max_samples = int(max_batches) * batch_size * world_size if max_batches else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShardSampler(size, rank=rank, world_size=world_size),
+        sampler=ShardSampler(size, rank=rank, world_size=world_size, max_samples=max_samples),
         drop_last=False,
         **_loader_kwargs(data, collate_fn),
     )

@@ -49,18 +49,29 @@ class TrainSampler(Sampler[SampleKey]):
         return self.num_samples
 
 
-class ShardSampler(Sampler[int]):
-    """Indices rank, rank + world, rank + 2*world, ...: every sample on exactly one rank, none twice
-    (torch's DistributedSampler pads with duplicates, which biases distributed evaluation)."""
+def evenly_spaced(size: int, count: int) -> range | list[int]:
+    """`count` distinct indices spread evenly over range(size), in order (all of them when count >= size):
+    i * size // count. On a class-ordered dataset (an ImageFolder) every class gets its share."""
+    if count >= size:
+        return range(size)
+    return [i * size // count for i in range(count)]
 
-    def __init__(self, dataset_size: int, *, rank: int = 0, world_size: int = 1):
+
+class ShardSampler(Sampler[int]):
+    """Every rank-th of the evaluation indices, starting at `rank`: every sample on exactly one rank, none twice
+    (torch's DistributedSampler pads with duplicates, which biases distributed evaluation). The indices are
+    the whole dataset, or with `max_samples` that many spread evenly over it (evenly_spaced): the same on
+    every rank and every run."""
+
+    def __init__(self, dataset_size: int, *, rank: int = 0, world_size: int = 1, max_samples: int | None = None):
         self.dataset_size, self.rank, self.world_size = dataset_size, rank, world_size
+        self.indices = evenly_spaced(dataset_size, max_samples) if max_samples else range(dataset_size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.dataset_size, self.world_size))
+        return iter(self.indices[self.rank :: self.world_size])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.dataset_size, self.world_size))
+        return len(self.indices[self.rank :: self.world_size])
 
 
 class GroupedBatchSampler(Sampler[list[SampleKey]]):

@@ -2,8 +2,9 @@
 clipped, EMA), evaluates, checkpoints and resumes, and stops cleanly on preemption signals.
 
 A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_steps` updates and on preemption),
-best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved) and
-results.json (at the end). Rerunning the same command in the same directory continues from last.pt.
+best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved), the caller's
+`record` (train.py: Hydra's .hydra/ files, aaconv.engine.run_record) and results.json (at the end). Rerunning
+the same command in the same directory continues from last.pt.
 
 With several processes, BatchNorm running statistics are averaged over the ranks before every evaluation
 and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
@@ -25,7 +26,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from aaconv.engine.loggers import build_logger
 from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
 from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_records
 from aaconv.engine.run_lock import RunLock, claim_run_dir
+from aaconv.engine.run_record import write_record
 from aaconv.engine.runtime import (
     rng_state,
     seed_everything,
@@ -121,12 +123,16 @@ class Trainer:
     `run_dir` (see the module docstring).
 
     Distributed when started by torchrun or Slurm (one process per GPU): each process loads
-    `data.batch_size` images per step; only rank 0 logs and writes files.
+    `data.batch_size` images per step; only rank 0 logs and writes files. `record` ({path in the run
+    directory: text}) is written beside config.yaml, only by a run that holds the directory.
     """
 
-    def __init__(self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike):
+    def __init__(
+        self, cfg: DictConfig, task: Task, run_dir: str | os.PathLike, record: Mapping[str, str] | None = None
+    ):
         self.cfg = cfg
         self.task = task
+        self.record = dict(record or {})
         self._setup_runtime(run_dir)
         self._build_model()
         self._build_data()
@@ -179,6 +185,9 @@ class Trainer:
             train_set, seed=int(cfg.seed), group_ids=self.task.group_ids(train_set), **shared
         )
         self.val_loader = build_eval_loader(val_set, max_batches=t.max_eval_batches, **shared)
+        # validation images evaluated by all ranks together; fewer than the split under trainer.max_eval_batches
+        self.eval_images = len(self.val_loader.sampler.indices)  # type: ignore[attr-defined]
+        self.eval_partial = self.eval_images < len(val_set)
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps  # optimizer updates per epoch
         if self.steps_per_epoch == 0:
             raise AAConvError(
@@ -226,6 +235,9 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
         self.best_metric: float | None = None
+        self.train_time_s = 0.0  # fit() time up to the last checkpoint, summed over the run's segments
+        self.clock: float | None = None  # perf_counter() at the last count of train_time_s, while training
+        self.train_images_per_s: float | None = None  # the last epoch's
         self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
         self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
         try:
@@ -250,8 +262,8 @@ class Trainer:
         return lock
 
     def _open_run(self, resume: str | None) -> None:
-        """Resumes (or seeds a fresh run), then writes config.yaml and opens the loggers: a refused resume
-        leaves the run's files as they were."""
+        """Resumes (or seeds a fresh run), then writes config.yaml and the record and opens the loggers: a
+        refused resume leaves the run's files as they were."""
         if not self.resume(resume):
             seed_everything(int(self.cfg.seed) + self.env.rank)  # per-rank streams (dropout, ...) from here on
         if self.is_main and (dropped := trim_epoch_records(self.run_dir / "metrics.jsonl", self.epochs_done())):
@@ -261,6 +273,7 @@ class Trainer:
         config = OmegaConf.to_container(self.cfg, resolve=True)
         if self.is_main:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+            write_record(self.run_dir, self.record)
         self.logger = build_logger(self.cfg.logger, self.run_dir, config, self.is_main)  # type: ignore[arg-type]
 
     # ---- checkpoints -------------------------------------------------------------------------------------
@@ -277,6 +290,8 @@ class Trainer:
             "global_step": self.global_step,
             "best_metric": self.best_metric,
             "nonfinite_skipped": self.guard.skipped,
+            "train_time_s": self.train_time_s,
+            "train_images_per_s": self.train_images_per_s,
             "world_size": self.env.world_size,
             "rng": dist.all_gather_objects(rng_state()),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -299,6 +314,7 @@ class Trainer:
         """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
         Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
         finite state."""
+        self._count_train_time()
         self.sync_buffers()
         state = self.state_dict()
         self._check_finite(state)
@@ -340,6 +356,9 @@ class Trainer:
             state["global_step"],
         )
         self.best_metric, self.guard.skipped = state["best_metric"], state["nonfinite_skipped"]
+        # checkpoints from before these keys: the time of the segments they cover is not known (0)
+        self.train_time_s = float(state.get("train_time_s", 0.0))
+        self.train_images_per_s = state.get("train_images_per_s")
         if state["world_size"] == self.env.world_size:
             set_rng_state(state["rng"][self.env.rank])
         else:
@@ -498,10 +517,10 @@ class Trainer:
         return True
 
     def evaluate(self) -> dict[str, float]:
-        """The task's metrics on the whole validation set (each image once across ranks; the first
-        `trainer.max_eval_batches` batches per rank when set), and the EMA's as `ema_<metric>` when EMA is on.
-        BatchNorm statistics are averaged over the ranks first. Random states are put back afterwards:
-        evaluating (or not, or the EMA too) never changes the training run's random streams."""
+        """The task's metrics on the whole validation set (each image once across ranks; with
+        `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as
+        `ema_<metric>` when EMA is on. BatchNorm statistics are averaged over the ranks first. Random states are
+        put back afterwards: evaluating (or not, or the EMA too) never changes the training run's random streams."""
         self.sync_buffers()
         state = rng_state()
         with self.precision.autocast():
@@ -524,8 +543,21 @@ class Trainer:
             return float(self.epoch)
         return round(self.epoch + self.batch_in_epoch / (self.steps_per_epoch * self.accum_steps), 6)
 
+    def _count_train_time(self) -> None:
+        """Adds the time since the last count to `train_time_s` (once fit() started). Counted at each
+        checkpoint: the run's time is that of its segments up to their last checkpoints (a segment ended by
+        kill -9 counts up to its last checkpoint; a rerun of a finished run, which saves nothing, adds nothing)."""
+        if self.clock is not None:
+            now = time.perf_counter()
+            self.train_time_s, self.clock = self.train_time_s + now - self.clock, now
+
     def reached_max_steps(self) -> bool:
         return self.max_steps is not None and self.global_step >= self.max_steps
+
+    def stopped_by(self) -> str:
+        """What ended training: "epochs" (all `trainer.epochs` trained) or "max_steps" (`trainer.max_steps`
+        updates made before that)."""
+        return "epochs" if self.epoch >= self.epochs else "max_steps"
 
     def finished(self) -> bool:
         """All epochs trained, or `trainer.max_steps` updates made."""
@@ -559,12 +591,12 @@ class Trainer:
             self.global_batch,
             self.scheduler.base_values[0],
         )
-        train_stats: dict[str, float] = {}
         metrics: dict[str, float] = {}
         maximize = self.task.primary_metric_mode == "max"
-        start = time.perf_counter()
+        self.clock = time.perf_counter()  # train_time_s grows at each checkpoint from here on
         while not self.finished():
             train_stats = self.train_one_epoch()
+            self.train_images_per_s = train_stats["train_images_per_s"]
             metrics = self.evaluate()
             lr = self.optimizer.param_groups[0]["lr"]
             epoch = self.epoch + 1 if self.epoch_complete() else self.epochs_done()  # fractional: max_steps stop
@@ -592,10 +624,14 @@ class Trainer:
         results = {
             **metrics,
             **run_facts(self.cfg, self.model),
-            "epochs": self.epochs,
+            "epochs": self.epochs,  # configured; what was trained: epochs_trained, stopped_by
+            "epochs_trained": self.epochs_done(),
+            "stopped_by": self.stopped_by(),
             "steps": self.global_step,
-            "train_images_per_s": train_stats.get("train_images_per_s"),
-            "train_time_s": time.perf_counter() - start,
+            "eval_images": self.eval_images,
+            "eval_partial": self.eval_partial,
+            "train_images_per_s": self.train_images_per_s,
+            "train_time_s": self.train_time_s,  # up to the last checkpoint, over all segments
             "nonfinite_skipped": self.guard.skipped,
             "peak_memory_mb": peak_memory_mb(self.device),
             "device": str(self.device),

@@ -1,5 +1,5 @@
 """Real processes: DDP through torchrun (2 gloo ranks) against one process, SIGTERM mid-epoch + resume, a hung
-rank, two writers on one run directory."""
+rank, two writers on one run directory (and the Hydra record the refused one leaves alone)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from aaconv.engine.run_lock import RunLock
 from helpers.config import REPO
 from helpers.processes import TOY, entry_env, load_weights, run_entry
 
@@ -133,6 +135,25 @@ def test_a_second_job_on_a_run_directory_is_refused_with_one_line(tmp_path: Path
     third = train(run_dir, "trainer.epochs=1")
     assert third.returncode == 0, third.stderr[-3000:]
     assert [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_refused_job_leaves_the_hydra_record_of_the_run_holding_the_directory(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    first = train(run_dir, "trainer.epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = ("config.yaml", "hydra.yaml", "overrides.yaml")
+    record = {name: (run_dir / ".hydra" / name).read_bytes() for name in names}
+    hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra  # read as scripts/paper_table.py reads it
+    assert hydra.runtime.output_dir == str(run_dir) and hydra.runtime.choices.trainer == "default"
+    assert "trainer.epochs=1" in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+
+    lock = RunLock(run_dir)  # the directory is held, as by a run still training
+    try:
+        second = train(run_dir, "trainer.epochs=2", "seed=7")
+    finally:
+        lock.release()
+    assert second.returncode == 2 and "is in use by process" in second.stderr, second.stderr[-3000:]
+    assert {name: (run_dir / ".hydra" / name).read_bytes() for name in names} == record
 
 
 def _file_size_limit() -> None:

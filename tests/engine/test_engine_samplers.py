@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch.utils.data import BatchSampler, Dataset
 
@@ -80,3 +82,24 @@ def test_eval_loader_keeps_every_sample():
     ]
     indices = sorted(int(x[0]) for loader in loaders for batch in loader for x in batch)
     assert indices == list(range(30))
+
+
+def test_a_short_evaluation_spans_every_class_and_gives_each_index_to_one_rank():
+    labels = [c for c in range(10) for _ in range(37)]  # an ImageFolder split: sorted by class, 37 images each
+    world = 3
+
+    def shards() -> list[list[int]]:
+        loaders = [
+            build_eval_loader(
+                labels, batch_size=4, data={"workers": 0}, collate_fn=None, rank=r, world_size=world, max_batches=2
+            )
+            for r in range(world)
+        ]
+        assert all(len(loader) == 2 for loader in loaders)  # max_batches per rank
+        return [list(loader.sampler) for loader in loaders]
+
+    indices = [i for shard in shards() for i in shard]
+    assert len(indices) == len(set(indices)) == 2 * 4 * world  # 24 of 370, none on two ranks
+    per_class = Counter(labels[i] for i in indices)
+    assert set(per_class) == set(range(10)) and max(per_class.values()) - min(per_class.values()) <= 1
+    assert shards() == shards()  # fixed: the same subset on every rerun

@@ -50,6 +50,16 @@ def test_max_eval_batches_limits_validation(toy_config, tmp_path: Path):
     assert results["val_images"] == results["val_unique"] == 16
 
 
+def test_results_say_what_was_trained_and_evaluated(toy_config, tmp_path: Path):
+    _, smoke = fit(toy_config(*SMOKE, "trainer.max_steps=3", "trainer.max_eval_batches=2"), tmp_path)
+    assert (smoke["epochs"], smoke["epochs_trained"], smoke["stopped_by"]) == (2, 0.375, "max_steps")
+    assert (smoke["eval_images"], smoke["eval_partial"]) == (16, True)  # 2 batches of 8 out of 45 vectors
+
+    _, full = fit(toy_config(*SMOKE), tmp_path)  # the rest of the run, evaluated on the whole split
+    assert (full["epochs"], full["epochs_trained"], full["stopped_by"]) == (2, 2, "epochs")
+    assert (full["eval_images"], full["eval_partial"]) == (45, False)
+
+
 def test_first_line_shows_the_scaled_lr_and_timm_cosine_warning_is_silent(toy_config, tmp_path: Path, caplog):
     # one step per epoch: timm's CosineLRScheduler warns that annealing over one step has no effect
     cfg = toy_config("trainer.epochs=1", "+task.train_size=8", "optim.lr=0.4", "schedule.warmup_epochs=1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ CHECKPOINT_KEYS = {
     "global_step",
     "best_metric",
     "nonfinite_skipped",
+    "train_time_s",
+    "train_images_per_s",
     "world_size",
     "rng",
     "config",
@@ -83,6 +86,25 @@ def test_rerun_of_a_finished_run_resumes_and_trains_no_more(toy_config, tmp_path
     again, results = fit(toy_config(), tmp_path)
     assert again.global_step == first.global_step and "accuracy" in results
     assert all(torch.equal(weights(first)[k], v) for k, v in weights(again).items())
+
+
+def test_train_time_adds_up_over_resumed_segments_and_a_rerun_keeps_the_timings(toy_config, tmp_path: Path):
+    _, first = fit(toy_config("trainer.epochs=2", "trainer.max_steps=8"), tmp_path)  # stopped after epoch 1 of 2
+    start = time.perf_counter()
+    _, resumed = fit(toy_config("trainer.epochs=2"), tmp_path)  # resumed for epoch 2
+    second_segment = time.perf_counter() - start
+    epoch_2 = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert epoch_2["epoch"] == 2
+    assert first["train_time_s"] + epoch_2["epoch_time_s"] <= resumed["train_time_s"]
+    assert resumed["train_time_s"] <= first["train_time_s"] + second_segment
+    assert resumed["train_images_per_s"] == epoch_2["train_images_per_s"] > 0
+    assert load_checkpoint(tmp_path / "last.pt")["train_time_s"] == resumed["train_time_s"]
+
+    _, rerun = fit(toy_config("trainer.epochs=2"), tmp_path)  # finished: re-reports, trains nothing
+    assert (rerun["train_time_s"], rerun["train_images_per_s"]) == (
+        resumed["train_time_s"],
+        resumed["train_images_per_s"],
+    )
 
 
 def test_nonfinite_loss_skips_the_step_and_aborts_after_too_many_in_a_row(toy_config, tmp_path: Path):

@@ -125,6 +125,38 @@ def test_a_folder_without_runs_is_one_line_not_an_empty_table(runs: Path, tmp_pa
         assert len(shown.stderr.strip().splitlines()) == 1 and re.match(f"error: {message}", shown.stderr)
 
 
+def write_run(folder: Path, top1: float, **facts: object) -> None:
+    """A run folder of the mini row 'ResNet-18 none' as far as paper_table.py reads one: results.json and
+    the Hydra record's choices."""
+    choices = {"experiment": "mini_relations", "backbone": "resnet18", "attention": "none"}
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"runtime": {"choices": choices}}}))
+    (folder / "results.json").write_text(json.dumps({"top1": top1, "epochs": 6, **facts}))
+
+
+def test_runs_cut_short_are_left_out_of_ours_and_named(tmp_path: Path) -> None:
+    whole = {"stopped_by": "epochs", "epochs_trained": 6.0, "eval_partial": False}
+    write_run(tmp_path / "whole", 50.0, **whole)
+    write_run(tmp_path / "before_these_keys", 60.0)  # a results.json from before stopped_by: a whole run
+    write_run(tmp_path / "smoke", 0.0, stopped_by="max_steps", epochs_trained=0.01, eval_partial=True)
+    write_run(tmp_path / "short_eval", 10.0, **{**whole, "eval_partial": True})
+    args = (str(REPO / "scripts" / "paper_table.py"), "--no-count", str(tmp_path), "--table", "mini")
+
+    shown = run(*args, "--format", "json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    ours = next(o["ours"] for o in json.loads(shown.stdout) if o["row"] == "ResNet-18 none")
+    assert (ours["runs"], ours["left_out"], ours["top1"]) == (2, 2, 55.0)
+    assert shown.stderr.strip().splitlines() == [
+        "note: 2 of 4 runs left out of ours as cut short (2 evaluated on part of the validation split "
+        "(trainer.max_eval_batches); 1 stopped by trainer.max_steps); --include-short counts them"
+    ]
+
+    counted = run(*args, "--include-short", cwd=tmp_path)
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    assert "| 30 ± 29.44 (4 runs, 2 cut short) |" in counted.stdout
+    assert counted.stderr.startswith("note: 2 of 4 runs are cut short (")
+
+
 def test_plot_needs_matplotlib_or_writes_the_figure(tmp_path: Path) -> None:
     shown = run(
         str(REPO / "scripts" / "paper_table.py"),
