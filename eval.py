@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: python eval.py checkpoint=PATH [eval_image_size=288 crop_pct=1.0]  (see configs/eval.yaml).
+"""Evaluate a checkpoint: python eval.py checkpoint=PATH [weights=auto|ema|model] [eval_image_size=288 crop_pct=1.0]
+(see configs/eval.yaml).
 
 Under torchrun the processes split the validation data; results.json is written once."""
 
@@ -29,7 +30,7 @@ def evaluate(cfg: DictConfig, state: dict[str, Any], device: torch.device, outpu
     evaluates it on its validation split; returns the results, written to `output_dir`/results.json."""
     run_cfg = run_config(state, cfg, known_targets(CONFIGS))  # plain values only: a checkpoint runs no code
     task = task_from_saved_config(run_cfg)
-    return evaluate_checkpoint(task, state, run_cfg, device, output_dir, checkpoint=cfg.checkpoint)
+    return evaluate_checkpoint(task, state, run_cfg, device, output_dir, checkpoint=cfg.checkpoint, weights=cfg.weights)
 
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")

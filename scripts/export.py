@@ -1,9 +1,11 @@
 """Export a checkpoint's model weights as safetensors, beside the run's resolved config (and as ONNX).
 
-    python scripts/export.py outputs/<run>/best.pt [--output DIR] [--ema] [--onnx]
+    python scripts/export.py outputs/<run>/best.pt [--output DIR] [--weights auto|ema|model] [--onnx]
 
-Writes DIR/model.safetensors (the model's state dict; no pickled code, readable without aaconv) and
-DIR/config.yaml (the run's resolved config, plain data). DIR defaults to an `export` folder beside the
+Writes DIR/model.safetensors (a state dict; no pickled code, readable without aaconv) and DIR/config.yaml (the
+run's resolved config, plain data). The weights are those eval.py evaluates (`--weights auto`, the default): the
+EMA's when the checkpoint has them (trained with trainer.ema.enabled), else the model's; `--weights ema|model`
+picks one (`--ema` is `--weights ema`), and the file's metadata `weights` says which. DIR defaults to an `export` folder beside the
 checkpoint. The weights load anywhere a weights file is accepted: `backbone.weights=DIR/model.safetensors`,
 `aaconv.models.pretrained.load_pretrained(model, ...)`, and timm's
 `timm.create_model("aa_resnet50", checkpoint_path=...)` (aaconv.models.registry).
@@ -33,7 +35,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save
 from torch import nn
 
-from aaconv.engine.checkpoint import load_checkpoint
+from aaconv.engine.checkpoint import WEIGHTS, load_checkpoint, select_weights
 from aaconv.errors import CheckpointError, ConfigError, RunDirError, exit_on_user_error
 from aaconv.layers.aw import AWConv2d
 from aaconv.layers.relative_attention import RelativeAttention2d
@@ -51,28 +53,27 @@ ONNX_MODULES = ("onnx", "onnxscript")  # what torch.onnx.export(..., dynamo=True
 PROTOBUF_LIMIT = 2**31  # bytes: a larger ONNX file keeps its weights in an external .data file
 
 
-def _weights(state: dict, checkpoint: str | Path, ema: bool) -> dict[str, torch.Tensor]:
-    if ema and "ema" not in state:
-        raise CheckpointError(
-            f"{checkpoint} has no EMA weights (trained with trainer.ema.enabled=false); export without --ema"
-        )
-    return {key: tensor.contiguous() for key, tensor in state["ema" if ema else "model"].items()}
+def _weights(state: dict, checkpoint: str | Path, weights: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """("ema" or "model", its state dict made contiguous) of `state` for `--weights`."""
+    which, state_dict = select_weights(state, weights, checkpoint, option="--weights")
+    return which, {key: tensor.contiguous() for key, tensor in state_dict.items()}
 
 
-def export(checkpoint: str | Path, output: str | Path | None = None, ema: bool = False) -> tuple[Path, Path]:
-    """Writes `output`/model.safetensors and `output`/config.yaml from `checkpoint`; returns their paths."""
+def export(checkpoint: str | Path, output: str | Path | None = None, weights: str = "auto") -> tuple[Path, Path]:
+    """Writes `output`/model.safetensors (the `weights`: auto, ema or model) and `output`/config.yaml from
+    `checkpoint`; returns their paths."""
     state = load_checkpoint(checkpoint)
-    weights = _weights(state, checkpoint, ema)
+    which, state_dict = _weights(state, checkpoint, weights)
     config = state.get("config") or {}
     metadata = {
         "format": "pt",
         "model": str(config.get("backbone", {}).get("name", "")),
         "attention": str(config.get("attention", {}).get("variant", "")),
-        "ema": str(ema).lower(),
+        "weights": which,
     }
     folder = _folder(checkpoint, output)
     try:
-        weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(weights, metadata)))
+        weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(state_dict, metadata)))
         config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(config).encode()))
     except OSError as e:
         raise RunDirError(f"cannot write the export into {folder} ({e}); pass --output with a writable folder") from e
@@ -110,7 +111,7 @@ def _loop_free(model: nn.Module) -> None:
             module.impl = "unfold"
 
 
-def export_onnx(checkpoint: str | Path, output: str | Path | None = None, ema: bool = False) -> Path:
+def export_onnx(checkpoint: str | Path, output: str | Path | None = None, weights: str = "auto") -> Path:
     """Writes `output`/model.onnx: the checkpoint's classifier in eval mode, traced at its config's image size,
     with the dynamic axes of `onnx_dynamic_axes`; returns its path."""
     state = load_checkpoint(checkpoint)
@@ -121,7 +122,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, ema: b
     if not isinstance(task, ClassificationTask):
         raise ConfigError(DETECTION_ONNX)
     model = task.build_model().eval()
-    load_pretrained(model, _weights(state, checkpoint, ema), strict=True)
+    load_pretrained(model, _weights(state, checkpoint, weights)[1], strict=True)
     _loop_free(model)
     axes = onnx_dynamic_axes(model)
     names = {0: "batch", 2: "height", 3: "width"}
@@ -151,16 +152,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="an aaconv checkpoint (last.pt / best.pt of a run directory)")
     parser.add_argument("--output", help="output folder (default: <checkpoint folder>/export)")
-    parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the model's")
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="auto",
+        help="auto (default): the EMA's when the checkpoint has them, else the model's; ema; model",
+    )
+    parser.add_argument("--ema", action="store_const", dest="weights", const="ema", help="the same as --weights ema")
     parser.add_argument(
         "--onnx", action="store_true", help='also write model.onnx (classifiers; pip install -e ".[onnx]")'
     )
     args = parser.parse_args(argv)
     if args.onnx:
         require_onnx()
-    paths = list(export(args.checkpoint, args.output, args.ema))
+    paths = list(export(args.checkpoint, args.output, args.weights))
     if args.onnx:
-        paths.append(export_onnx(args.checkpoint, args.output, args.ema))
+        paths.append(export_onnx(args.checkpoint, args.output, args.weights))
     for path in paths:
         print(path)
 

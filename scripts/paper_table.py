@@ -9,7 +9,9 @@
 
 A run is any folder holding results.json (single runs and the job folders of a multirun) whose Hydra record
 (.hydra/hydra.yaml) names the row's experiment and the row's backbone / attention choices; several runs of a row
-(e.g. seeds) give mean and sample standard deviation. Runs cut short (results.json: `stopped_by` other than
+(e.g. seeds) give mean and sample standard deviation. A run's metrics are those of the weights it reports: the
+EMA's for runs trained with trainer.ema.enabled (the MnasNet rows), also from a results.json written before
+its `weights` key (then its ema_top1, ...); ours in --format json lists them as `weights`. Runs cut short (results.json: `stopped_by` other than
 "epochs", i.e. trainer.max_steps; or `eval_partial`, i.e. trainer.max_eval_batches) are left out of ours and
 counted in one line on stderr; --include-short counts them, and each row says how many it holds. Our
 parameters and FLOPs come from building the row's model on the meta device (no memory, no compute) and counting
@@ -307,6 +309,18 @@ class Run:
             reasons.append("evaluated on part of the validation split (trainer.max_eval_batches)")
         return reasons
 
+    def metric(self, key: str) -> Any:
+        """results.json's `key` (top1, AP, ...) of the weights the run reports: the EMA's for a run trained with
+        EMA. A results.json that says `weights` holds them under the plain name; an older one of an EMA run
+        holds them as ema_<key> (its plain name: the model's). None when absent."""
+        if "weights" not in self.results and f"ema_{key}" in self.results:
+            return self.results[f"ema_{key}"]
+        return self.results.get(key)
+
+    def weights(self) -> str:
+        """The weights whose metrics `metric` reads: "ema" or "model"."""
+        return self.results.get("weights", "ema" if any(k.startswith("ema_") for k in self.results) else "model")
+
 
 def find_runs(folders: Iterable[Path]) -> list[Run]:
     """Every run under `folders`: a results.json with the Hydra record of its choices (read as data)."""
@@ -346,10 +360,12 @@ def our_metrics(row: Row, runs: Sequence[Run], include_short: bool = False) -> d
         "runs": len(mine),
         **counts,
         "epochs": sorted({r.results.get("epochs") for r in mine}),
+        "weights": sorted({r.weights() for r in mine}),
     }
     for metric in METRICS:
         key = metric.upper() if metric.startswith("ap") else metric  # results.json: top1, top5, AP, AP50, AP75
-        values = [float(r.results[key]) * (100.0 if metric.startswith("ap") else 1.0) for r in mine if key in r.results]
+        scale = 100.0 if metric.startswith("ap") else 1.0
+        values = [float(value) * scale for r in mine if (value := r.metric(key)) is not None]
         if values:
             out[metric] = round(statistics.fmean(values), 2)
             if len(values) > 1:
@@ -456,11 +472,11 @@ def sweep_table(folder: Path) -> str:
             f"no finished jobs (results.json with .hydra/) under {folder}; pass a multirun folder of train.py -m"
         )
     metric = "top1" if all("top1" in r.results for r in runs) else "AP"
-    runs.sort(key=lambda r: -float(r.results.get(metric, -math.inf)))
+    runs.sort(key=lambda r: -float(r.metric(metric) if r.metric(metric) is not None else -math.inf))
     lines = [f"| rank | {metric} | epochs | overrides | folder |", "|---|---|---|---|---|"]
     for rank, r in enumerate(runs, start=1):
         lines.append(
-            f"| {rank} | {_fmt(r.results.get(metric))} | {r.results.get('epochs')} | "
+            f"| {rank} | {_fmt(r.metric(metric))} | {r.results.get('epochs')} | "
             f"{' '.join(r.overrides) or '-'} | {r.folder} |"
         )
     return "\n".join(lines)

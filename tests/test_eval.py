@@ -21,6 +21,7 @@ from aaconv.errors import CheckpointError, ConfigError
 from aaconv.models import create_model
 from aaconv.tasks import build_task, task_from_saved_config
 from aaconv.tasks.classification import ClassificationTask
+from eval import evaluate as eval_py_evaluate
 from helpers.config import CONFIGS, REPO, compose_config
 
 
@@ -207,3 +208,28 @@ def test_eval_size_is_refused_for_cifar() -> None:
     task = ClassificationTask(backbone={"name": "resnet18"}, attention={"variant": "none"}, data=data)
     with pytest.raises(ConfigError, match="CIFAR-100 is evaluated on its 32 px images"):
         task.build_datasets()
+
+
+def test_weights_auto_evaluates_the_ema_when_the_checkpoint_has_it(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    torch.manual_seed(0)
+    model = build_task(cfg).build_model().state_dict()
+    torch.manual_seed(1)
+    ema = build_task(cfg).build_model().state_dict()
+    both = save_checkpoint({"model": model, "ema": ema, "epoch": 1, "config": config}, tmp_path / "last.pt")
+    ema_as_model = save_checkpoint({"model": ema, "epoch": 1, "config": config}, tmp_path / "ema_as_model.pt")
+
+    def run(path: Path, weights: str) -> dict:
+        eval_cfg = compose_config(f"checkpoint='{path}'", f"weights={weights}", "device=cpu", config_name="eval")
+        check_config(eval_cfg, EVAL_CHECKS)
+        return eval_py_evaluate(eval_cfg, load_checkpoint(path), torch.device("cpu"), tmp_path / weights)
+
+    auto, model_only, reference = run(both, "auto"), run(both, "model"), run(ema_as_model, "auto")
+    assert (auto["weights"], model_only["weights"], reference["weights"]) == ("ema", "model", "model")
+    assert auto["val_loss"] == reference["val_loss"] != model_only["val_loss"]
+    assert run(both, "ema")["val_loss"] == auto["val_loss"]
+    with pytest.raises(CheckpointError, match=r"has no EMA weights \(trained with trainer.ema.enabled=false\); use "):
+        run(ema_as_model, "ema")
+    with pytest.raises(ConfigError, match="weights=emma is not valid: it must be auto or ema or model"):
+        run(both, "emma")

@@ -41,6 +41,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+WEIGHTS = ("auto", "ema", "model")  # eval.py's weights=, scripts/export.py's --weights
+
+
+def select_weights(
+    state: Mapping[str, Any], choice: str, checkpoint: str | os.PathLike, option: str = "weights"
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """("ema" or "model", that state dict) of checkpoint `state`: `choice` "auto" is the EMA's when the checkpoint
+    has them (trainer.ema.enabled), else the model's. A missing EMA is a CheckpointError naming `option`."""
+    which = ("ema" if "ema" in state else "model") if choice == "auto" else choice
+    if which == "ema" and "ema" not in state:
+        raise CheckpointError(
+            f"{checkpoint} has no EMA weights (trained with trainer.ema.enabled=false); "
+            f"use {option}=model or {option}=auto"
+        )
+    return which, state[which]
+
+
 def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors of `state_dict` holding a NaN or inf (weights and buffers alike:
     BatchNorm statistics go non-finite from a diverged forward pass even when no step was taken)."""

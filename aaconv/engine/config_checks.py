@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from aaconv.engine.checkpoint import WEIGHTS
 from aaconv.engine.runtime import CPU_ALLOCATORS
 from aaconv.errors import ConfigError, first_line
 from aaconv.layers import create_attention
@@ -32,6 +33,7 @@ POSITIVE_INT_OR_NULL, COUNT_OR_NULL, INTEGER = "a positive integer, or null", "a
 DECODER, PROBABILITY, SIZES = "cpu or gpu", "a number in [0, 1]", "a positive integer or a list of them"
 FRACTION, FRACTION_OR_NULL = "a number in (0, 1]", "a number in (0, 1], or null"
 ALLOCATOR = " or ".join(CPU_ALLOCATORS)
+WEIGHTS_CHOICE = " or ".join(WEIGHTS)
 RESUME = "auto, never, or the path of an existing checkpoint file (a run's last.pt / best.pt)"
 RULES: dict[str, Callable[[object], bool]] = {
     POSITIVE_INT: lambda v: _is_int(v) and v > 0,
@@ -40,6 +42,7 @@ RULES: dict[str, Callable[[object], bool]] = {
     INTEGER: _is_int,
     DECODER: lambda v: v in ("cpu", "gpu"),
     ALLOCATOR: lambda v: v in CPU_ALLOCATORS,
+    WEIGHTS_CHOICE: lambda v: v in WEIGHTS,
     PROBABILITY: lambda v: _is_number(v) and 0 <= v <= 1,
     FRACTION: lambda v: _is_number(v) and 0 < v <= 1,
     FRACTION_OR_NULL: lambda v: v is None or (_is_number(v) and 0 < v <= 1),
@@ -72,6 +75,7 @@ CHECKS: dict[str, str] = {
     "trainer.max_eval_batches": POSITIVE_INT_OR_NULL,
     "trainer.max_bad_steps": COUNT,
     "trainer.checkpoint_every_steps": COUNT,
+    "trainer.keep_best": COUNT,
     "trainer.clip_grad_norm": POSITIVE_OR_NULL,
     "trainer.dist_timeout_s": POSITIVE,
     "trainer.cpu_allocator": ALLOCATOR,
@@ -87,6 +91,7 @@ CHECKS: dict[str, str] = {
 
 # eval.py's own keys (configs/eval.yaml); null keeps the training run's value.
 EVAL_CHECKS: dict[str, str] = {
+    "weights": WEIGHTS_CHOICE,
     "batch_size": POSITIVE_INT_OR_NULL,
     "workers": COUNT_OR_NULL,
     "eval_image_size": POSITIVE_INT_OR_NULL,

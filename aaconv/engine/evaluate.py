@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig
 
+from aaconv.engine.checkpoint import select_weights
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
 from aaconv.engine.stored_config import check_stored_config
@@ -28,6 +29,17 @@ log = logging.getLogger("aaconv")
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def reported_metrics(metrics: Mapping[str, Any], ema: bool) -> dict[str, Any]:
+    """results.json's metrics from the trainer's evaluation `metrics` (metrics.jsonl's keys): with `ema`, the EMA
+    weights' under the task's names (top1, AP, ...) and the model's as model_<name>; `weights` says which
+    weights the plain names are of (what eval.py's weights=auto evaluates in the run's checkpoints)."""
+    if not ema:
+        return {**metrics, "weights": "model"}
+    reported = {k.removeprefix("ema_"): v for k, v in metrics.items() if k.startswith("ema_")}
+    raw = {f"model_{k}": v for k, v in metrics.items() if not k.startswith("ema_")}
+    return {**reported, **raw, "weights": "ema"}
 
 
 def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
@@ -72,14 +84,16 @@ def evaluate_checkpoint(
     device: torch.device,
     output_dir: str | os.PathLike,
     checkpoint: str | os.PathLike,
+    weights: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluates the weights of checkpoint `state` (read from `checkpoint`) with `task` on its validation
-    split; writes and returns results.json in `output_dir`.
+    """Evaluates the `weights` (aaconv.engine.checkpoint.select_weights) of checkpoint `state` (read from
+    `checkpoint`) with `task` on its validation split; writes and returns results.json in `output_dir`.
 
     Under torchrun / Slurm (a process group set up by the caller), each process evaluates its shard of
     the split (every image on exactly one rank), and rank 0 alone writes the files."""
+    which, state_dict = select_weights(state, weights, checkpoint)
     model = build_model(task.build_model)
-    load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
+    load_model_state(model, state_dict, source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_eval_loader(
@@ -96,6 +110,7 @@ def evaluate_checkpoint(
     metrics = task.evaluate(model, loader, device, output_dir=output)
     results = {
         **metrics,
+        "weights": which,
         **run_facts(run_cfg, model),
         "epochs": state["epoch"],
         "world_size": dist.world_size(),

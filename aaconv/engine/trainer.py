@@ -2,7 +2,8 @@
 clipped, EMA), evaluates, checkpoints and resumes, and stops cleanly on preemption signals.
 
 A run directory holds last.pt (every epoch, every `trainer.checkpoint_every_steps` updates and on preemption),
-best.pt (best `task.primary_metric`), metrics.jsonl (one line per epoch), config.yaml (resolved), the caller's
+best.pt (best `trainer.best_metric`, aaconv.engine.best), with `trainer.keep_best=k` the k best as
+best-<epoch>.pt, metrics.jsonl (one line per epoch), config.yaml (resolved), the caller's
 `record` (train.py: Hydra's .hydra/ files, aaconv.engine.run_record) and results.json (at the end). Rerunning
 the same command in the same directory continues from last.pt.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import resource
 import sys
@@ -39,11 +39,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aaconv.engine.attention_maps import log_attention_images
+from aaconv.engine.best import BestCheckpoints, best_metric_name, check_best_metric, improves
 from aaconv.engine.checkpoint import load_checkpoint, nonfinite_tensors, save_checkpoint
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.ema import ema_decay
-from aaconv.engine.evaluate import count_parameters, run_facts
+from aaconv.engine.evaluate import count_parameters, reported_metrics, run_facts
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
 from aaconv.engine.loggers import build_logger
 from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
@@ -69,7 +70,8 @@ if TYPE_CHECKING:  # the engine receives a task; it never imports one
 
 log = logging.getLogger("aaconv")
 
-ATOMIC_FILES = ["best.pt", "last.pt", "results.json", "metrics.jsonl", "predictions.json"]  # written by atomic_write
+# written by atomic_write (names or glob patterns)
+ATOMIC_FILES = ["best.pt", "best-*.pt", "last.pt", "results.json", "metrics.jsonl", "predictions.json"]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -234,7 +236,9 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
         self.global_step = 0  # optimizer updates
-        self.best_metric: float | None = None
+        self.best_metric_name = best_metric_name(t.best_metric, self.task.primary_metric, self.ema is not None)
+        self.best_metric: float | None = None  # of best_metric_name
+        self.kept_best = BestCheckpoints(int(t.keep_best), maximize=self.task.primary_metric_mode == "max")
         self.train_time_s = 0.0  # fit() time up to the last checkpoint, summed over the run's segments
         self.clock: float | None = None  # perf_counter() at the last count of train_time_s, while training
         self.train_images_per_s: float | None = None  # the last epoch's
@@ -289,6 +293,8 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
             "best_metric": self.best_metric,
+            "best_metric_name": self.best_metric_name,
+            "best_checkpoints": self.kept_best.entries,
             "nonfinite_skipped": self.guard.skipped,
             "train_time_s": self.train_time_s,
             "train_images_per_s": self.train_images_per_s,
@@ -310,17 +316,20 @@ class Trainer:
             average_batchnorm_buffers(self.ema.module)
         self._buffers_averaged_at = self.global_step
 
-    def save(self, *names: str) -> None:
-        """Writes the state to each of `names` in the run directory, in that order (rank 0; all ranks must call).
-        Raises NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last
-        finite state."""
+    def save(self, *names: str, remove: list[str] | None = None) -> None:
+        """Writes the state to each of `names` in the run directory, in that order, deleting the files `remove`
+        (best-<epoch>.pt out of trainer.keep_best) before the last one (rank 0; all ranks must call). Raises
+        NonFiniteWeightsError instead when a weight or buffer is NaN / inf: the files keep the last finite state."""
         self._count_train_time()
         self.sync_buffers()
         state = self.state_dict()
         self._check_finite(state)
         if self.is_main:
-            for name in names:
+            for name in names[:-1]:
                 save_checkpoint(state, self.run_dir / name)
+            for name in remove or []:
+                (self.run_dir / name).unlink(missing_ok=True)
+            save_checkpoint(state, self.run_dir / names[-1])
         dist.barrier()
 
     def _check_finite(self, state: dict[str, Any]) -> None:
@@ -355,7 +364,8 @@ class Trainer:
             state["batch_in_epoch"],
             state["global_step"],
         )
-        self.best_metric, self.guard.skipped = state["best_metric"], state["nonfinite_skipped"]
+        self.guard.skipped = state["nonfinite_skipped"]
+        self._restore_best(state)
         # checkpoints from before these keys: the time of the segments they cover is not known (0)
         self.train_time_s = float(state.get("train_time_s", 0.0))
         self.train_images_per_s = state.get("train_images_per_s")
@@ -372,6 +382,25 @@ class Trainer:
             "resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.global_step
         )
         return True
+
+    def _restore_best(self, state: dict[str, Any]) -> None:
+        """The checkpoint's best metric and trainer.keep_best list; both start afresh, with a log line, when it
+        chose them by another metric (checkpoints from before `best_metric_name`: the task's primary metric)."""
+        name = state.get("best_metric_name", self.task.primary_metric)
+        if name == self.best_metric_name:
+            self.best_metric = state["best_metric"]
+            self.kept_best.restore(state.get("best_checkpoints", []), self.run_dir)
+        else:
+            log.warning(
+                "resume: trainer.best_metric is %s, the checkpoint's was %s: the best is reset, so the next "
+                "evaluation writes best.pt (best-<epoch>.pt files by %s stay, not counted by trainer.keep_best)",
+                self.best_metric_name,
+                name,
+                name,
+            )
+        for path in self.kept_best.stale(self.run_dir, self.epochs_done()) if self.is_main else []:
+            path.unlink()
+            log.warning("removed %s: written after the checkpoint the run resumes from", path)
 
     def _load_optimizer(self, state: dict[str, Any], path: Path) -> None:
         """The checkpoint's optimizer state (momenta, ...) under the current config's hyperparameters. The
@@ -519,14 +548,16 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the whole validation set (each image once across ranks; with
         `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as
-        `ema_<metric>` when EMA is on. BatchNorm statistics are averaged over the ranks first. Random states are
+        `ema_<metric>` when EMA is on (the files a task writes, detection's predictions.json, are then the EMA's: the
+        weights results.json reports). BatchNorm statistics are averaged over the ranks first. Random states are
         put back afterwards: evaluating (or not, or the EMA too) never changes the training run's random streams."""
         self.sync_buffers()
         state = rng_state()
+        model_files = self.run_dir if self.ema is None else None
         with self.precision.autocast():
-            metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device, output_dir=self.run_dir)
+            metrics = self.task.evaluate(self.eval_model, self.val_loader, self.device, output_dir=model_files)
             if self.ema is not None:
-                ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device)
+                ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device, output_dir=self.run_dir)
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
         if self.is_main:  # logger.attention_images
             log_attention_images(self.logger, self.model, self.val_loader.dataset, self.global_step, self.cfg.logger)
@@ -592,7 +623,6 @@ class Trainer:
             self.scheduler.base_values[0],
         )
         metrics: dict[str, float] = {}
-        maximize = self.task.primary_metric_mode == "max"
         self.clock = time.perf_counter()  # train_time_s grows at each checkpoint from here on
         while not self.finished():
             train_stats = self.train_one_epoch()
@@ -611,18 +641,12 @@ class Trainer:
             self._log_epoch(record)
             if self.epoch_complete():  # else stopped by trainer.max_steps
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            value = metrics[self.task.primary_metric]
-            improved = math.isfinite(value) and (
-                self.best_metric is None or (value > self.best_metric if maximize else value < self.best_metric)
-            )
-            if improved:
-                self.best_metric = value
-            self.save(*(["best.pt"] if improved else []), "last.pt")  # no last.pt names a best.pt not yet written
+            self._save_epoch(metrics, epoch)
             self._handle_preemption()
         if not metrics:  # resumed a finished run: report its final weights
             metrics = self.evaluate()
         results = {
-            **metrics,
+            **reported_metrics(metrics, ema=self.ema is not None),
             **run_facts(self.cfg, self.model),
             "epochs": self.epochs,  # configured; what was trained: epochs_trained, stopped_by
             "epochs_trained": self.epochs_done(),
@@ -638,7 +662,8 @@ class Trainer:
             "world_size": self.env.world_size,
             "global_batch": self.global_batch,
             "precision": self.precision.name,
-            f"best_{self.task.primary_metric}": self.best_metric,
+            "best_metric": self.best_metric_name,
+            f"best_{self.best_metric_name}": self.best_metric,
             "checkpoint": str(self.run_dir / "last.pt"),
         }
         if self.is_main:
@@ -646,6 +671,21 @@ class Trainer:
             log.info("results: %s", json.dumps(results))
             log.info("run directory: %s", self.run_dir.resolve())
         return results
+
+    def _save_epoch(self, metrics: dict[str, float], epoch: float) -> None:
+        """Writes the epoch's checkpoints: best-<epoch>.pt when among trainer.keep_best's k best, best.pt when
+        the best metric improved, then last.pt (no last.pt names a file not yet written, or one deleted). A
+        trainer.best_metric the evaluation lacks stops the run, once last.pt keeps the epoch."""
+        if self.best_metric_name not in metrics:
+            self.save("last.pt")
+            check_best_metric(self.best_metric_name, metrics)
+        value = metrics[self.best_metric_name]
+        improved = improves(value, self.best_metric, maximize=self.task.primary_metric_mode == "max")
+        if improved:
+            self.best_metric = value
+        kept, dropped = self.kept_best.offer(epoch, value)
+        names = [*([kept] if kept else []), *(["best.pt"] if improved else []), "last.pt"]
+        self.save(*names, remove=dropped)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
         """Appends the epoch's line to metrics.jsonl (before its checkpoint: a resume drops lines past it)."""

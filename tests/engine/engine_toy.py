@@ -5,7 +5,8 @@ random noise from the global torch RNG (like a random augmentation) and the mode
 resume tests exercise the data and model random streams; `batchnorm` adds a BatchNorm layer (buffers a
 diverged forward pass corrupts). Hooks for fault injection: `poison_batches` (1-based training_loss calls
 whose inputs are made NaN), `nan_grad_batches` (calls whose loss stays finite but whose gradients are NaN),
-`nan_metric_evals` (1-based evaluate calls that report a NaN accuracy),
+`nan_metric_evals` (1-based evaluate calls that report a NaN accuracy), `accuracies` (the accuracy the n-th evaluate
+call reports, for calls 1..len; with EMA the model's and the EMA's evaluations alternate),
 `signal_at` (the training_loss call at which this process sends itself the signal `signal_name`: one point of a
 sweep preempted, the others not), and the environment variables AACONV_TEST_SIGTERM_AT (send SIGTERM to this process at that training_loss
 call), AACONV_TEST_HANG_AT (hang there for good, as a stuck process would) and AACONV_TEST_SIGKILL_AT (SIGKILL
@@ -70,6 +71,7 @@ class ToyTask:
         poison_batches: Sequence[int] = (),
         nan_grad_batches: Sequence[int] = (),
         nan_metric_evals: Sequence[int] = (),
+        accuracies: Sequence[float] = (),
         signal_at: int = 0,
         signal_name: str = "SIGTERM",
         **_: Any,
@@ -78,6 +80,7 @@ class ToyTask:
         self.batchnorm = batchnorm
         self.poison_batches, self.nan_grad_batches = set(poison_batches), set(nan_grad_batches)
         self.nan_metric_evals, self.evals = set(nan_metric_evals), 0
+        self.accuracies = list(accuracies)
         self.signal_at, self.signal = signal_at, signal.Signals[signal_name]
         self.calls = 0
         fault_rank = os.environ.get("AACONV_TEST_SIGTERM_RANK", "0")
@@ -142,9 +145,10 @@ class ToyTask:
         correct, count = all_reduce_sum(sums).tolist()
         if self.evals in self.nan_metric_evals:
             correct = float("nan")
+        accuracy = self.accuracies[self.evals - 1] if self.evals <= len(self.accuracies) else 100 * correct / count
         everyone = [i for part in all_gather_objects(seen) for i in part]
         return {
-            "accuracy": 100 * correct / count,
+            "accuracy": accuracy,
             "val_images": int(count),
             "val_unique": len(set(everyone)),
             "val_seen": len(everyone),

@@ -23,6 +23,8 @@ CHECKPOINT_KEYS = {
     "batch_in_epoch",
     "global_step",
     "best_metric",
+    "best_metric_name",
+    "best_checkpoints",
     "nonfinite_skipped",
     "train_time_s",
     "train_images_per_s",
@@ -75,7 +77,7 @@ def test_checkpoint_loads_weights_only_with_plain_keys_and_ema(toy_config, tmp_p
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
     assert isinstance(state["config"], dict) and state["config"]["trainer"]["ema"]["enabled"] is True
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
-    assert {"ema_accuracy", "accuracy"} <= set(results)
+    assert {"accuracy", "model_accuracy"} <= set(results) and results["weights"] == "ema"
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "config.yaml").is_file()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["train_images_per_s"] > 0 and record["peak_memory_mb"] > 0

@@ -9,6 +9,7 @@ import timm
 import torch
 import yaml
 from omegaconf import OmegaConf
+from safetensors import safe_open
 
 from aaconv.engine.checkpoint import save_checkpoint
 from aaconv.errors import CheckpointError, ConfigError, RunDirError
@@ -53,6 +54,25 @@ def test_export_round_trip_gives_identical_outputs(checkpoint, capsys):
         assert torch.equal(timm_model(x), model(x))
 
 
+def test_the_ema_weights_are_exported_by_default_and_the_metadata_says_which(checkpoint, tmp_path):
+    cfg, model, path = checkpoint
+    torch.manual_seed(1)
+    ema = build_task(cfg).build_model().state_dict()
+    with_ema = save_checkpoint({**torch.load(path, weights_only=True), "ema": ema}, tmp_path / "ema" / "last.pt")
+    exported = {}
+    for args in ([], ["--ema"], ["--weights", "ema"], ["--weights", "model"]):
+        export_script.main([str(with_ema), "--output", str(tmp_path / "out"), *args])
+        with safe_open(tmp_path / "out" / "model.safetensors", "pt") as f:
+            exported[" ".join(args)] = (f.metadata()["weights"], f.get_tensor("conv1.weight"))
+    for args, (weights, tensor) in exported.items():
+        expected = model.state_dict() if args == "--weights model" else ema
+        assert weights == ("model" if args == "--weights model" else "ema")
+        assert torch.equal(tensor, expected["conv1.weight"]), args
+    export_script.main([str(path), "--output", str(tmp_path / "plain")])  # auto, without EMA: the model's
+    with safe_open(tmp_path / "plain" / "model.safetensors", "pt") as f:
+        assert f.metadata()["weights"] == "model"
+
+
 def test_detection_backbone_takes_an_export(checkpoint, tmp_path):
     _, model, path = checkpoint
     weights, _ = export_script.export(path, tmp_path / "out")
@@ -64,8 +84,8 @@ def test_detection_backbone_takes_an_export(checkpoint, tmp_path):
 
 def test_export_errors_are_one_line(checkpoint, tmp_path):
     _, _, path = checkpoint
-    with pytest.raises(CheckpointError, match="no EMA weights .*; export without --ema"):
-        export_script.export(path, tmp_path / "out", ema=True)
+    with pytest.raises(CheckpointError, match=r"no EMA weights .*; use --weights=model or --weights=auto"):
+        export_script.export(path, tmp_path / "out", weights="ema")
     (tmp_path / "taken").write_text("a file where the output folder would go")
     with pytest.raises(RunDirError, match="cannot write the export into .*taken .*pass --output with a writable"):
         export_script.export(path, tmp_path / "taken")

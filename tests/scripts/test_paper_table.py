@@ -185,3 +185,20 @@ def test_model_sizes_are_cached_per_source_digest(tmp_path: Path) -> None:
     assert json.loads(run(*args, cwd=tmp_path).stdout)[2]["ours"]["params_m"] == 1234.0
     recounted = json.loads(run(*args, "--no-cache", cwd=tmp_path).stdout)
     assert recounted[2]["ours"]["params_m"] == first[2]["ours"]["params_m"]
+
+
+def test_runs_trained_with_ema_count_the_ema_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A results.json that names its weights holds the EMA's top1 as `top1`; an older one of an EMA run holds it
+    as `ema_top1` (its `top1`: the model's)."""
+    spec = importlib.util.spec_from_file_location("paper_table", REPO / "scripts" / "paper_table.py")
+    paper_table = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_table", paper_table)  # its dataclasses look their module up there
+    spec.loader.exec_module(paper_table)
+    write_run(tmp_path / "ema", 60.0, model_top1=50.0, weights="ema")
+    write_run(tmp_path / "older_ema", 50.0, ema_top1=70.0)
+    write_run(tmp_path / "model", 80.0, weights="model")
+    row = next(r for r in paper_table.ROWS if r.row == "ResNet-18 none")
+    ours = paper_table.our_metrics(row, paper_table.find_runs([tmp_path]))
+    assert (ours["runs"], ours["top1"], ours["weights"]) == (3, 70.0, ["ema", "model"])
+    swept = paper_table.sweep_table(tmp_path)
+    assert [line.split(" | ")[1] for line in swept.splitlines()[2:]] == ["80", "70", "60"]
