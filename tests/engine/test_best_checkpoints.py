@@ -51,7 +51,10 @@ def test_without_ema_results_report_the_model_as_before(toy_config, tmp_path: Pa
 
 
 def test_an_explicit_best_metric_picks_by_that_metric(toy_config, tmp_path: Path):
-    fit(toy_config(*EMA, "trainer.epochs=3", "trainer.best_metric=accuracy", accuracies(50, 40, 60, 70, 70, 65)), tmp_path)
+    fit(
+        toy_config(*EMA, "trainer.epochs=3", "trainer.best_metric=accuracy", accuracies(50, 40, 60, 70, 70, 65)),
+        tmp_path,
+    )
     best = load_checkpoint(tmp_path / "best.pt")
     assert (best["epoch"], best["best_metric_name"], best["best_metric"]) == (3, "accuracy", 70)
 
