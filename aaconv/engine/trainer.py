@@ -351,6 +351,11 @@ class Trainer:
         if resume == "auto" and not path.is_file():
             return False
         state = load_checkpoint(path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
+        if "optimizer" not in state:
+            raise CheckpointError(
+                f"{path} holds weights only (scripts/average_checkpoints.py, ...), no training state to resume; "
+                f"start a run from them with backbone.weights={path}, or resume from a run's last.pt"
+            )
         load_model_state(self.model, state["model"], source=f"checkpoint {path}")
         check_same_optimizer(state["config"], self.cfg, path)
         self._load_optimizer(state, path)
