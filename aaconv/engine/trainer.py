@@ -667,7 +667,7 @@ class Trainer:
             "world_size": self.env.world_size,
             "global_batch": self.global_batch,
             "precision": self.precision.name,
-            "best_metric": self.best_metric_name,
+            "best_metric_name": self.best_metric_name,
             f"best_{self.best_metric_name}": self.best_metric,
             "checkpoint": str(self.run_dir / "last.pt"),
         }

@@ -38,10 +38,27 @@ def test_the_ema_metric_picks_best_pt_and_results_report_the_ema_weights(toy_con
     best = load_checkpoint(tmp_path / "best.pt")
     assert (best["epoch"], best["best_metric_name"], best["best_metric"]) == (2, "ema_accuracy", 70)
     assert (results["weights"], results["accuracy"], results["model_accuracy"]) == ("ema", 65, 70)
-    assert (results["best_metric"], results["best_ema_accuracy"]) == ("ema_accuracy", 70)
+    assert (results["best_metric_name"], results["best_ema_accuracy"]) == ("ema_accuracy", 70)
     assert "ema_accuracy" not in results  # one name per number: the EMA's is `accuracy`
     last_epoch = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert (last_epoch["accuracy"], last_epoch["ema_accuracy"]) == (70, 65)  # the evaluation's own keys
+
+
+def test_the_ema_evaluation_writes_the_task_files(toy_config, tmp_path: Path):
+    """Detection's predictions.json is of the reported weights: the EMA's evaluation gets the output folder."""
+    cfg = toy_config(*EMA)
+    task = build_task(cfg)
+    calls = []
+    evaluate = task.evaluate
+
+    def recording(model, loader, device, output_dir=None):
+        calls.append((model, output_dir))
+        return evaluate(model, loader, device, output_dir)
+
+    task.evaluate = recording
+    trainer = Trainer(cfg, task, tmp_path)
+    trainer.fit()
+    assert calls == [(trainer.eval_model, None), (trainer.ema.module, tmp_path)]
 
 
 def test_without_ema_results_report_the_model_as_before(toy_config, tmp_path: Path):
