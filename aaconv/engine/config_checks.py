@@ -65,6 +65,7 @@ CHECKS: dict[str, str] = {
     "data.num_classes": POSITIVE_INT,
     "data.workers": COUNT,
     "data.decode": DECODER,
+    "data.aug_repeats": COUNT,
     "data.detection.min_size": SIZES,
     "data.detection.max_size": POSITIVE_INT,
     "data.detection.hflip": PROBABILITY,

@@ -12,7 +12,14 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from aaconv.data import SkipUnreadable
-from aaconv.engine.samplers import GroupedBatchSampler, SampleKey, ShardSampler, SkipBatches, TrainSampler
+from aaconv.engine.samplers import (
+    GroupedBatchSampler,
+    RepeatAugSampler,
+    SampleKey,
+    ShardSampler,
+    SkipBatches,
+    TrainSampler,
+)
 from aaconv.errors import ConfigError
 
 
@@ -64,6 +71,14 @@ def _loader_kwargs(data: Mapping[str, Any], collate_fn: Callable | None) -> dict
     )
 
 
+def _train_sampler(dataset_size: int, aug_repeats: int, rank: int, world_size: int, seed: int) -> TrainSampler:
+    """The plain training order, or with aug_repeats > 1 (0 and 1: off, as timm's `--aug-repeats`) the
+    repeated-augmentation one."""
+    if aug_repeats > 1:
+        return RepeatAugSampler(dataset_size, repeats=aug_repeats, rank=rank, world_size=world_size, seed=seed)
+    return TrainSampler(dataset_size, rank=rank, world_size=world_size, seed=seed)
+
+
 def build_train_loader(
     dataset: Dataset,
     *,
@@ -78,9 +93,11 @@ def build_train_loader(
     """Loader over this rank's shuffled shard, `batch_size` per process, incomplete last batch dropped.
 
     Returns the loader, its `TrainSampler` (call `set_epoch`) and its `SkipBatches` (set `skip` to resume
-    mid-epoch). With `group_ids` (a task's aspect-ratio groups) batches are grouped by id.
+    mid-epoch). With `group_ids` (a task's aspect-ratio groups) batches are grouped by id. With
+    `data.aug_repeats` > 1 each sample comes that many times, differently augmented (`RepeatAugSampler`).
     """
-    sampler = TrainSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)  # type: ignore[arg-type]
+    size = len(dataset)  # type: ignore[arg-type]
+    sampler = _train_sampler(size, int(data.get("aug_repeats") or 0), rank, world_size, seed)
     batches: Any = (
         GroupedBatchSampler(sampler, group_ids, batch_size)
         if group_ids is not None

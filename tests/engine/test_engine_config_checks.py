@@ -34,6 +34,8 @@ from helpers.config import compose_config
         ),
         ("seed=abc", "seed=abc is not valid: it must be an integer"),
         ("data.decode=cuda", "data.decode=cuda is not valid: it must be cpu or gpu"),
+        ("data.aug_repeats=-1", "data.aug_repeats=-1 is not valid: it must be an integer >= 0"),
+        ("data.aug_repeats=1.5", "data.aug_repeats=1.5 is not valid: it must be an integer >= 0"),
         ("data.eval_image_size=0", "data.eval_image_size=0 is not valid: it must be a positive integer, or null"),
         ("data.crop_pct=0", "data.crop_pct=0 is not valid: it must be a number in (0, 1]"),
         ("data.crop_pct=1.2", "data.crop_pct=1.2 is not valid: it must be a number in (0, 1]"),

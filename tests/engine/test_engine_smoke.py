@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch
 
 from aaconv.engine.checkpoint import load_checkpoint
@@ -25,24 +27,30 @@ def records(run_dir: Path) -> list[tuple[float, int]]:
     return [(r["epoch"], r["step"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
 
 
-def test_max_steps_trains_that_many_steps_and_resumes_to_a_larger_limit_exactly(toy_config, tmp_path: Path):
-    three, results = fit(toy_config(*SMOKE, "trainer.max_steps=3"), tmp_path / "run")
+@pytest.mark.parametrize("aug_repeats", [0, 3])
+def test_max_steps_trains_that_many_steps_and_resumes_to_a_larger_limit_exactly(
+    toy_config, tmp_path: Path, aug_repeats: int
+):
+    smoke = (*SMOKE, f"data.aug_repeats={aug_repeats}")  # 3: each vector 3 times an epoch, 8 steps still
+    three, results = fit(toy_config(*smoke, "trainer.max_steps=3"), tmp_path / "run")
     assert three.global_step == results["steps"] == 3
     state = load_checkpoint(tmp_path / "run/last.pt")
     assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 3, 3)
     assert records(tmp_path / "run") == [(0.375, 3)]  # 3 of 8 updates of epoch 1
 
-    again, _ = fit(toy_config(*SMOKE, "trainer.max_steps=3"), tmp_path / "run")  # the same command: nothing to train
+    again, _ = fit(toy_config(*smoke, "trainer.max_steps=3"), tmp_path / "run")  # the same command: nothing to train
     assert again.global_step == 3 and records(tmp_path / "run") == [(0.375, 3)]
     assert all(torch.equal(v, three.model.state_dict()[k]) for k, v in again.model.state_dict().items())
 
     # raised to 10 (one epoch and 2 steps): continues mid-epoch and ends where an uninterrupted run does
-    resumed, _ = fit(toy_config(*SMOKE, "trainer.max_steps=10"), tmp_path / "run")
-    straight, _ = fit(toy_config(*SMOKE, "trainer.max_steps=10"), tmp_path / "straight")
+    resumed, _ = fit(toy_config(*smoke, "trainer.max_steps=10"), tmp_path / "run")
+    straight, _ = fit(toy_config(*smoke, "trainer.max_steps=10"), tmp_path / "straight")
     assert resumed.global_step == straight.global_step == 10 and (resumed.epoch, resumed.batch_in_epoch) == (1, 2)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
     assert records(tmp_path / "run") == [(0.375, 3), (1, 8), (1.25, 10)]
+    most_copies = Counter(i for i, _ in resumed.train_sampler).most_common(1)[0][1]
+    assert most_copies == max(aug_repeats, 1)
 
 
 def test_max_eval_batches_limits_validation(toy_config, tmp_path: Path):
