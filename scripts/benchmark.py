@@ -4,6 +4,7 @@
         --batch 8 --image-size 160 --threads 1 --warmup 1 --repeats 5  # the CPU table of docs/performance.md
     python scripts/benchmark.py --models resnet50:aa --precision bf16 --channels-last --compile --batch 64
     python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
+    python scripts/benchmark.py --models resnet50:aa --no-peers --grad-checkpointing --modes train --batch 32
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
     python scripts/benchmark.py --models resnet50:none resnet50:aa --image-size 256 \
         --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
@@ -31,6 +32,9 @@ benchmark follows whatever defaults they hold; ``--set attention.aa.impl=referen
 - Peak memory: what one step adds at its peak to the memory held before it, i.e. activations, gradients and
   temporaries (parameters and optimizer state, held before, are not counted): CUDA ``max_memory_allocated``
   growth; CPU the growth of the resident-set high-water mark (VmHWM reset through ``/proc/self/clear_refs``, Linux).
+- ``--grad-checkpointing``: each of our models also in a row ``<model> +ckpt`` with timm's
+  ``set_grad_checkpointing()`` on (every backbone block recomputed in backward), against the model without it:
+  the ratio columns give its speed and its peak training memory over the plain model's.
 - ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
   (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
 """
@@ -63,6 +67,7 @@ from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402
 from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
 from aaconv.models.cost import count_flops  # noqa: E402
 from aaconv.utils import cli  # noqa: E402
+from aaconv.utils.grad_checkpointing import enable_grad_checkpointing  # noqa: E402
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -299,15 +304,15 @@ def meta_flops(entry: Entry, args: argparse.Namespace) -> float | None:
         elif library in ("timm", "torchvision"):
             model = build_peer(entry.name, args.image_size)
         else:
-            model = build_ours(entry.name, args.task, args.image_size, args.set)
+            model = build_ours(entry.name.removesuffix(" +ckpt"), args.task, args.image_size, args.set)
     return count_flops(model, *args.image_size) / 1e9
 
 
 def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]:
     specs = list(dict.fromkeys(args.models))
-    for spec in list(specs):  # attention rows compare with the same backbone without attention
-        backbone, _, attention = spec.partition(":")
-        if attention not in ("", "none", "se") and f"{backbone}:none" not in specs:
+    for spec in list(specs):  # attention rows compare with the same backbone without attention (or, with
+        backbone, _, attention = spec.partition(":")  # --grad-checkpointing, the checkpointed row with the plain one)
+        if attention not in ("", "none", "se") and f"{backbone}:none" not in specs and not args.grad_checkpointing:
             specs.insert(0, f"{backbone}:none")
     entries = []
     for spec in specs:
@@ -317,6 +322,10 @@ def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]
         if peer and not any(e.name == peer for e in entries):
             entries.append(Entry(peer, build_peer(peer, args.image_size)))
         entries.append(Entry(spec, build_ours(spec, args.task, args.image_size, args.set), peer or f"{backbone}:none"))
+        if args.grad_checkpointing:
+            checkpointed = build_ours(spec, args.task, args.image_size, args.set)
+            enable_grad_checkpointing(checkpointed)
+            entries.append(Entry(f"{spec} +ckpt", checkpointed, spec))
     attention_rows = [s for s in specs if s.partition(":")[2] not in ("", "none", "se")]
     for name in dict.fromkeys(args.extra_peers):
         entries.append(timm_peer(name, args.image_size, attention_rows[0] if attention_rows else None))
@@ -417,12 +426,15 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             if base and key in row and key in base:
                 row[f"{mode}_ratio"] = row[key] / base[key]
                 row[f"{mode}_best_ratio"] = row[best] / base[best]
+            peak, base_peak = row.get(f"peak_{mode}_mib"), base.get(f"peak_{mode}_mib") if base else None
+            if peak is not None and base_peak:
+                row[f"peak_{mode}_ratio"] = peak / base_peak
 
 
 def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
     head = ["model", "params (M)", "GFLOPs"]
     for mode in modes:
-        head += [f"{mode} img/s", f"{mode} spread", f"{mode} vs (best-round ratio)", f"{mode} peak MiB"]
+        head += [f"{mode} img/s", f"{mode} spread", f"{mode} vs (best-round ratio)", f"{mode} peak MiB (ratio)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in rows:
         gflops = row.get("gflops")
@@ -434,12 +446,12 @@ def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
                 continue
             ratio = row.get(f"{mode}_ratio")
             vs = f"{ratio:.2f}x ({row[f'{mode}_best_ratio']:.2f}x) {row['baseline']}" if ratio is not None else "-"
-            peak = row[f"peak_{mode}_mib"]
+            peak, peak_ratio = row[f"peak_{mode}_mib"], row.get(f"peak_{mode}_ratio")
             cells += [
                 f"{row[f'{mode}_images_per_s']:.2f}",
                 f"{100 * row[f'{mode}_spread']:.0f}%",
                 vs,
-                f"{peak:.0f}" if peak is not None else "-",
+                (f"{peak:.0f}" if peak is not None else "-") + (f" ({peak_ratio:.2f}x)" if peak_ratio else ""),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -533,6 +545,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="wall",
         choices=tuple(CLOCKS),
         help="process: the process's CPU time per step instead of wall time (CPU, --threads 1, on a shared machine)",
+    )
+    parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="also run each of our models with gradient checkpointing (a '<model> +ckpt' row against it)",
     )
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip timm / torchvision peers")
     parser.add_argument(

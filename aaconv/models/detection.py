@@ -167,6 +167,10 @@ class FPNBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=extra)
         self.out_channels = out_channels
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's: checkpoint each block of the body (its `forward_stages` runs them so); not the FPN."""
+        self.body.set_grad_checkpointing(enable)
+
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         features = self.body.forward_stages(x, self.stages)
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))

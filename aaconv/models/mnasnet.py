@@ -18,17 +18,31 @@ its `Attention` for two convs and one post-block module:
   input channels x se_ratio, in every attention-stage block that has no native SE; MnasNet-A1's native SE
   stays as it is.
 The 1x1 head is never changed.
+
+Stochastic depth (`drop_path_rate`; Huang et al. 2016), EfficientNet's "drop connect", with timm's EfficientNet
+rule: block i of the N blocks of the network (stem and head excluded, all stages counted) gets
+drop_path_rate * i / N (timm/models/_efficientnet_builder.py, `_make_block`), applied to the branch of the
+blocks with a residual only (timm's `has_skip`). `set_grad_checkpointing` (timm's) checkpoints each block
+(aaconv.models.backbone.checkpoint_blocks).
 """
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, SqueezeExcite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
-from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.backbone import (
+    check_stage_ids,
+    checkpoint_blocks,
+    drop_path,
+    drop_path_rates,
+    feature_info,
+    feature_size,
+)
 from aaconv.models.head import GlobalPool, check_head, new_head, take_indices
 from aaconv.models.registry import register_model
 from aaconv.models.timm_models import imagenet_cfg
@@ -74,9 +88,18 @@ def round_channels(channels: float, divisor: int = 8) -> int:
 
 
 class DepthwiseSeparable(nn.Module):
-    """k x k depthwise conv -> BN -> ReLU -> 1x1 conv -> BN, residual when shapes allow (MnasNet's first block)."""
+    """k x k depthwise conv -> BN -> ReLU -> 1x1 conv -> BN, residual when shapes allow (MnasNet's first block),
+    whose branch is then dropped with probability `drop_path_rate` in training."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bn_momentum: float):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        bn_momentum: float,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         self.conv_dw = nn.Conv2d(in_channels, in_channels, kernel, stride, kernel // 2, groups=in_channels, bias=False)
         self.bn1 = nn.BatchNorm2d(in_channels, momentum=bn_momentum)
@@ -84,10 +107,11 @@ class DepthwiseSeparable(nn.Module):
         self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels
+        self.drop_path = drop_path(drop_path_rate if self.residual else 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv_pw(self.relu(self.bn1(self.conv_dw(x)))))
-        return out + x if self.residual else out
+        return self.drop_path(out) + x if self.residual else out
 
 
 class InvertedResidual(nn.Module):
@@ -98,6 +122,7 @@ class InvertedResidual(nn.Module):
         expand_conv, depthwise_conv: build the 1x1 expansion and the depthwise conv (plain or attention).
         native_se: MnasNet-A1's own SE, hidden width = C_in x native_se (0: none).
         post: the attention's post-block module, built where there is no native SE, hidden width C_in x se_ratio.
+        drop_path_rate: probability of dropping the branch in training, when the block has a residual.
     """
 
     def __init__(
@@ -114,6 +139,7 @@ class InvertedResidual(nn.Module):
         native_se: float = 0.0,
         post: PostBuilder | None = None,
         se_ratio: float = 0.25,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         mid = in_channels * expansion
@@ -130,6 +156,7 @@ class InvertedResidual(nn.Module):
         self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels
+        self.drop_path = drop_path(drop_path_rate if self.residual else 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv_pw(x)))
@@ -137,7 +164,7 @@ class InvertedResidual(nn.Module):
         if self.se is not None:
             out = self.se(out)
         out = self.bn3(self.conv_pwl(out))
-        return out + x if self.residual else out
+        return self.drop_path(out) + x if self.residual else out
 
 
 class MnasNet(nn.Module):
@@ -161,6 +188,8 @@ class MnasNet(nn.Module):
             (timm's `zero_init_last`; the same option as the ResNets').
         in_chans: input channels of the stem conv (timm's `in_chans`).
         global_pool: "avg", "max" or "" (no pooling; needs num_classes=0), timm's `global_pool`.
+        drop_path_rate: stochastic depth, the rate the rule would give a block N + 1 (module docstring; timm's
+            `drop_path_rate`).
 
     A Backbone (aaconv.models.backbone): `feature_info` lists blocks.0..blocks.6 (stages 0..6). All seven
     are listed, where timm's EfficientNet lists only the last stage of each stride. The classifier API is
@@ -184,6 +213,7 @@ class MnasNet(nn.Module):
         zero_init_residual: bool = False,
         in_chans: int = 3,
         global_pool: str = "avg",
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -192,6 +222,7 @@ class MnasNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.grad_checkpointing = False
         attention = create_attention(attention)
         check_stage_ids(attention, attention_stages, range(len(ARCHS[arch])), "blocks.0..blocks.6")
         momentum = BN_MOMENTUM[arch] if bn_momentum is None else bn_momentum
@@ -199,6 +230,8 @@ class MnasNet(nn.Module):
         self.conv_stem = nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, momentum=momentum)
         self.relu = nn.ReLU(inplace=True)
+        num_blocks = sum(stage[1] for stage in ARCHS[arch])
+        rates = iter(drop_path_rates(drop_path_rate, num_blocks, num_blocks))
         stages, in_channels = [], stem
         self.stage_channels: list[int] = []
         for index, (kind, repeats, kernel, stride, expansion, channels, native_se) in enumerate(ARCHS[arch]):
@@ -209,7 +242,7 @@ class MnasNet(nn.Module):
                 s = stride if block == 0 else 1
                 size = feature_size(input_size, self.stage_strides[index] // s)  # the block's input side
                 if kind == "ds":
-                    blocks.append(DepthwiseSeparable(in_channels, out_channels, kernel, s, momentum))
+                    blocks.append(DepthwiseSeparable(in_channels, out_channels, kernel, s, momentum, next(rates)))
                     in_channels = out_channels
                     continue
                 convs = {}
@@ -229,6 +262,7 @@ class MnasNet(nn.Module):
                         momentum,
                         native_se=native_se,
                         se_ratio=se_ratio,
+                        drop_path_rate=next(rates),
                         **convs,
                     )
                 )
@@ -266,7 +300,11 @@ class MnasNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 1280, H/32, W/32) (320 x width_mult channels when headless)."""
-        x = self.blocks(self.relu(self.bn1(self.conv_stem(x))))
+        x = self.relu(self.bn1(self.conv_stem(x)))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_blocks(list(self.blocks), x)
+        else:
+            x = self.blocks(x)
         if self.headless:
             return x
         return self.relu(self.bn2(self.conv_head(x)))
@@ -315,7 +353,8 @@ class MnasNet(nn.Module):
         x = self.relu(self.bn1(self.conv_stem(x)))
         intermediates = []
         for index in range(last + 1):
-            x = self.blocks[index](x)
+            stage = self.blocks[index]
+            x = checkpoint_blocks([stage], x) if self.grad_checkpointing else stage(x)
             if index in take:
                 intermediates.append(x)
         if intermediates_only:
@@ -340,6 +379,11 @@ class MnasNet(nn.Module):
     def trainable_units(self) -> list[nn.Module]:
         """[stem, blocks.0, ..., blocks.6]: what a detector's `trainable_layers` counts from the end."""
         return [nn.ModuleList([self.conv_stem, self.bn1]), *self.blocks]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's: checkpoint each block of blocks.0..blocks.6 (not the stem or the 1x1 head) in training and
+        feature passes."""
+        self.grad_checkpointing = enable
 
 
 @register_model(MnasNet, paper_options=_PAPER_OPTIONS, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)

@@ -6,6 +6,11 @@ variant (aaconv.layers.create_attention) builds the 3x3 convs of the blocks in `
 AW-conv; Bello et al. 2019 augment layer2..layer4) and a post-block module (SE, CBAM) for every block,
 after its last BN and before the residual addition.
 
+Stochastic depth (`drop_path_rate`; Huang et al. 2016) drops the residual branch of each block, with timm's
+ResNet rule: block i of the N blocks of the network gets drop_path_rate * i / (N - 1) (timm/models/resnet.py,
+`make_blocks`), applied after the post-block module, before the addition. `set_grad_checkpointing` (timm's)
+checkpoints each block (aaconv.models.backbone.checkpoint_blocks).
+
 Each network is registered below with the AA paper's setting on it (`paper_options`, beyond AA's own
 defaults: kappa 0.2, upsilon 0.1, 8 heads, at least 20 key dims per head); `create_model("resnet50", "aa")`
 is the paper's AA-ResNet-50, within 0.5% of its counts (docs/models.md has the evidence for each setting).
@@ -14,12 +19,20 @@ is the paper's AA-ResNet-50, within 0.5% of its counts (docs/models.md has the e
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
-from aaconv.models.backbone import check_stage_ids, feature_info, feature_size
+from aaconv.models.backbone import (
+    check_stage_ids,
+    checkpoint_blocks,
+    drop_path,
+    drop_path_rates,
+    feature_info,
+    feature_size,
+)
 from aaconv.models.head import GlobalPool, check_head, new_head, take_indices
 from aaconv.models.registry import register_model
 from aaconv.models.timm_models import imagenet_cfg
@@ -41,13 +54,20 @@ def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Module |
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34), built by `convs[0]` and `convs[1]`."""
+    """Two 3x3 convs (ResNet-18/34), built by `convs[0]` and `convs[1]`; the branch dropped with probability
+    `drop_path_rate` in training."""
 
     expansion = 1
     spatial_convs = 2
 
     def __init__(
-        self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder | None
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        convs: Sequence[ConvBuilder],
+        post: PostBuilder | None,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         out_channels = width * self.expansion
@@ -57,6 +77,7 @@ class BasicBlock(nn.Module):
         self.conv2 = convs[1](width, out_channels, 3, 1)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.se = post(out_channels) if post is not None else None
+        self.drop_path = drop_path(drop_path_rate)
         self.downsample = _downsample(in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -65,17 +86,24 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(out + shortcut)
+        return self.relu(self.drop_path(out) + shortcut)
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride here, as torchvision's ResNet v1.5) -> 1x1; the 3x3 is built by `convs[0]`."""
+    """1x1 -> 3x3 (stride here, as torchvision's ResNet v1.5) -> 1x1; the 3x3 is built by `convs[0]`; the branch
+    dropped with probability `drop_path_rate` in training."""
 
     expansion = 4
     spatial_convs = 1
 
     def __init__(
-        self, in_channels: int, width: int, stride: int, convs: Sequence[ConvBuilder], post: PostBuilder | None
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        convs: Sequence[ConvBuilder],
+        post: PostBuilder | None,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         out_channels = width * self.expansion
@@ -87,6 +115,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.se = post(out_channels) if post is not None else None
+        self.drop_path = drop_path(drop_path_rate)
         self.downsample = _downsample(in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,7 +125,7 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(out + shortcut)
+        return self.relu(self.drop_path(out) + shortcut)
 
 
 class ResNet(nn.Module):
@@ -114,6 +143,7 @@ class ResNet(nn.Module):
         in_chans: input channels of the stem conv (timm's `in_chans`).
         global_pool: "avg", "max" or "" (no pooling; needs num_classes=0), timm's `global_pool`.
         drop_rate: dropout before the classifier (timm's `drop_rate`).
+        drop_path_rate: stochastic depth, the rate of the last block (module docstring; timm's `drop_path_rate`).
         zero_init_residual: zero the last BN of each block, as torchvision's option.
         input_size: largest input side; AA's relative tables of stage s cover input_size / 2^(s+1)
             (None: AAConv2d's default max_size).
@@ -139,6 +169,7 @@ class ResNet(nn.Module):
         in_chans: int = 3,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         check_head(num_classes, global_pool)
@@ -147,11 +178,13 @@ class ResNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.grad_checkpointing = False
         self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         post = attention.post()
+        rates = iter(drop_path_rates(drop_path_rate, sum(layers), sum(layers) - 1))
         in_channels = 64
         self.stage_channels: list[int] = []
         for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), layers, strict=True), start=1):
@@ -163,7 +196,7 @@ class ResNet(nn.Module):
             blocks = []
             for index in range(depth):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(block(in_channels, width, stride, convs, post))
+                blocks.append(block(in_channels, width, stride, convs, post, next(rates)))
                 in_channels = width * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
             self.stage_channels.append(in_channels)
@@ -195,6 +228,8 @@ class ResNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, C, H/32, W/32) feature map of layer4."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_blocks([self.layer1, self.layer2, self.layer3, self.layer4], x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -241,7 +276,8 @@ class ResNet(nn.Module):
         intermediates = [x] if 0 in take else []
         x = self.maxpool(x)
         for stage in range(1, last + 1):
-            x = getattr(self, f"layer{stage}")(x)
+            layer = getattr(self, f"layer{stage}")
+            x = checkpoint_blocks([layer], x) if self.grad_checkpointing else layer(x)
             if stage in take:
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
@@ -261,6 +297,10 @@ class ResNet(nn.Module):
     def trainable_units(self) -> list[nn.Module]:
         """[stem, layer1, ..., layer4]: what a detector's `trainable_layers` counts from the end."""
         return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's: checkpoint each block of layer1..layer4 (not the stem or head) in training and feature passes."""
+        self.grad_checkpointing = enable
 
 
 @register_model(ResNet, paper_options={"aa": _BASIC_AA}, timm_cfg=_TIMM_CFG, feature_cfg=_FEATURE_CFG)

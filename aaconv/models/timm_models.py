@@ -80,18 +80,15 @@ FEATURE_CLASSES = ("list", "dict", "hook", "fx", "getter")  # timm's feature_cls
 
 
 def _build(
-    name: str,
     model: str,
     variant: str,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    drop_path_rate: float = 0.0,
     **kwargs: Any,
 ) -> nn.Module:
-    """create_model(model, variant, **kwargs) with timm's factory keywords: built on `device` in `dtype`."""
-    if drop_path_rate:
-        raise ConfigError(f"{name} has no stochastic depth: drop_path_rate must be 0, got {drop_path_rate}")
+    """create_model(model, variant, **kwargs) with timm's factory keywords: built on `device` in `dtype`
+    (`drop_path_rate`, stochastic depth, goes to the network as the other keywords)."""
     kwargs.setdefault("attention", variant)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         net = create_model(model, **kwargs)
@@ -125,7 +122,7 @@ def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Mo
             )
         _check_features(name, model, kwargs)
         return build_model_with_cfg(
-            partial(_build, name, model, variant),
+            partial(_build, model, variant),
             name,
             pretrained,
             feature_cfg=dict(MODELS[model].feature_cfg),

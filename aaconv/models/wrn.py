@@ -6,6 +6,11 @@ CIFAR-100 has 36.5M parameters. The AA paper's CIFAR-100 rows (Bello et al. 2019
 SE-WRN and AA-WRN (N_h = 8, kappa = 2 upsilon = 0.2, at least 20 key dims per head); both 3x3 convs of every
 block in `attention_stages` are built by the attention variant, and SE goes after the second conv of every
 block, before the residual addition (Hu et al. 2018).
+
+Stochastic depth (`drop_path_rate`; Huang et al. 2016) drops the residual branch of each block with timm's ResNet
+rule (timm has no WRN): block i of the N blocks of the network gets drop_path_rate * i / (N - 1)
+(timm/models/resnet.py, `make_blocks`), applied after the post-block module, before the addition.
+`set_grad_checkpointing` (timm's) checkpoints each block (aaconv.models.backbone.checkpoint_blocks).
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,13 +22,14 @@ from torch import Tensor, nn
 from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
-from aaconv.models.backbone import check_stage_ids, feature_size
+from aaconv.models.backbone import check_stage_ids, checkpoint_blocks, drop_path, drop_path_rates, feature_size
 from aaconv.models.registry import register_model
 
 
 class WideBasicBlock(nn.Module):
     """Pre-activation block: BN-ReLU-conv3x3 (stride here)-BN-ReLU-dropout-conv3x3 (+ post module), plus a
-    shortcut (a 1x1 conv of the pre-activated input where the shape changes, as in the WRN code)."""
+    shortcut (a 1x1 conv of the pre-activated input where the shape changes, as in the WRN code); the branch
+    dropped with probability `drop_path_rate` in training."""
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class WideBasicBlock(nn.Module):
         convs: Sequence[ConvBuilder],
         post: PostBuilder | None,
         dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
@@ -42,6 +49,7 @@ class WideBasicBlock(nn.Module):
         self.conv2 = convs[1](out_channels, out_channels, 3, 1)
         self.relu = nn.ReLU(inplace=True)
         self.se = post(out_channels) if post is not None else None
+        self.drop_path = drop_path(drop_path_rate)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
@@ -52,7 +60,7 @@ class WideBasicBlock(nn.Module):
         out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(out)))))
         if self.se is not None:
             out = self.se(out)
-        return out + shortcut
+        return self.drop_path(out) + shortcut
 
 
 class WideResNet(nn.Module):
@@ -71,6 +79,7 @@ class WideResNet(nn.Module):
         zero_init_residual: false only (the `backbone.zero_init_residual` key every backbone takes): ResNet and
             MnasNet zero the last BN of each residual block, and a pre-activation block ends in a conv with no
             BN after it; true is a ConfigError.
+        drop_path_rate: stochastic depth, the rate of the last block (module docstring).
     """
 
     stage_strides: tuple[int, ...] = (1, 2, 4)
@@ -85,6 +94,7 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
         input_size: int | None = 32,
         zero_init_residual: bool = False,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         if zero_init_residual:
@@ -98,6 +108,8 @@ class WideResNet(nn.Module):
         attention = create_attention(attention)
         check_stage_ids(attention, attention_stages, range(1, 4), "layer1..layer3")
         blocks_per_stage = (depth - 4) // 6
+        rates = iter(drop_path_rates(drop_path_rate, 3 * blocks_per_stage, 3 * blocks_per_stage - 1))
+        self.grad_checkpointing = False
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
         post = attention.post()
         in_channels = 16
@@ -110,7 +122,7 @@ class WideResNet(nn.Module):
             blocks = []
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
-                blocks.append(WideBasicBlock(in_channels, width, stride, convs, post, dropout))
+                blocks.append(WideBasicBlock(in_channels, width, stride, convs, post, dropout, next(rates)))
                 in_channels = width
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.bn = nn.BatchNorm2d(in_channels)
@@ -127,11 +139,19 @@ class WideResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 64k, H/4, W/4), after the final BN-ReLU."""
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        x = self.conv1(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_blocks([self.layer1, self.layer2, self.layer3], x)
+        else:
+            x = self.layer3(self.layer2(self.layer1(x)))
         return self.relu(self.bn(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's: checkpoint each block of layer1..layer3 (not the stem conv or the final BN and classifier)."""
+        self.grad_checkpointing = enable
 
 
 @register_model(WideResNet)

@@ -205,7 +205,7 @@ def test_factory_keywords_follow_timm(name, kwargs):
         ),
         ({"features_only": True, "out_indices": 6}, r"out_indices: the number of last stages to take must be 1\.\.5"),
         ({"features_only": True, "feature_cls": "graph"}, "feature_cls must be one of list, dict, hook, fx, getter"),
-        ({"drop_path_rate": 0.1}, "aa_resnet18 has no stochastic depth: drop_path_rate must be 0"),
+        ({"drop_path_rate": 1.0}, r"backbone.drop_path_rate must be in \[0, 1\), got 1.0"),
         ({"global_pool": "gem"}, "global_pool must be one of 'avg', 'max', '', got 'gem'"),
         ({"global_pool": ""}, 'global_pool="" \\(no pooling\\) needs num_classes=0'),
         ({"pretrained": True, "in_chans": 1}, "no pretrained weights are published for aa_resnet18"),
