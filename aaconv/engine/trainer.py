@@ -63,6 +63,7 @@ from aaconv.engine.signals import PreemptionHandler
 from aaconv.errors import AAConvError, CheckpointError, DistributedError, RunDirError, first_line
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
+from aaconv.utils.grad_checkpointing import enable_grad_checkpointing
 from aaconv.utils.state_dict import load_model_state
 
 if TYPE_CHECKING:  # the engine receives a task; it never imports one
@@ -156,7 +157,7 @@ class Trainer:
         seed_everything(self.cfg.seed)  # the same initial weights on every rank
 
     def _build_model(self) -> None:
-        """Builds the task's model (SyncBatchNorm, device, channels_last) as `self.model`."""
+        """Builds the task's model (SyncBatchNorm, gradient checkpointing, device, channels_last) as `self.model`."""
         t = self.cfg.trainer
         model = build_model(self.task.build_model)
         if t.sync_bn and self.env.world_size > 1:
@@ -164,6 +165,8 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 log.warning("trainer.sync_bn ignored: torch's SyncBatchNorm runs on GPUs only")
+        if t.grad_checkpointing:
+            enable_grad_checkpointing(model)
         model.to(self.device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)

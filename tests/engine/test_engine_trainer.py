@@ -12,6 +12,7 @@ import torch
 from aaconv.engine.checkpoint import load_checkpoint
 from aaconv.engine.precision import NonFiniteLossError
 from aaconv.engine.trainer import Trainer
+from aaconv.errors import ConfigError
 from aaconv.tasks import build_task
 
 CHECKPOINT_KEYS = {
@@ -145,3 +146,19 @@ def test_cuda_bf16_channels_last_fused_optimizer(toy_config, tmp_path: Path):
     assert results["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
     assert trainer.optimizer.param_groups[0]["fused"] is True  # SGD's fused CUDA kernel (optim.fused=auto)
     assert load_checkpoint(tmp_path / "last.pt")["model"]["1.weight"].device.type == "cpu"
+
+
+def test_grad_checkpointing_trains_the_same_weights(tiny_config, tmp_path: Path):
+    """trainer.grad_checkpointing=true switches it on in the task's model, and two updates of ResNet-18 give the
+    plain run's weights and BatchNorm statistics (the recompute replays the forward exactly)."""
+    overrides = ("trainer.max_steps=2", "trainer.max_eval_batches=1")
+    plain, _ = fit(tiny_config(*overrides), tmp_path / "plain")
+    checkpointed, _ = fit(tiny_config(*overrides, "trainer.grad_checkpointing=true"), tmp_path / "checkpointed")
+    assert checkpointed.model.grad_checkpointing and not plain.model.grad_checkpointing
+    for key, value in weights(plain).items():
+        torch.testing.assert_close(weights(checkpointed)[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_checkpointing_on_a_model_without_it_is_one_config_error(toy_config, tmp_path: Path):
+    with pytest.raises(ConfigError, match="has no set_grad_checkpointing.*trainer.grad_checkpointing=false"):
+        Trainer(toy_config("trainer.grad_checkpointing=true"), build_task(toy_config()), tmp_path)
