@@ -35,12 +35,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import save
 from torch import nn
 
-from aaconv.engine.checkpoint import WEIGHTS, load_checkpoint, select_weights
-from aaconv.errors import CheckpointError, ConfigError, RunDirError, exit_on_user_error
+from aaconv.engine.checkpoint import WEIGHTS, load_checkpoint
+from aaconv.errors import ConfigError, RunDirError, exit_on_user_error
 from aaconv.layers.aw import AWConv2d
 from aaconv.layers.relative_attention import RelativeAttention2d
-from aaconv.models.pretrained import load_pretrained
-from aaconv.tasks import task_from_saved_config
+from aaconv.runs import rebuild_run
 from aaconv.tasks.classification import ClassificationTask
 from aaconv.utils.atomic import atomic_write
 
@@ -53,28 +52,23 @@ ONNX_MODULES = ("onnx", "onnxscript")  # what torch.onnx.export(..., dynamo=True
 PROTOBUF_LIMIT = 2**31  # bytes: a larger ONNX file keeps its weights in an external .data file
 
 
-def _weights(state: dict, checkpoint: str | Path, weights: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """("ema" or "model", its state dict made contiguous) of `state` for `--weights`."""
-    which, state_dict = select_weights(state, weights, checkpoint, option="--weights")
-    return which, {key: tensor.contiguous() for key, tensor in state_dict.items()}
-
-
 def export(checkpoint: str | Path, output: str | Path | None = None, weights: str = "auto") -> tuple[Path, Path]:
     """Writes `output`/model.safetensors (the `weights`: auto, ema or model) and `output`/config.yaml from
-    `checkpoint`; returns their paths."""
+    `checkpoint`; returns their paths. The run is rebuilt first (aaconv.runs.rebuild_run), so a checkpoint whose
+    config or weights do not make its model stops here, not in whoever loads the export."""
     state = load_checkpoint(checkpoint)
-    which, state_dict = _weights(state, checkpoint, weights)
-    config = state.get("config") or {}
+    run = rebuild_run(checkpoint, weights, state=state, option="--weights")
+    state_dict = {key: tensor.contiguous() for key, tensor in state[run.weights].items()}
     metadata = {
         "format": "pt",
-        "model": str(config.get("backbone", {}).get("name", "")),
-        "attention": str(config.get("attention", {}).get("variant", "")),
-        "weights": which,
+        "model": str(run.config.backbone.name),
+        "attention": str(run.config.attention.variant),
+        "weights": run.weights,
     }
     folder = _folder(checkpoint, output)
     try:
         weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(state_dict, metadata)))
-        config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(config).encode()))
+        config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(run.config).encode()))
     except OSError as e:
         raise RunDirError(f"cannot write the export into {folder} ({e}); pass --output with a writable folder") from e
     return weights_path, config_path
@@ -114,19 +108,14 @@ def _loop_free(model: nn.Module) -> None:
 def export_onnx(checkpoint: str | Path, output: str | Path | None = None, weights: str = "auto") -> Path:
     """Writes `output`/model.onnx: the checkpoint's classifier in eval mode, traced at its config's image size,
     with the dynamic axes of `onnx_dynamic_axes`; returns its path."""
-    state = load_checkpoint(checkpoint)
-    config = state.get("config") or {}
-    if "task" not in config:
-        raise CheckpointError(f"{checkpoint} stores no run config, so its model cannot be rebuilt for ONNX")
-    task = task_from_saved_config({**config, "backbone": {**config["backbone"], "weights": None}})
-    if not isinstance(task, ClassificationTask):
+    run = rebuild_run(checkpoint, weights, option="--weights")
+    if not isinstance(run.task, ClassificationTask):
         raise ConfigError(DETECTION_ONNX)
-    model = task.build_model().eval()
-    load_pretrained(model, _weights(state, checkpoint, weights)[1], strict=True)
+    model = run.model.eval()
     _loop_free(model)
     axes = onnx_dynamic_axes(model)
     names = {0: "batch", 2: "height", 3: "width"}
-    size = config["data"]["image_size"]
+    size = run.config.data.image_size
     example = torch.zeros(2 if 0 in axes else 1, 3, size, size)  # a traced batch of 1 would be fixed at 1
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     path = _folder(checkpoint, output) / "model.onnx"

@@ -14,23 +14,18 @@ tables read larger maps with clipped offsets (docs/layers.md). Each size's resul
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from aaconv.engine.checkpoint import load_checkpoint  # noqa: E402  (after the sys.path line)
-from aaconv.engine.config_checks import EVAL_CHECKS, check_config  # noqa: E402
-from aaconv.engine.runtime import select_device  # noqa: E402
-from aaconv.errors import exit_on_user_error  # noqa: E402
-from aaconv.utils.cli import positive_int  # noqa: E402
-from eval import CONFIGS, evaluate  # noqa: E402
+from aaconv.engine.checkpoint import load_checkpoint
+from aaconv.engine.config_checks import EVAL_CHECKS, check_config
+from aaconv.engine.runtime import select_device
+from aaconv.errors import exit_on_user_error
+from aaconv.runs import compose_config, evaluate
+from aaconv.utils.cli import positive_int
 
 
 def fraction(text: str) -> float:
@@ -49,8 +44,7 @@ def eval_config(checkpoint: Path, size: int, crop_pct: float | None, device: str
     overrides = [f"checkpoint='{checkpoint}'", f"eval_image_size={size}", f"device={device}"]
     if crop_pct is not None:
         overrides.append(f"crop_pct={crop_pct}")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("eval", overrides=overrides)
+    return compose_config(overrides, config_name="eval")
 
 
 def fixres_rows(

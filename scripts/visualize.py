@@ -36,14 +36,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from aaconv.engine import attention_maps as am
+from aaconv.errors import ConfigError, DataError, exit_on_user_error, first_line
+from aaconv.utils.cli import positive_int
 
-from aaconv.engine import attention_maps as am  # noqa: E402  (after the sys.path line)
-from aaconv.errors import ConfigError, DataError, exit_on_user_error, first_line  # noqa: E402
-from aaconv.utils.cli import positive_int  # noqa: E402
-
-CONFIGS = REPO / "configs"
 CURVES = (
     ("train_loss", "training loss"),
     ("lr", "learning rate"),
@@ -70,20 +66,12 @@ def pyplot() -> Any:
 
 
 def load_model(checkpoint: Path) -> tuple[torch.nn.Module, Any]:
-    """The checkpoint's model with its weights, built as eval.py builds it, and its run config."""
-    from aaconv.engine.checkpoint import load_checkpoint
-    from aaconv.engine.config_checks import build_model
-    from aaconv.engine.evaluate import run_config
-    from aaconv.engine.stored_config import known_targets
-    from aaconv.tasks import task_from_saved_config
-    from aaconv.utils.state_dict import load_model_state
+    """The checkpoint's model in eval mode with the weights eval.py evaluates (the EMA's when it has them), rebuilt
+    as eval.py rebuilds it (aaconv.runs.rebuild_run), and its run config."""
+    from aaconv.runs import rebuild_run
 
-    state = load_checkpoint(checkpoint)
-    eval_cfg = OmegaConf.create({"checkpoint": str(checkpoint), "data_root": None, "batch_size": None, "workers": None})
-    run_cfg = run_config(state, eval_cfg, known_targets(CONFIGS))
-    model = build_model(task_from_saved_config(run_cfg).build_model)
-    load_model_state(model, state["model"], source=f"checkpoint {checkpoint}")
-    return model.eval(), run_cfg
+    run = rebuild_run(checkpoint)
+    return run.model.eval(), run.config
 
 
 def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:

@@ -15,29 +15,32 @@ from PIL import Image
 from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from aaconv.engine.config_checks import EVAL_CHECKS, check_config
-from aaconv.engine.evaluate import evaluate_checkpoint, run_config
+from aaconv.engine.evaluate import run_config
 from aaconv.engine.stored_config import known_targets
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.models import create_model
+from aaconv.runs import evaluate as eval_py_evaluate
 from aaconv.tasks import build_task, task_from_saved_config
 from aaconv.tasks.classification import ClassificationTask
-from eval import evaluate as eval_py_evaluate
 from helpers.config import CONFIGS, REPO, compose_config
 
 
 def eval_config(checkpoint: Path):
     return OmegaConf.create(
-        {"checkpoint": str(checkpoint), "data_root": None, "batch_size": None, "workers": None, "device": "cpu"}
+        {
+            "checkpoint": str(checkpoint),
+            "data_root": None,
+            "batch_size": None,
+            "workers": None,
+            "device": "cpu",
+            "weights": "auto",
+        }
     )
 
 
 def evaluate(cfg, output_dir: Path) -> dict:
     """What eval.py does with its config."""
-    state = load_checkpoint(cfg.checkpoint)
-    run_cfg = run_config(state, cfg, known_targets(CONFIGS))
-    return evaluate_checkpoint(
-        task_from_saved_config(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, cfg.checkpoint
-    )
+    return eval_py_evaluate(cfg, load_checkpoint(cfg.checkpoint), torch.device("cpu"), output_dir)
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
@@ -175,9 +178,8 @@ def test_eval_size_and_crop_reach_the_validation_images(tmp_path: Path, tiny_con
     model = build_task(cfg).build_model()
     config = OmegaConf.to_container(cfg, resolve=True)
     path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
-    eval_cfg = eval_config(path)
-    eval_cfg.eval_image_size, eval_cfg.crop_pct = 48, 0.5
-    run_cfg = run_config(load_checkpoint(path), eval_cfg, known_targets(CONFIGS))
+    overrides = {"eval_image_size": 48, "crop_pct": 0.5}
+    run_cfg = run_config(load_checkpoint(path), path, overrides, known_targets(CONFIGS))
     assert (run_cfg.data.eval_image_size, run_cfg.data.crop_pct, run_cfg.data.image_size) == (48, 0.5, 32)
     _, val_set = task_from_saved_config(run_cfg).build_datasets()
     image, _ = val_set[0]
@@ -192,10 +194,8 @@ def test_eval_size_is_refused_for_detection_and_checked(tmp_path: Path, tiny_con
     config = OmegaConf.to_container(cfg, resolve=True)
     model = build_task(cfg).build_model()
     path = save_checkpoint({"model": model.state_dict(), "epoch": 1, "config": config}, tmp_path / "last.pt")
-    eval_cfg = eval_config(path)
-    eval_cfg.eval_image_size, eval_cfg.crop_pct = 128, None
     with pytest.raises(ConfigError, match="detection run resizes with its detector"):
-        run_config(load_checkpoint(path), eval_cfg, known_targets(CONFIGS))
+        run_config(load_checkpoint(path), path, {"eval_image_size": 128, "crop_pct": None}, known_targets(CONFIGS))
     for key, value in [("eval_image_size", 0), ("crop_pct", 0), ("crop_pct", 1.5)]:
         bad = eval_config(path)
         bad[key] = value

@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig
 
-from aaconv.engine.checkpoint import select_weights
-from aaconv.engine.config_checks import build_model
 from aaconv.engine.loaders import build_eval_loader
 from aaconv.engine.stored_config import check_stored_config
 from aaconv.errors import ConfigError
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
-from aaconv.utils.state_dict import load_model_state
 
 if TYPE_CHECKING:  # the engine receives a task; it never imports one
     from aaconv.tasks.base import Task
@@ -53,47 +50,47 @@ def run_facts(cfg: DictConfig | dict, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-EVAL_SIZE_KEYS = ("eval_image_size", "crop_pct")  # eval.yaml keys copied to data.*: classification's eval transform
+EVAL_SIZE_KEYS = ("eval_image_size", "crop_pct")  # classification's eval transform: data.* keys eval.py sets
 
 
-def run_config(state: dict[str, Any], cfg: DictConfig, targets: Mapping[str, set[str]]) -> DictConfig:
-    """The training run's config, checked to be plain data that names only `targets` (see
-    aaconv.engine.stored_config), with eval.yaml's data overrides applied (`data_root`, `batch_size`, `workers`,
-    and the evaluation size and crop `eval_image_size`, `crop_pct`, which a config built without them leaves as
-    the run had them), and no pretrained backbone weights to fetch: the checkpoint holds the trained ones."""
-    run_cfg = check_stored_config(state.get("config"), f"checkpoint {cfg.checkpoint}", targets)
+def run_config(
+    state: Mapping[str, Any],
+    checkpoint: str | os.PathLike,
+    data_overrides: Mapping[str, Any],
+    targets: Mapping[str, set[str]],
+) -> DictConfig:
+    """The training run's config in checkpoint `state`, checked to be plain data that names only `targets` (see
+    aaconv.engine.stored_config), with `data_overrides` applied to its `data` group (a None value keeps the run's;
+    the evaluation size and crop `eval_image_size`, `crop_pct` of a config written without them stay as the run had
+    them), and no pretrained backbone weights to fetch: the checkpoint holds the trained ones."""
+    run_cfg = check_stored_config(state.get("config"), f"checkpoint {checkpoint}", targets)
     run_cfg.backbone.weights = None
     run_cfg.task.pop("weights", None)  # where detection runs kept it before backbone.weights
-    overrides = {"root": cfg.data_root, "batch_size": cfg.batch_size, "workers": cfg.workers}
-    overrides |= {key: cfg.get(key) for key in EVAL_SIZE_KEYS}
-    if "detection" in run_cfg.data and any(overrides[key] is not None for key in EVAL_SIZE_KEYS):
+    overrides = {key: value for key, value in data_overrides.items() if value is not None}
+    if "detection" in run_cfg.data and any(key in overrides for key in EVAL_SIZE_KEYS):
         raise ConfigError(
             "eval_image_size / crop_pct set classification's evaluation size and crop; a detection run resizes "
             "with its detector's data.detection.min_size / max_size: leave them null"
         )
     for key, value in overrides.items():
-        if value is not None:
-            run_cfg.data[key] = value
+        run_cfg.data[key] = value
     return run_cfg
 
 
 def evaluate_checkpoint(
     task: Task,
-    state: dict[str, Any],
+    model: torch.nn.Module,
     run_cfg: DictConfig,
     device: torch.device,
     output_dir: str | os.PathLike,
-    checkpoint: str | os.PathLike,
-    weights: str = "auto",
+    facts: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Evaluates the `weights` (aaconv.engine.checkpoint.select_weights) of checkpoint `state` (read from
-    `checkpoint`) with `task` on its validation split; writes and returns results.json in `output_dir`.
+    """Evaluates `model` (a checkpoint's, rebuilt by aaconv.runs.rebuild_run) with `task` on its validation split;
+    writes and returns results.json in `output_dir`: the metrics, the run's facts and `facts` (which weights,
+    the epochs trained, the checkpoint's path).
 
     Under torchrun / Slurm (a process group set up by the caller), each process evaluates its shard of
     the split (every image on exactly one rank), and rank 0 alone writes the files."""
-    which, state_dict = select_weights(state, weights, checkpoint)
-    model = build_model(task.build_model)
-    load_model_state(model, state_dict, source=f"checkpoint {checkpoint}")
     model.to(device)
     _, val_set = task.build_datasets()
     loader = build_eval_loader(
@@ -108,14 +105,7 @@ def evaluate_checkpoint(
     if dist.is_main_process():
         output.mkdir(parents=True, exist_ok=True)
     metrics = task.evaluate(model, loader, device, output_dir=output)
-    results = {
-        **metrics,
-        "weights": which,
-        **run_facts(run_cfg, model),
-        "epochs": state["epoch"],
-        "world_size": dist.world_size(),
-        "checkpoint": str(checkpoint),
-    }
+    results = {**metrics, **run_facts(run_cfg, model), **facts, "world_size": dist.world_size()}
     if dist.is_main_process():
         write_json_atomic(results, output / "results.json")
         log.info("results: %s", json.dumps(results))

@@ -15,8 +15,8 @@ from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.models.weights_fetch import read_weights
+from aaconv.runs import evaluate as eval_py_evaluate
 from aaconv.tasks import build_task
-from eval import evaluate as eval_py_evaluate
 from helpers.config import REPO, compose_config
 from helpers.processes import ENGINE_TESTS
 

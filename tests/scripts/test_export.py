@@ -162,7 +162,8 @@ def test_onnx_export_without_onnxscript_stops_first_with_one_line(checkpoint, ca
 def test_onnx_export_of_a_detector_is_a_one_line_refusal(tiny_config, tmp_path):
     cfg = tiny_config("experiment=retinanet_shapes")
     config = OmegaConf.to_container(cfg, resolve=True)
-    path = save_checkpoint({"model": {}, "config": config, "epoch": 1}, tmp_path / "last.pt")
+    model = build_task(cfg).build_model()
+    path = save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 1}, tmp_path / "last.pt")
     with pytest.raises(ConfigError, match="ONNX export of a detector is not supported: .*") as error:
         export_script.export_onnx(path, tmp_path / "out")
     assert "\n" not in str(error.value)

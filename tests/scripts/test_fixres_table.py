@@ -10,10 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from aaconv.engine.checkpoint import load_checkpoint, save_checkpoint
-from aaconv.engine.evaluate import evaluate_checkpoint, run_config
-from aaconv.engine.stored_config import known_targets
-from aaconv.tasks import build_task, task_from_saved_config
-from helpers.config import CONFIGS, REPO, TINY_OVERRIDES, compose_config
+from aaconv.runs import evaluate
+from aaconv.tasks import build_task
+from helpers.config import REPO, TINY_OVERRIDES, compose_config
 
 SPEC = importlib.util.spec_from_file_location("fixres_table", REPO / "scripts" / "fixres_table.py")
 fixres_table = importlib.util.module_from_spec(SPEC)
@@ -35,12 +34,8 @@ def eval_py_results(checkpoint: Path, size: int, output_dir: Path) -> dict:
     cfg = OmegaConf.create(
         {"checkpoint": str(checkpoint), "data_root": None, "batch_size": None, "workers": None, "device": "cpu"}
     )
-    cfg.eval_image_size, cfg.crop_pct = size, None
-    state = load_checkpoint(checkpoint)
-    run_cfg = run_config(state, cfg, known_targets(CONFIGS))
-    return evaluate_checkpoint(
-        task_from_saved_config(run_cfg), state, run_cfg, torch.device("cpu"), output_dir, checkpoint
-    )
+    cfg.eval_image_size, cfg.crop_pct, cfg.weights = size, None, "auto"
+    return evaluate(cfg, load_checkpoint(checkpoint), torch.device("cpu"), output_dir)
 
 
 def test_rows_per_size_marked_and_equal_to_eval_py(checkpoint: Path, tmp_path: Path, capsys) -> None:
