@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from aaconv.engine.checkpoint import load_checkpoint, select_weights
@@ -58,9 +60,13 @@ def check_option(group: str, option: str, where: str) -> None:
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     """The config `python train.py <overrides>` (config_name "eval": eval.py) runs with, without Hydra's
-    runtime section. A typo is Hydra's own error, as on the command line."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+    runtime section. An override Hydra refuses (a typo, an unknown option) is a ConfigError: Hydra's message, one line."""
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        message = " ".join(f"{e} {e.__cause__ or ''}".split())
+        raise ConfigError(f"{message} (overrides: {' '.join(overrides)})") from e
 
 
 def build_run(cfg: DictConfig) -> Run:

@@ -10,8 +10,10 @@
         --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
 
 A model is ``<backbone>:<attention>``, both option names of the config groups (``configs/backbone/``,
-``configs/attention/``: none, se, aa, aw, aa_se, aw_se, aw_aa), read from the project's config tree so the
-benchmark follows whatever defaults they hold; ``--set attention.aa.impl=reference`` overrides a key.
+``configs/attention/``: every option, the composed ones such as aa_se, aw_aa, aw_cbam, aa_full included), composed
+as ``python train.py backbone=<backbone> attention=<attention> '~experiment'`` composes them (Hydra's compose API,
+aaconv.runs) and built by its task, which also gives the training loss; ``--set attention.aa.impl=reference``
+overrides a key in the models whose config has it.
 
 - Training step: forward, loss, backward and an SGD step (classification: cross-entropy on random images;
   detection: torchvision's summed losses on random images with three random boxes each). Inference:
@@ -47,7 +49,6 @@ import ctypes
 import json
 import re
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,18 +57,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from aaconv.engine.runtime import add_cpu_allocator_option, set_cpu_allocator  # noqa: E402  (after the sys.path line)
-from aaconv.errors import ConfigError, exit_on_user_error  # noqa: E402
-from aaconv.models import backbone_options, create_detector, create_model  # noqa: E402
-from aaconv.models.cost import count_flops  # noqa: E402
-from aaconv.utils import cli  # noqa: E402
-from aaconv.utils.grad_checkpointing import enable_grad_checkpointing  # noqa: E402
+from aaconv.engine.runtime import add_cpu_allocator_option, set_cpu_allocator
+from aaconv.errors import ConfigError, exit_on_user_error
+from aaconv.models.cost import count_flops
+from aaconv.runs import build_run, check_option, compose_config
+from aaconv.tasks import Task, build_task
+from aaconv.utils import cli
+from aaconv.utils.grad_checkpointing import enable_grad_checkpointing
 
 DETECTION_TASKS = ("retinanet", "faster_rcnn")
 PEERS = {
@@ -93,16 +92,32 @@ class Entry:
     error: str | None = None
 
 
-def group_config(group: str, option: str, overrides: list[str]) -> dict[str, Any]:
-    """configs/<group>/<option>.yaml with the ``<group>.key=value`` overrides applied, as a plain dict."""
-    path = REPO / "configs" / group / f"{option}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"no {group} option {option!r} in --models; available: {', '.join(options)}")
-    cfg = OmegaConf.load(path)
-    dotted = [o[len(group) + 1 :] for o in overrides if o.startswith(group + ".")]
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
-    return OmegaConf.to_container(cfg, resolve=True)
+def benchmark_config(spec: str, task: str, image_size: tuple[int, int], overrides: list[str]) -> DictConfig:
+    """The config train.py composes for model ``spec`` (``<backbone>:<attention>``) in ``task`` at ``image_size``,
+    without an experiment's recipe: ImageNet's data group for classification (1000 classes), COCO's for detection
+    (91 classes, frozen BN, 3 trainable stages, 256 FPN channels), no dataset read; then the ``--set`` overrides
+    whose keys the config has (``attention.aa.impl`` applies to the AA rows, not to the ``none`` baseline)."""
+    backbone, _, attention = spec.partition(":")
+    attention = attention or "none"
+    check_option("backbone", backbone, "--models")
+    check_option("attention", attention, "--models")
+    if task == "classification":
+        data = ["task=classification", "data=imagenet", f"data.image_size={max(image_size)}"]
+    else:
+        data = [f"task={task}", "data=coco", f"data.detection.min_size={min(image_size)}"]
+        data.append(f"data.detection.max_size={max(image_size)}")
+    groups = ["~experiment", f"backbone={backbone}", f"attention={attention}", "data.root=unread", *data]
+    base = compose_config(groups)
+    return compose_config([*groups, *(o for o in overrides if has_key(base, o.partition("=")[0]))])
+
+
+def has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` of an override is in ``cfg`` (Hydra's +, ++ and ~ overrides count as present:
+    Hydra judges them)."""
+    if key.startswith(("+", "~")):
+        return True
+    absent = object()
+    return OmegaConf.select(cfg, key, default=absent) is not absent
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -115,22 +130,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_ours(spec: str, task: str, image_size: tuple[int, int], overrides: list[str]) -> nn.Module:
-    backbone_name, _, attention_name = spec.partition(":")
-    backbone = group_config("backbone", backbone_name, overrides)
-    attention = group_config("attention", attention_name or "none", overrides)
-    if task == "classification":
-        kwargs = backbone_options(backbone)
-        return create_model(backbone["name"], attention, num_classes=1000, input_size=max(image_size), **kwargs)
-    return create_detector(
-        task,
-        backbone,
-        attention,
-        num_classes=91,
-        min_size=min(image_size),
-        max_size=max(image_size),
-        frozen_bn=True,
-        trainable_layers=3,
-    )
+    """Our model ``spec``, built by its task from ``benchmark_config`` as train.py builds it."""
+    return build_run(benchmark_config(spec, task, image_size, overrides)).model
 
 
 def build_peer(name: str, image_size: tuple[int, int]) -> nn.Module:
@@ -170,17 +171,11 @@ def make_batch(task: str, batch: int, image_size: tuple[int, int], device: torch
     return list(images), targets
 
 
-def training_loss(task: str, model: nn.Module, batch: tuple) -> torch.Tensor:
-    images, targets = batch
-    if task == "classification":
-        return nn.functional.cross_entropy(model(images), targets)
-    return sum(model(images, targets).values())
-
-
 class Runner:
-    """Runs one training step or one inference forward of a model under the chosen precision."""
+    """Runs one training step (the loss of ``task``, as in training) or one inference forward of a model under the
+    chosen precision."""
 
-    def __init__(self, task: str, device: torch.device, precision: str, batch: tuple):
+    def __init__(self, task: Task, device: torch.device, precision: str, batch: tuple):
         self.task, self.device, self.batch = task, device, batch
         dtype = PRECISIONS[precision]
         self.autocast = (
@@ -200,7 +195,7 @@ class Runner:
         optimizer, scaler = self._optimizer(model)
         model.train()
         with self.autocast():
-            loss = training_loss(self.task, model, self.batch)
+            loss, _ = self.task.training_loss(model, self.batch, self.device)
         if scaler is None:
             loss.backward()
             optimizer.step()
@@ -308,8 +303,22 @@ def meta_flops(entry: Entry, args: argparse.Namespace) -> float | None:
     return count_flops(model, *args.image_size) / 1e9
 
 
+def check_overrides(specs: list[str], args: argparse.Namespace) -> None:
+    """ConfigError for a ``--set`` key that no model of ``specs`` has (a typo would otherwise apply to none)."""
+    configs = [benchmark_config(spec, args.task, args.image_size, []) for spec in specs]
+    for override in args.set:
+        key = override.partition("=")[0]
+        if "." not in key:
+            raise ConfigError(f"--set {override}: --set takes keys (group.key=value); choose groups in --models")
+        if not any(has_key(cfg, key) for cfg in configs):
+            raise ConfigError(
+                f"--set {override}: no model of --models has the key {key}; see python train.py --cfg job"
+            )
+
+
 def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]:
     specs = list(dict.fromkeys(args.models))
+    check_overrides(specs, args)
     for spec in list(specs):  # attention rows compare with the same backbone without attention (or, with
         backbone, _, attention = spec.partition(":")  # --grad-checkpointing, the checkpointed row with the plain one)
         if attention not in ("", "none", "se") and f"{backbone}:none" not in specs and not args.grad_checkpointing:
@@ -342,8 +351,9 @@ def build_entries(args: argparse.Namespace, device: torch.device) -> list[Entry]
 
 def run_models(args: argparse.Namespace, device: torch.device) -> list[Entry]:
     entries = build_entries(args, device)
+    loss_task = build_task(benchmark_config(args.models[0], args.task, args.image_size, args.set))
     runner = Runner(
-        args.task,
+        loss_task,
         device,
         args.precision,
         make_batch(args.task, args.batch, args.image_size, device, args.channels_last),
@@ -461,7 +471,8 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     """Images/s of the training loader alone for every (decode, workers) pair."""
     from aaconv.data.gpu_decode import loader_throughput
 
-    data = group_config("data", args.data, args.set)
+    cfg = compose_config(["~experiment", f"data={args.data}", *args.set])
+    data = OmegaConf.to_container(cfg.data, resolve=True)  # a missing root stays "???"
     if args.synthetic_jpeg:
         data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train")
     elif args.data_root:

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from aaconv.layers import parse_variant
+from aaconv.runs import config_options
 from helpers.config import REPO, TINY_SHAPES
 
 spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
@@ -52,6 +54,20 @@ def test_config_overrides_reach_the_model():
     )
     layers = [m for m in entries[-1].model.modules() if type(m).__name__ == "AAConv2d"]
     assert layers and all(m.impl == "reference" and m.attention.num_heads == 4 for m in layers)
+
+
+@pytest.mark.parametrize("option", config_options("attention"))
+@pytest.mark.parametrize("task", ["classification", "retinanet"])
+def test_every_attention_option_builds_through_the_model_builder(option, task):
+    """Every configs/attention option (composed ones, whose YAMLs have defaults lists, included) builds the model its
+    composed config describes, each part of its variant present (a ResNet-50 at 64 px, on the meta device)."""
+    cfg = benchmark.benchmark_config(f"resnet50:{option}", task, (64, 64), [])
+    with benchmark.torch.device("meta"):
+        model = benchmark.build_ours(f"resnet50:{option}", task, (64, 64), [])
+    found = {type(m) for m in model.modules()}
+    for part in parse_variant(cfg.attention.variant):
+        assert found & set(part.modules), f"{option}: no {part.name} module in the model"
+    assert (task == "classification") == (model.__class__.__name__ == "ResNet")
 
 
 def test_retinanet_against_torchvision():
@@ -154,6 +170,11 @@ def test_bad_arguments_are_argparses_one_line(argv, message, capsys):
         (["--models", "--loader"], "error: --loader with --data imagenet needs --data-root DIR"),
         (["--models", "resnet18:none", "--image-size", "32x64"], "error: classification takes a square --image-size"),
         (["--models", "resnet18:aa", "--peers", "botnet27"], "error: no timm model 'botnet27' in --peers; e.g. "),
+        (
+            ["--models", "resnet18:aa", "--set", "attention.aa.imp=reference"],
+            "error: --set attention.aa.imp=reference: no model of --models has the key attention.aa.imp",
+        ),
+        (["--models", "resnet18:aa", "--set", "attention=aw"], "error: --set attention=aw: --set takes keys"),
     ],
 )
 def test_bad_choices_are_one_line_with_status_2(argv, message, capsys):
