@@ -14,19 +14,14 @@ Shlens, Le, "Attention Augmented Convolutional Networks", ICCV 2019 (arXiv 1904.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
+import paper_table  # scripts/paper_table.py (this script's folder is on sys.path): the rows and their model sizes
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import paper_table  # noqa: E402  (scripts/paper_table.py: the rows and their model sizes)
-
-from aaconv.layers import VARIANTS  # noqa: E402
-from aaconv.models import MODELS, create_model  # noqa: E402
-from aaconv.models.cost import count_flops, count_params  # noqa: E402
-from aaconv.utils import cli  # noqa: E402
+from aaconv.layers import VARIANTS
+from aaconv.models import MODELS, create_model
+from aaconv.models.cost import count_flops, count_params
+from aaconv.utils import cli
 
 
 def _ratio(ours: float | None, paper: float | None) -> str:

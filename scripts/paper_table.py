@@ -43,15 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from aaconv.errors import DataError, exit_on_user_error
+from aaconv.runs import CONFIG_DIR as CONFIGS
+from aaconv.runs import compose_config
 
-from aaconv.errors import DataError, exit_on_user_error  # noqa: E402  (after the sys.path line)
-
-CONFIGS = REPO / "configs"
+REPO = CONFIGS.parent
+PLACEHOLDERS = {"backbone.weights": "<ImageNet run>/last.pt"}  # what a row's required value is, in its command
 DATA_ROOTS = {
     "imagenet": "data.root=/path/to/imagenet",
     "coco": "data.root=/path/to/coco",
@@ -73,8 +72,7 @@ class Row:
         dataset = self.experiment.removeprefix("paper/").split("_")[0]
         launcher = "torchrun --nproc_per_node=8 " if dataset in ("imagenet", "coco") else "python "
         words = [f"{launcher}train.py experiment={self.experiment}", DATA_ROOTS.get(dataset, "")]
-        if self.experiment.startswith("paper/coco") and "_none" not in self.experiment:
-            words.append("backbone.weights=<ImageNet run>/last.pt")
+        words += [f"{key}={PLACEHOLDERS.get(key, '<value>')}" for key in required_values(self.experiment)]
         words += [f"{g}={o}" for g, o in self.choices.items()]
         return " ".join(w for w in words if w)
 
@@ -219,12 +217,15 @@ METRICS = ("top1", "top5", "ap", "ap50", "ap75")
 # --- Our model: parameters and FLOPs ------------------------------------------------------------------------------
 
 
+def required_values(experiment: str) -> list[str]:
+    """The keys experiment `experiment` lists in its `required_values` (train.py stops until they are set)."""
+    return list(OmegaConf.load(CONFIGS / "experiment" / f"{experiment}.yaml").get("required_values", []))
+
+
 def compose_row(row: Row) -> Any:
     overrides = [f"experiment={row.experiment}", "data.root=/unused", *(f"{g}={o}" for g, o in row.choices.items())]
-    if row.experiment.startswith("paper/coco"):
-        overrides.append("backbone.weights=null")  # the model's shape only: no checkpoint is read
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    overrides += [f"{key}=null" for key in required_values(row.experiment)]  # the model's shape only: nothing is read
+    return compose_config(overrides)
 
 
 def input_size(cfg: Any) -> tuple[int, int]:

@@ -17,12 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-
 from aaconv.engine.trainer import Trainer
+from aaconv.runs import compose_config
 from aaconv.tasks import build_task
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL_SHAPES = [
     "data.generate.train_per_class=200",
     "data.generate.val_per_class=20",
@@ -65,10 +63,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     args, overrides = parser.parse_known_args()
     cache = os.environ.get("AACONV_CACHE", str(Path.home() / ".cache/aaconv"))
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"data.root={cache}", *SMALL_SHAPES, f"trainer.epochs={args.epochs}", *overrides]
-        )
+    cfg = compose_config([f"data.root={cache}", *SMALL_SHAPES, f"trainer.epochs={args.epochs}", *overrides])
     probe = RssProbe(build_task(cfg), args.every)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, probe, run_dir)  # type: ignore[arg-type]
