@@ -38,17 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import scripted
-from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
+from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, plain_conv, register_part
 from .relative_attention import RelativeAttention2d
 
 STRIDE_MODES = ("avgpool", "qkv")
-
-
-def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """torchvision-style ``conv3x3``: padding ``kernel_size // 2``, no bias."""
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
-    )
 
 
 def sine_embedding_2d(

@@ -20,7 +20,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .aa import plain_conv
 from .parts import (
     AttentionPart,
     ConvBuilder,
@@ -30,6 +29,7 @@ from .parts import (
     all_variants,
     parse_variant,
     parts,
+    plain_conv,
     variant_name,
 )
 

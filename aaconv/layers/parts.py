@@ -63,6 +63,14 @@ class ConvBuilder(Protocol):
     ) -> nn.Module: ...
 
 
+def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """The ConvBuilder of a site no part replaces: torchvision-style ``conv3x3``, padding ``kernel_size // 2``, no
+    bias."""
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
+    )
+
+
 class PostBuilder(Protocol):
     def __call__(self, channels: int, hidden: int | None = None) -> nn.Module:
         """``channels``: the residual branch's width; ``hidden``: a bottleneck width the backbone fixes

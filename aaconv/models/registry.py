@@ -7,7 +7,7 @@ A model file decorates one builder function per network::
 
 and its entry carries what the rest of the project reads: the class (a Backbone or not: detection and timm's
 feature extraction take only Backbones), the paper's setting per attention part on that network (under the
-config's own ``attention.<part>`` keys), the parts it cannot be built with, and timm's configuration
+config's own ``attention.<part>`` keys) and timm's configuration
 (aaconv.models.timm_models registers every entry that has one, with every variant it can build).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from aaconv.errors import ConfigError
-from aaconv.layers import create_attention, parse_variant
+from aaconv.layers import create_attention
 from aaconv.models.backbone import is_backbone_class
 
 
@@ -33,7 +33,6 @@ class ModelEntry:
         build: ``(attention, **kwargs) -> nn.Module``; ``attention`` is an ``aaconv.layers.Attention``.
         cls: the class it builds.
         paper_options: per attention part, the papers' setting on this network (a backbone's AA setting).
-        excludes: attention parts it cannot be built with, and why (part -> reason).
         timm_cfg: timm's pretrained_cfg for its timm entry points (None: not registered with timm).
         feature_cfg: timm's feature_cfg (how ``features_only`` walks its stages).
     """
@@ -42,7 +41,6 @@ class ModelEntry:
     build: Callable[..., nn.Module]
     cls: type[nn.Module]
     paper_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    excludes: Mapping[str, str] = field(default_factory=dict)
     timm_cfg: Mapping[str, Any] | None = None
     feature_cfg: Mapping[str, Any] = field(default_factory=dict)
 
@@ -50,13 +48,6 @@ class ModelEntry:
     def is_backbone(self) -> bool:
         """Whether it follows the Backbone protocol (aaconv.models.backbone)."""
         return is_backbone_class(self.cls)
-
-    def excluded(self, variant: str) -> str | None:
-        """Why ``variant`` cannot be built on this network, or None."""
-        for part in parse_variant(variant):
-            if part.name in self.excludes:
-                return f"{self.name} cannot be built with attention part {part.name}: {self.excludes[part.name]}"
-        return None
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -94,13 +85,10 @@ def create_model(
     """Builds network `name` with `attention` (a variant name such as "aa+se" or the `attention` config mapping
     {variant, <part>: {options}}), the entry's paper setting under the config's keys; kwargs go to the network.
 
-    ValueError (one line) when the variant cannot be built on it: an excluded part, or a part that found no conv.
+    ValueError (one line) when the variant cannot be built on it: a part that found no conv.
     """
     entry = get_entry(name)
     spec = create_attention(attention, defaults=entry.paper_options)
-    reason = entry.excluded(spec.name)
-    if reason:
-        raise ValueError(reason)
     model = entry.build(spec, num_classes=num_classes, **kwargs)
     spec.check_placed(name)
     return model

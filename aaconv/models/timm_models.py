@@ -61,13 +61,12 @@ def timm_name(model: str, variant: str) -> str:
 
 
 def timm_models() -> dict[str, tuple[str, str]]:
-    """timm name -> (network, variant) for every entry with a timm_cfg and every variant it can build."""
+    """timm name -> (network, variant) for every entry with a timm_cfg and every variant."""
     return {
         timm_name(model, variant): (model, variant)
         for model, entry in MODELS.items()
         if entry.timm_cfg is not None
         for variant in VARIANTS
-        if entry.excluded(variant) is None
     }
 
 

@@ -164,9 +164,3 @@ def wrn16_8(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
 def wrn28_10(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
     """WRN-28-10, the AA paper's CIFAR-100 network."""
     return WideResNet(28, 10, attention, **kwargs)
-
-
-@register_model(WideResNet)
-def wrn40_4(attention: Attention | str = "none", **kwargs: Any) -> WideResNet:
-    """WRN-40-4."""
-    return WideResNet(40, 4, attention, **kwargs)
