@@ -11,26 +11,26 @@ lists them, and `features_only=True` returns every stage of the model's `feature
 Their `pretrained_cfg` names no weights: none are published. timm loads an exported `.safetensors` file
 (scripts/export.py) with `checkpoint_path=`.
 
-`import aaconv` registers the models as soon as timm is imported, without importing timm itself.
+`import aaconv` imports timm and registers the models through timm's public `register_model`. It costs no import
+time to a timm user (who imports timm anyway) or to train.py / eval.py (whose data and tasks import timm); the
+figures are in docs/models.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from types import ModuleType
 from typing import Any
 
 import torch
+from timm.layers import register_notrace_module
+from timm.models import build_model_with_cfg, is_model, model_entrypoint, register_model
 from torch import nn
 
 from aaconv.errors import CheckpointError, ConfigError
-from aaconv.layers import VARIANTS, parse_variant
+from aaconv.layers import VARIANTS, AAConv2d, AWConv2d, parse_variant
 from aaconv.models.head import take_indices
 from aaconv.models.registry import MODELS, create_model
 
@@ -111,8 +111,6 @@ def _check_features(name: str, model: str, kwargs: dict[str, Any]) -> None:
 
 def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Module]:
     """timm entry point `name`: timm's build_model_with_cfg over create_model(model, variant, ...)."""
-    from timm.models import build_model_with_cfg
-
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise CheckpointError(
@@ -136,19 +134,14 @@ def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Mo
 def register_notrace_layers() -> None:
     """Registers the attention layers whose forward branches on shapes and devices (AA-conv, AW-conv) as leaf
     modules of timm's FX tracer (timm's feature extraction and its FX tests)."""
-    from timm.layers import register_notrace_module
-
-    from aaconv.layers import AAConv2d, AWConv2d
-
     for layer in (AAConv2d, AWConv2d):
         register_notrace_module(layer)
 
 
 def register_timm_models() -> list[str]:
-    """Registers every `timm_models()` name with timm (idempotent: names already registered are left as they
-    are) and returns the names."""
-    from timm.models import is_model, register_model
-
+    """Registers every `timm_models()` name with timm's public `register_model` and returns the names. Idempotent
+    (a name this module registered stays as it is); a name timm already has from elsewhere is a ConfigError naming
+    both models, never a silent skip."""
     register_notrace_layers()
     module = sys.modules[__name__]
     names = timm_models()
@@ -156,34 +149,11 @@ def register_timm_models() -> list[str]:
     for name, (model, variant) in names.items():
         if not is_model(name):
             setattr(module, name, register_model(_timm_entrypoint(name, model, variant)))
+            continue
+        other = model_entrypoint(name)
+        if other.__module__ != __name__:
+            raise ConfigError(
+                f"timm already has a model {name!r} ({other.__module__}.{other.__qualname__}), the name of aaconv's "
+                f"{model} with attention {variant!r}: one of the two packages must rename it"
+            )
     return list(names)
-
-
-class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
-    """Finds `timm` through the other finders and runs register_timm_models() once its import completes."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "timm":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("timm")
-        if spec is not None and spec.loader is not None:
-            exec_timm = spec.loader.exec_module
-
-            def exec_module(module: ModuleType) -> None:
-                exec_timm(module)
-                register_timm_models()
-
-            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-def register_timm_models_on_import() -> None:
-    """register_timm_models() now if timm is imported, else right after its import (timm's import costs
-    seconds; `import aaconv` should not pay them)."""
-    if "timm" in sys.modules:
-        register_timm_models()
-    elif not any(isinstance(finder, _RegisterWhenTimmLoads) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWhenTimmLoads())

@@ -15,6 +15,7 @@ from torch import nn
 from aaconv.errors import CheckpointError, ConfigError
 from aaconv.layers import VARIANTS, parse_variant
 from aaconv.models import MODELS, backbones, create_model
+from aaconv.models import timm_models as timm_models_module
 from aaconv.models.timm_models import register_timm_models, timm_models
 
 TIMM_MODELS = timm_models()
@@ -102,14 +103,31 @@ def test_no_published_weights_is_a_clear_error():
         create_model("resnet19")
 
 
-def test_import_aaconv_registers_when_timm_is_imported_later():
+@pytest.mark.parametrize("order", ["import aaconv, timm", "import timm, aaconv"])
+def test_import_aaconv_registers_whatever_the_import_order(order):
     code = (
-        "import sys, aaconv; assert 'timm' not in sys.modules; import timm; "
+        f"import sys; {order}; assert not any(type(f).__module__.startswith('aaconv') for f in sys.meta_path); "
         "print(timm.create_model('aa_resnet18', num_classes=3).fc.out_features)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
+
+
+def test_a_name_timm_already_has_is_an_error_naming_both(monkeypatch):
+    def aa_resnet18(pretrained: bool = False, **kwargs):  # another package's model of the same name
+        raise AssertionError("not called")
+
+    ours = timm_models_module.model_entrypoint
+    monkeypatch.setattr(
+        timm_models_module, "model_entrypoint", lambda n: aa_resnet18 if n == "aa_resnet18" else ours(n)
+    )
+    with pytest.raises(ConfigError) as error:
+        register_timm_models()
+    message = str(error.value)
+    assert message.startswith("timm already has a model 'aa_resnet18' (")
+    assert f"{__name__}.test_a_name_timm_already_has_is_an_error_naming_both.<locals>.aa_resnet18" in message
+    assert "aaconv's resnet18 with attention 'aa'" in message and "\n" not in message
 
 
 # The timm API in use on the two network classes: small models, 32 px inputs.
