@@ -25,7 +25,8 @@ captured inputs for the chosen layers only:
   training) has no factor to read and gives NaN. A gate of another shape is one more rule in ``GATE_RULES`` and its
   reduction beside ``gate_factor``.
 
-``attention_image_grid`` renders AA maps as one RGB tensor for TensorBoard / W&B (``logger.attention_images``).
+``attention_image_grid`` renders AA maps as one RGB tensor for TensorBoard / W&B (``logger.attention_images``), which
+the trainer callback ``AttentionImages`` logs at each evaluation.
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aaconv.engine.callbacks import Callback
 from aaconv.errors import ConfigError
 from aaconv.layers import VARIANTS, AAConv2d, AWConv2d
 from aaconv.layers.relative_attention import relative_logits_reference
 from aaconv.layers.relative_tables import relative_table
+
+if TYPE_CHECKING:
+    from aaconv.engine.trainer import Trainer
 
 KINDS = ("aa", "aw", "cbam", "gate")
 """The layer kinds, in the order a default view picks the first one a model has."""
@@ -374,3 +379,16 @@ def log_attention_images(logger: Any, model: nn.Module, dataset: Any, step: int,
     device = next(model.parameters()).device
     images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))]).to(device)
     logger.log_images({f"attention/{aa[0]}": attention_image_grid(model, images, aa[0])}, step)
+
+
+class AttentionImages(Callback):
+    """``log_attention_images`` of the trained model (not the EMA) after each evaluation, on rank 0
+    (``logger.attention_images`` > 0)."""
+
+    def __init__(self, logger_cfg: Mapping[str, Any]):
+        self.logger_cfg = logger_cfg
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if trainer.is_main:
+            dataset = trainer.val_loader.dataset
+            log_attention_images(trainer.logger, trainer.model, dataset, trainer.global_step, self.logger_cfg)

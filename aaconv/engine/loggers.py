@@ -1,7 +1,9 @@
 """Where metrics go: the console and `metrics.jsonl` always; TensorBoard or Weights & Biases on request, with
 pictures of the attention maps at each evaluation when `logger.attention_images` > 0 (aaconv.engine.attention_maps).
 
-Only rank 0 builds loggers (`build_logger` returns one that drops everything on other ranks).
+Only rank 0 builds loggers (`build_logger` returns one that drops everything on other ranks). The trainer writes
+each epoch's line itself (before its checkpoint: docs/reliability.md); the step scalars (`LogSteps`) and the
+progress bar (`ProgressBar`) are trainer callbacks (aaconv.engine.callbacks).
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import json
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
+from aaconv.engine.callbacks import Callback
 from aaconv.errors import AAConvError
+
+if TYPE_CHECKING:
+    from aaconv.engine.trainer import Trainer
 
 log = logging.getLogger("aaconv")
 
@@ -152,3 +160,48 @@ def build_logger(logger_cfg: Mapping[str, Any], run_dir: Path, config: Mapping[s
     else:
         raise AAConvError(f"logger={name}: choose console, tensorboard or wandb")
     return RunLogger(run_dir, backends)
+
+
+class LogSteps(Callback):
+    """The training loss and learning rate to the TensorBoard / W&B backends every `every` optimizer updates
+    (`logger.log_every_steps`)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        if trainer.global_step % self.every == 0:
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            trainer.logger.log_step({"train/loss": loss.item(), "train/lr": lr}, trainer.global_step)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar of each epoch's training batches (`logger.progress_bar`), showing the loss and learning rate
+    every `every` updates; on rank 0 and a terminal only: redirected to a file, its redraws would flood the log."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.bar: tqdm | None = None
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        self.bar = tqdm(
+            desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+            disable=not (trainer.is_main and sys.stderr.isatty()),
+            initial=trainer.batch_in_epoch,
+            total=trainer.steps_per_epoch * trainer.accum_steps,  # the tail that fills no update is dropped
+        )
+
+    def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(trainer.accum_steps)
+        if trainer.global_step % self.every == 0:
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{trainer.optimizer.param_groups[0]['lr']:.3g}")
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.on_close(trainer)  # the epoch's batches are done; its metrics line follows
+
+    def on_close(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -7,7 +7,8 @@ stored config is accepted only as plain values (dicts, lists, strings, numbers, 
 - no other instantiation key (`_args_`, `_partial_`, `_recursive_`, `_convert_`) appears;
 - no string holds an interpolation (`${...}`): train.py stores the resolved config, and a resolver such as
   `oc.create` would build a new `_target_` node after this check.
-Anything else stops with one CheckpointError line naming the key.
+Anything else stops with one CheckpointError line naming the key. The `callbacks` entry (user callbacks, each a
+`_target_` of the user's code) is dropped unread: a rebuilt run never trains, so it never needs them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aaconv.errors import CheckpointError
 
 INSTANTIATE_KEYS = frozenset({"_target_", "_args_", "_partial_", "_recursive_", "_convert_"})
 REQUIRED_GROUPS = ("task", "backbone", "attention", "data")
+UNUSED_GROUPS = ("callbacks",)  # training-only groups a rebuilt run leaves out, unread
 PLAIN = (dict, list, str, int, float, bool, type(None))
 
 
@@ -61,13 +63,14 @@ def _problem(path: str, key: Any, value: Any, targets: Mapping[str, set[str]]) -
 
 
 def check_stored_config(config: Any, source: str, targets: Mapping[str, set[str]]) -> DictConfig:
-    """`config` (a checkpoint's "config" entry) as a DictConfig once it is known to be plain data; else a
-    CheckpointError naming `source` and the first offending key."""
+    """`config` (a checkpoint's "config" entry), less its `UNUSED_GROUPS`, as a DictConfig once it is known to
+    be plain data; else a CheckpointError naming `source` and the first offending key."""
     if not isinstance(config, dict) or not all(isinstance(config.get(g), dict) for g in REQUIRED_GROUPS):
         raise CheckpointError(
             f"{source} holds no aaconv run config (needs {', '.join(REQUIRED_GROUPS)}); "
             "pass a last.pt / best.pt written by train.py"
         )
+    config = {key: value for key, value in config.items() if key not in UNUSED_GROUPS}
     for path, key, value in _walk(config, ""):
         problem = _problem(path, key, value, targets)
         if problem is not None:

@@ -11,6 +11,13 @@ With several processes, BatchNorm running statistics are averaged over the ranks
 and checkpoint (timm's `distribute_bn` with reduce=True): DDP synchronises gradients, not buffers, so each
 rank would otherwise evaluate, and rank 0 save, a model of its own.
 
+What runs beside the loop (step scalars, the progress bar, attention images, preemption and the user's own, the
+`callbacks` config group) is a list of callbacks called at named events, after the trainer's own files
+(aaconv.engine.callbacks lists the events and their order; `build_callbacks` the list's).
+
+Constructing a Trainer only reads its config and builds the callbacks: fit() joins the process group, claims the run
+directory and builds the run before training.
+
 Reliability (docs/reliability.md): one process writes a run directory at a time (run_lock); an epoch's line
 is appended to metrics.jsonl before its checkpoint, and lines past the checkpoint are dropped on resume;
 best.pt is written before the last.pt that names it; NaN / inf weights are never saved; a collective that
@@ -24,7 +31,6 @@ import json
 import logging
 import os
 import resource
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,17 +42,17 @@ from omegaconf import DictConfig, OmegaConf
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from aaconv.engine.attention_maps import log_attention_images
+from aaconv.engine.attention_maps import AttentionImages
 from aaconv.engine.best import BestCheckpoints, best_metric_name, check_best_metric, improves
+from aaconv.engine.callbacks import Callback, CallbackList, user_callbacks
 from aaconv.engine.checkpoint import load_checkpoint, nonfinite_tensors, save_checkpoint
 from aaconv.engine.config_checks import build_model
 from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.ema import ema_decay
 from aaconv.engine.evaluate import count_parameters, reported_metrics, run_facts
 from aaconv.engine.loaders import build_eval_loader, build_train_loader
-from aaconv.engine.loggers import build_logger
+from aaconv.engine.loggers import LogSteps, ProgressBar, RunLogger, build_logger
 from aaconv.engine.precision import NonFiniteGuard, NonFiniteWeightsError, Precision, gradient_norm
 from aaconv.engine.resume import changed_keys, check_same_optimizer, trim_epoch_records
 from aaconv.engine.run_lock import RunLock, claim_run_dir
@@ -59,7 +65,7 @@ from aaconv.engine.runtime import (
     set_deterministic,
     set_rng_state,
 )
-from aaconv.engine.signals import PreemptionHandler
+from aaconv.engine.signals import Preemption
 from aaconv.errors import AAConvError, CheckpointError, DistributedError, RunDirError, first_line
 from aaconv.utils import distributed as dist
 from aaconv.utils.atomic import write_json_atomic
@@ -115,6 +121,27 @@ def _collective_failure(error: BaseException) -> bool:
     )
 
 
+def build_callbacks(cfg: DictConfig) -> CallbackList:
+    """The run's callbacks, in the order each event calls them (after the trainer's own metrics line and
+    checkpoints):
+
+    1. the built-in loggers, which only observe: step scalars (`logger.log_every_steps`), the progress bar
+       (`logger.progress_bar`), attention images (`logger.attention_images`);
+    2. the user's, the `callbacks` config group, in the order of its mapping;
+    3. preemption (`trainer.preempt_signals`): last, as it writes last.pt and may end the process.
+    """
+    logger_cfg, t = cfg.logger, cfg.trainer
+    every = int(logger_cfg.log_every_steps)
+    callbacks: list[Callback] = [LogSteps(every)]
+    if logger_cfg.progress_bar:
+        callbacks.append(ProgressBar(every))
+    if logger_cfg.get("attention_images", 0):
+        callbacks.append(AttentionImages(logger_cfg))
+    callbacks += user_callbacks(cfg.get("callbacks") or {})
+    callbacks.append(Preemption(list(t.preempt_signals), requeue=bool(t.requeue)))
+    return CallbackList(callbacks)
+
+
 def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(
         a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a for a in args
@@ -128,6 +155,8 @@ class Trainer:
     Distributed when started by torchrun or Slurm (one process per GPU): each process loads
     `data.batch_size` images per step; only rank 0 logs and writes files. `record` ({path in the run
     directory: text}) is written beside config.yaml, only by a run that holds the directory.
+
+    Construction builds the callbacks (`build_callbacks`) and nothing else: fit() sets the run up (`_setup`).
     """
 
     def __init__(
@@ -135,22 +164,30 @@ class Trainer:
     ):
         self.cfg = cfg
         self.task = task
+        self.run_dir = Path(run_dir)  # rank 0's once fit() has started
         self.record = dict(record or {})
-        self._setup_runtime(run_dir)
+        self.callbacks = build_callbacks(cfg)
+        self.logger: RunLogger | None = None  # opened by fit(), with the run directory
+        self.run_lock: RunLock | None = None
+
+    def _setup(self) -> None:
+        """Joins the process group, builds the model, data and optimisation, claims the run directory and
+        resumes or starts the run."""
+        self._setup_runtime()
         self._build_model()
         self._build_data()
         self._build_optimisation()
         self._wrap_model()
         self._init_state()
 
-    def _setup_runtime(self, run_dir: str | os.PathLike) -> None:
+    def _setup_runtime(self) -> None:
         """Joins the process group, agrees on rank 0's run directory, picks the device and seeds the run."""
         t = self.cfg.trainer
         self.env = init_distributed(t.dist_backend, timeout_min=float(t.dist_timeout_s) / 60)
         self.is_main = self.env.rank == 0
         if not self.is_main:
             log.setLevel(logging.WARNING)
-        self.run_dir = Path(dist.broadcast_object(str(run_dir)))  # rank 0's: Hydra's timestamps may differ per process
+        self.run_dir = Path(dist.broadcast_object(str(self.run_dir)))  # Hydra's timestamps may differ per process
         self.device = select_device(t.device, self.env.local_rank)
         set_deterministic(bool(t.deterministic), bool(t.cudnn_benchmark))
         set_cpu_allocator(t.cpu_allocator)
@@ -233,8 +270,7 @@ class Trainer:
             )
 
     def _init_state(self) -> None:
-        """Zeroes the counters, claims the run directory, resumes or starts the run and installs the
-        preemption handler."""
+        """Zeroes the counters, claims the run directory and resumes or starts the run."""
         t = self.cfg.trainer
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of epoch `self.epoch` already trained on
@@ -247,13 +283,7 @@ class Trainer:
         self.train_images_per_s: float | None = None  # the last epoch's
         self._buffers_averaged_at: int | None = None  # global_step of the last average_batchnorm_buffers
         self.run_lock = self._claim_run_dir(t.resume)  # nothing above writes into the run directory
-        try:
-            self._open_run(t.resume)
-        except BaseException:
-            if self.run_lock is not None:
-                self.run_lock.release()
-            raise
-        self.preemption = PreemptionHandler(list(t.preempt_signals), requeue=bool(t.requeue))
+        self._open_run(t.resume)  # a failure is fit()'s: close() unlocks the directory
 
     def _claim_run_dir(self, resume: str | None) -> RunLock | None:
         """Rank 0 locks the run directory (aaconv.engine.run_lock); every rank raises when it could not."""
@@ -334,6 +364,7 @@ class Trainer:
                 (self.run_dir / name).unlink(missing_ok=True)
             save_checkpoint(state, self.run_dir / names[-1])
         dist.barrier()
+        self.callbacks.call("on_checkpoint", self, names)
 
     def _check_finite(self, state: dict[str, Any]) -> None:
         bad = nonfinite_tensors(state["model"]) + [f"ema.{k}" for k in nonfinite_tensors(state.get("ema", {}))]
@@ -443,25 +474,6 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------------------------------
 
-    def _stop_requested(self) -> int:
-        """The preemption signal any rank received (0: none), agreed on by all ranks."""
-        if not dist.is_distributed():
-            return self.preemption.signum or 0
-        signum = torch.tensor([self.preemption.signum or 0], dtype=torch.int64, device=self.device)
-        return int(dist.all_reduce_max(signum).item())
-
-    def _handle_preemption(self) -> None:
-        signum = self._stop_requested()
-        if signum:
-            self.save("last.pt")
-            log.warning(
-                "checkpoint written to %s at epoch %d, batch %d",
-                self.run_dir / "last.pt",
-                self.epoch,
-                self.batch_in_epoch,
-            )
-            self.preemption.finish(signum, self.is_main)
-
     def train_one_epoch(self) -> dict[str, float]:
         """Trains the rest of epoch `self.epoch` (all of it unless resumed mid-epoch)."""
         t = self.cfg.trainer
@@ -469,19 +481,10 @@ class Trainer:
         self.train_sampler.set_epoch(self.epoch)
         self.batch_skipper.skip = self.batch_in_epoch
         batches_per_epoch = self.steps_per_epoch * self.accum_steps  # the tail that fills no update is dropped
-        log_every = int(self.cfg.logger.log_every_steps)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on device: no sync per step
         images, unreadable, window_bad, start = 0, 0, False, time.perf_counter()
-        # on a terminal only: redirected to a file, the bar's redraws would flood the log
-        show_bar = bool(self.cfg.logger.progress_bar) and self.is_main and sys.stderr.isatty()
-        bar = tqdm(
-            self.train_loader,
-            desc=f"epoch {self.epoch + 1}/{self.epochs}",
-            disable=not show_bar,
-            initial=self.batch_in_epoch,
-            total=batches_per_epoch,
-        )
-        for batch in bar:
+        self.callbacks.call("on_epoch_start", self)
+        for batch in self.train_loader:
             if self.batch_in_epoch >= batches_per_epoch or self.reached_max_steps():
                 break
             update = (self.batch_in_epoch + 1) % self.accum_steps == 0
@@ -506,13 +509,9 @@ class Trainer:
             window_bad = False
             self.global_step += 1
             self.scheduler.step_update(self.global_step)
-            if self.global_step % log_every == 0:
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.logger.log_step({"train/loss": loss.item(), "train/lr": lr}, self.global_step)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
             if t.checkpoint_every_steps and self.global_step % int(t.checkpoint_every_steps) == 0:
                 self.save("last.pt")
-            self._handle_preemption()
+            self.callbacks.call("on_step_end", self, loss.detach())
         seconds = time.perf_counter() - start
         sums = dist.all_reduce_sum(
             torch.stack([loss_sum, loss_sum.new_tensor(images), loss_sum.new_tensor(unreadable)])
@@ -557,8 +556,9 @@ class Trainer:
         """The task's metrics on the whole validation set (each image once across ranks; with
         `trainer.max_eval_batches`, that many batches per rank spread evenly over the set), and the EMA's as
         `ema_<metric>` when EMA is on (the files a task writes, detection's predictions.json, are then the EMA's: the
-        weights results.json reports). BatchNorm statistics are averaged over the ranks first. Random states are
-        put back afterwards: evaluating (or not, or the EMA too) never changes the training run's random streams."""
+        weights results.json reports), then the callbacks' on_eval_end. BatchNorm statistics are averaged over the
+        ranks first. Random states are put back afterwards: evaluating (or not, or the EMA too) never changes the
+        training run's random streams."""
         self.sync_buffers()
         state = rng_state()
         model_files = self.run_dir if self.ema is None else None
@@ -567,8 +567,7 @@ class Trainer:
             if self.ema is not None:
                 ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, self.device, output_dir=self.run_dir)
                 metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
-        if self.is_main:  # logger.attention_images
-            log_attention_images(self.logger, self.model, self.val_loader.dataset, self.global_step, self.cfg.logger)
+        self.callbacks.call("on_eval_end", self, metrics)
         set_rng_state(state)
         return metrics
 
@@ -603,14 +602,17 @@ class Trainer:
         return self.epoch >= self.epochs or self.reached_max_steps()
 
     def fit(self) -> dict[str, Any]:
-        """Trains the remaining epochs, evaluating and checkpointing after each; returns (and writes) results.json."""
+        """Sets the run up (process group, model, data, run directory, resume), trains the remaining epochs,
+        evaluating and checkpointing after each; returns (and writes) results.json."""
         try:
+            self._setup()
             results = self._fit()
         except BaseException as e:
+            rank, several = dist.rank(), dist.world_size() > 1  # before close() leaves the process group
             self.close(graceful=False)  # no barrier: the other ranks may never reach it
-            if self.env.world_size > 1 and _collective_failure(e):
+            if several and _collective_failure(e):
                 raise DistributedError(
-                    f"rank {self.env.rank}: a collective failed ({first_line(e)}): another process died, or hung for "
+                    f"rank {rank}: a collective failed ({first_line(e)}): another process died, or hung for "
                     f"longer than trainer.dist_timeout_s={self.cfg.trainer.dist_timeout_s} s (its log says why); "
                     "rerun to resume from the last checkpoint"
                 ) from e
@@ -631,6 +633,7 @@ class Trainer:
             self.scheduler.base_values[0],
         )
         metrics: dict[str, float] = {}
+        self.callbacks.call("on_fit_start", self)
         self.clock = time.perf_counter()  # train_time_s grows at each checkpoint from here on
         while not self.finished():
             train_stats = self.train_one_epoch()
@@ -650,7 +653,7 @@ class Trainer:
             if self.epoch_complete():  # else stopped by trainer.max_steps
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self._save_epoch(metrics, epoch)
-            self._handle_preemption()
+            self.callbacks.call("on_epoch_end", self, record)
         if not metrics:  # resumed a finished run: report its final weights
             metrics = self.evaluate()
         results = {
@@ -678,6 +681,7 @@ class Trainer:
             write_json_atomic(results, self.run_dir / "results.json")
             log.info("results: %s", json.dumps(results))
             log.info("run directory: %s", self.run_dir.resolve())
+        self.callbacks.call("on_fit_end", self, results)
         return results
 
     def _save_epoch(self, metrics: dict[str, float], epoch: float) -> None:
@@ -706,10 +710,11 @@ class Trainer:
             ) from e
 
     def close(self, graceful: bool = True) -> None:
-        """Puts signal handlers back, closes loggers, leaves the process group (after a barrier if `graceful`),
-        unlocks the run directory."""
-        self.preemption.close()
-        self.logger.close()
+        """Closes the callbacks (preemption puts the signal handlers back) and loggers, leaves the process group
+        (after a barrier if `graceful`), unlocks the run directory; after a failed setup, what it got to."""
+        self.callbacks.call("on_close", self)
+        if self.logger is not None:
+            self.logger.close()
         destroy_distributed(barrier=graceful)
         if self.run_lock is not None:
             self.run_lock.release()

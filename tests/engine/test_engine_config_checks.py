@@ -116,7 +116,7 @@ def test_what_only_the_model_can_check_is_one_config_error(tiny_config, override
 def test_a_batch_larger_than_the_training_set_is_one_line(toy_config, tmp_path):
     cfg = toy_config("data.batch_size=128")  # the toy training set has 64 samples
     with pytest.raises(ConfigError, match="64 training samples per process make no batch of data.batch_size=128"):
-        Trainer(cfg, build_task(cfg), tmp_path)
+        Trainer(cfg, build_task(cfg), tmp_path).fit()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

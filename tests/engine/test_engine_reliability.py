@@ -97,9 +97,9 @@ def test_a_refused_resume_leaves_the_run_files_alone(toy_config, tmp_path: Path)
     fit(toy_config(), tmp_path)
     before = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")}
     with pytest.raises(CheckpointError, match="holds optim.opt=sgd state, which optim.opt=adamw cannot continue"):
-        Trainer(toy_config("optim.opt=adamw"), build_task(toy_config()), tmp_path)
+        Trainer(toy_config("optim.opt=adamw"), build_task(toy_config()), tmp_path).fit()
     with pytest.raises(RunDirError, match="trainer.resume=never but .* already holds a run"):
-        Trainer(toy_config("trainer.resume=never"), build_task(toy_config()), tmp_path)
+        Trainer(toy_config("trainer.resume=never"), build_task(toy_config()), tmp_path).fit()
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
@@ -158,7 +158,7 @@ def test_a_run_dir_held_by_another_process_is_refused_until_that_process_dies(to
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=f"is in use by process {holder.pid} on "):
-            Trainer(toy_config(), build_task(toy_config()), tmp_path)
+            Trainer(toy_config(), build_task(toy_config()), tmp_path).fit()
     finally:
         holder.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock, the lock file stays
         holder.wait()
@@ -170,4 +170,4 @@ def test_a_run_dir_held_by_another_process_is_refused_until_that_process_dies(to
 def test_a_run_dir_that_cannot_be_created_is_one_error_before_training(toy_config, tmp_path: Path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RunDirError, match=r"cannot create run directory .*file/run \(Not a directory\)"):
-        Trainer(toy_config(), build_task(toy_config()), tmp_path / "file" / "run")
+        Trainer(toy_config(), build_task(toy_config()), tmp_path / "file" / "run").fit()

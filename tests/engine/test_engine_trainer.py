@@ -161,4 +161,4 @@ def test_grad_checkpointing_trains_the_same_weights(tiny_config, tmp_path: Path)
 
 def test_grad_checkpointing_on_a_model_without_it_is_one_config_error(toy_config, tmp_path: Path):
     with pytest.raises(ConfigError, match="has no set_grad_checkpointing.*trainer.grad_checkpointing=false"):
-        Trainer(toy_config("trainer.grad_checkpointing=true"), build_task(toy_config()), tmp_path)
+        Trainer(toy_config("trainer.grad_checkpointing=true"), build_task(toy_config()), tmp_path).fit()

@@ -93,7 +93,7 @@ def test_a_run_directory_gives_its_kept_checkpoints(toy_config, tmp_path: Path, 
         average.input_files([run_dir], best=4)
     output = save_checkpoint(best_two, tmp_path / "averaged.pt")
     with pytest.raises(CheckpointError, match="holds weights only .*, no training state to resume"):
-        Trainer(toy_config(f"trainer.resume={output}"), build_task(cfg), tmp_path / "resumed")
+        Trainer(toy_config(f"trainer.resume={output}"), build_task(cfg), tmp_path / "resumed").fit()
 
 
 def test_eval_export_and_backbone_weights_take_the_average(tiny_config, tmp_path: Path):
