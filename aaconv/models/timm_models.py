@@ -111,6 +111,7 @@ def _check_features(name: str, model: str, kwargs: dict[str, Any]) -> None:
 
 def _timm_entrypoint(name: str, model: str, variant: str) -> Callable[..., nn.Module]:
     """timm entry point `name`: timm's build_model_with_cfg over create_model(model, variant, ...)."""
+
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise CheckpointError(
