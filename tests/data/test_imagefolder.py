@@ -112,7 +112,7 @@ def test_training_stops_on_differing_class_folders_with_one_error_line(tmp_path:
     make_tree(tmp_path / "data", {"circle": 1, "star": 1}, split="val")
     cfg = compose_config("data=imagenet", f"data.root={tmp_path / 'data'}", "data.num_classes=2", "data.workers=0")
     with pytest.raises(SystemExit) as exit_status:
-        exit_on_user_error(Trainer)(cfg, build_task(cfg), tmp_path / "run")
+        exit_on_user_error(Trainer(cfg, build_task(cfg), tmp_path / "run").fit)()
     assert exit_status.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: class folders of ") and "(only in train: square; only in val: star)" in error
