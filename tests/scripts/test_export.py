@@ -40,7 +40,9 @@ def test_export_round_trip_gives_identical_outputs(checkpoint, capsys):
     export_script.main([str(path)])
     weights, config = (path.parent / "export" / name for name in ("model.safetensors", "config.yaml"))
     assert capsys.readouterr().out.split() == [str(weights), str(config)]
-    assert yaml.safe_load(config.read_text()) == OmegaConf.to_container(cfg, resolve=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    del run_config["callbacks"]  # training-only: a rebuilt run drops it unread (aaconv/engine/stored_config.py)
+    assert yaml.safe_load(config.read_text()) == run_config
 
     torch.manual_seed(1)
     loaded = build_task(cfg).build_model().eval()
