@@ -3,8 +3,8 @@
     python scripts/export.py outputs/<run>/best.pt [--output DIR] [--weights auto|ema|model] [--onnx]
 
 Writes DIR/model.safetensors (a state dict; no pickled code, readable without aaconv) and DIR/config.yaml (the
-run's resolved config as checked on rebuilding, plain data, without the training-only `callbacks`). The weights are those eval.py evaluates (`--weights auto`, the default): the
-EMA's when the checkpoint has them (trained with trainer.ema.enabled), else the model's; `--weights ema|model`
+run's resolved config as checked on rebuilding, plain data, without the training-only `callbacks`). The weights
+are those eval.py evaluates (`--weights auto`, the default): the EMA's when the checkpoint has them (trained with trainer.ema.enabled), else the model's; `--weights ema|model`
 picks one (`--ema` is `--weights ema`), and the file's metadata `weights` says which. DIR defaults to an `export` folder beside the
 checkpoint. The weights load anywhere a weights file is accepted: `backbone.weights=DIR/model.safetensors`,
 `aaconv.models.pretrained.load_pretrained(model, ...)`, and timm's
