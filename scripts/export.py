@@ -4,9 +4,9 @@
 
 Writes DIR/model.safetensors (a state dict; no pickled code, readable without aaconv) and DIR/config.yaml (the
 run's resolved config as checked on rebuilding, plain data, without the training-only `callbacks`). The weights
-are those eval.py evaluates (`--weights auto`, the default): the EMA's when the checkpoint has them (trained with trainer.ema.enabled), else the model's; `--weights ema|model`
-picks one (`--ema` is `--weights ema`), and the file's metadata `weights` says which. DIR defaults to an `export` folder beside the
-checkpoint. The weights load anywhere a weights file is accepted: `backbone.weights=DIR/model.safetensors`,
+are those eval.py evaluates (`--weights auto`, the default): the EMA's when the checkpoint has them (trained with
+trainer.ema.enabled), else the model's; `--weights ema|model` picks one (`--ema` is `--weights ema`), and the
+file's metadata `weights` says which. DIR defaults to an `export` folder beside the checkpoint. The weights load anywhere a weights file is accepted: `backbone.weights=DIR/model.safetensors`,
 `aaconv.models.pretrained.load_pretrained(model, ...)`, and timm's
 `timm.create_model("aa_resnet50", checkpoint_path=...)` (aaconv.models.registry).
 
@@ -35,11 +35,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import save
 from torch import nn
 
-from aaconv.engine.checkpoint import WEIGHTS, load_checkpoint
+from aaconv.engine.checkpoint import WEIGHTS
 from aaconv.errors import ConfigError, RunDirError, exit_on_user_error
 from aaconv.layers.aw import AWConv2d
 from aaconv.layers.relative_attention import RelativeAttention2d
-from aaconv.runs import rebuild_run
+from aaconv.runs import Run, rebuild_run
 from aaconv.tasks.classification import ClassificationTask
 from aaconv.utils.atomic import atomic_write
 
@@ -56,16 +56,18 @@ def export(checkpoint: str | Path, output: str | Path | None = None, weights: st
     """Writes `output`/model.safetensors (the `weights`: auto, ema or model) and `output`/config.yaml from
     `checkpoint`; returns their paths. The run is rebuilt first (aaconv.runs.rebuild_run), so a checkpoint whose
     config or weights do not make its model stops here, not in whoever loads the export."""
-    state = load_checkpoint(checkpoint)
-    run = rebuild_run(checkpoint, weights, state=state, option="--weights")
-    state_dict = {key: tensor.contiguous() for key, tensor in state[run.weights].items()}
+    return write_weights(rebuild_run(checkpoint, weights, option="--weights"), _folder(checkpoint, output))
+
+
+def write_weights(run: Run, folder: Path) -> tuple[Path, Path]:
+    """`folder`/model.safetensors (the rebuilt model's state dict) and `folder`/config.yaml of `run`."""
+    state_dict = {key: tensor.contiguous() for key, tensor in run.model.state_dict().items()}
     metadata = {
         "format": "pt",
         "model": str(run.config.backbone.name),
         "attention": str(run.config.attention.variant),
-        "weights": run.weights,
+        "weights": str(run.weights),
     }
-    folder = _folder(checkpoint, output)
     try:
         weights_path = atomic_write(folder / "model.safetensors", lambda f: f.write(save(state_dict, metadata)))
         config_path = atomic_write(folder / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(run.config).encode()))
@@ -108,7 +110,11 @@ def _loop_free(model: nn.Module) -> None:
 def export_onnx(checkpoint: str | Path, output: str | Path | None = None, weights: str = "auto") -> Path:
     """Writes `output`/model.onnx: the checkpoint's classifier in eval mode, traced at its config's image size,
     with the dynamic axes of `onnx_dynamic_axes`; returns its path."""
-    run = rebuild_run(checkpoint, weights, option="--weights")
+    return write_onnx(rebuild_run(checkpoint, weights, option="--weights"), _folder(checkpoint, output))
+
+
+def write_onnx(run: Run, folder: Path) -> Path:
+    """`folder`/model.onnx of `run`'s classifier (export_onnx); a detector is one ConfigError line."""
     if not isinstance(run.task, ClassificationTask):
         raise ConfigError(DETECTION_ONNX)
     model = run.model.eval()
@@ -118,7 +124,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, weight
     size = run.config.data.image_size
     example = torch.zeros(2 if 0 in axes else 1, 3, size, size)  # a traced batch of 1 would be fixed at 1
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    path = _folder(checkpoint, output) / "model.onnx"
+    path = folder / "model.onnx"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.onnx.export(
@@ -154,9 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.onnx:
         require_onnx()
-    paths = list(export(args.checkpoint, args.output, args.weights))
+    run = rebuild_run(args.checkpoint, args.weights, option="--weights")  # once for both files
+    folder = _folder(args.checkpoint, args.output)
+    paths = list(write_weights(run, folder))
     if args.onnx:
-        paths.append(export_onnx(args.checkpoint, args.output, args.weights))
+        paths.append(write_onnx(run, folder))
     for path in paths:
         print(path)
 
