@@ -26,6 +26,8 @@ S x S map, stride 1) in one process, interleaved over rounds (so machine load hi
 median round's speed relative to the conv: the per-layer table behind AW's ``impl="auto"`` rule.
 ``--aa-maps HxW ...`` does the same for AAConv2d's trainable formulations (the table behind AA's ``impl="auto"``),
 with timm's BottleneckAttn beside the fully attentional layer (an interleaved speed comparison).
+``--aa-parts HxW ...`` splits the fully attentional layer and BottleneckAttn into their parts, interleaved: each
+whole layer, each attention core alone, and AA's output projection W_O (which BottleneckAttn does not have).
 
 Each case of the main table runs in a fresh subprocess so allocator state cannot leak between cases; ``--rounds N``
 measures every case N times, in reverse order every other round, and reports the medians (on a machine whose
@@ -163,16 +165,18 @@ def profile_table(step, autocast, rows: int) -> str:
 
 
 def interleaved_medians(
-    layers: dict[str, nn.Module], x: torch.Tensor, rounds: int, clock: str = "wall"
+    layers: dict[str, nn.Module], x: torch.Tensor | dict[str, torch.Tensor], rounds: int, clock: str = "wall"
 ) -> dict[str, float]:
-    """Median seconds of one forward+backward per layer, the layers taking turns each round (1 warm-up round)."""
+    """Median seconds of one forward+backward per layer, the layers taking turns each round (1 warm-up round); ``x``:
+    every layer's input, or {layer: its input}."""
     times: dict[str, list[float]] = {name: [] for name in layers}
+    inputs = x if isinstance(x, dict) else dict.fromkeys(layers, x)
     now = CLOCKS[clock]
     for _ in range(rounds + 1):
         for name, layer in layers.items():
             begin = now()
-            layer(x).sum().backward()
-            if x.is_cuda:
+            layer(inputs[name]).sum().backward()
+            if inputs[name].is_cuda:
                 torch.cuda.synchronize()
             times[name].append(now() - begin)
     return {name: statistics.median(t[1:]) for name, t in times.items()}
@@ -226,6 +230,35 @@ def aa_map_table(maps: list[str], args: argparse.Namespace, rounds: int = 5) -> 
         if botnet:
             cells.append(f"{median['botnet'] / median[picked]:.2f}x")
         lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def aa_parts_table(maps: list[str], args: argparse.Namespace, rounds: int = 7) -> str:
+    """Where the fully attentional AA layer's time goes beside timm's BottleneckAttn, per map, interleaved in one
+    process: each whole layer, each attention core alone (from a qkv map to the heads' output: AA's
+    ``RelativeAttention2d``, BottleneckAttn with its qkv conv replaced by the identity) and AA's output projection
+    W_O (the paper's, which BottleneckAttn does not have); median forward+backward ms."""
+    lines = [
+        "| map | aa layer | botnet layer | layer: aa vs botnet | aa core | botnet core | core: aa vs botnet | aa W_O |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    channels, heads = args.channels, args.heads
+    for text in maps:
+        size = tuple(int(v) for v in text.split("x"))
+        torch.manual_seed(0)
+        aa = AAConv2d(channels, channels, 3, dk=channels, dv=channels, num_heads=heads, max_size=max(size))
+        botnet = BottleneckAttn(channels, channels, feat_size=size, num_heads=heads)
+        botnet_core = deepcopy(botnet)
+        botnet_core.qkv = nn.Identity()
+        layers = {"aa": aa, "botnet": botnet, "aa core": aa.attention, "botnet core": botnet_core, "W_O": aa.proj}
+        x = torch.randn(args.batch, channels, *size, device=args.device, requires_grad=True)
+        qkv = torch.randn(args.batch, 3 * channels, *size, device=args.device, requires_grad=True)
+        inputs = {"aa": x, "botnet": x, "aa core": qkv, "botnet core": qkv, "W_O": x}
+        ms = {k: 1000 * t for k, t in interleaved_medians(layers, inputs, rounds, args.clock).items()}
+        lines.append(
+            f"| {text} | {ms['aa']:.2f} | {ms['botnet']:.2f} | {ms['botnet'] / ms['aa']:.2f}x | {ms['aa core']:.2f} | "
+            f"{ms['botnet core']:.2f} | {ms['botnet core'] / ms['aa core']:.2f}x | {ms['W_O']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -341,6 +374,9 @@ def main() -> None:
         "--aa-maps", nargs="+", type=cli.dims, metavar="HxW", help="AA per-map formulation table, then exit"
     )
     parser.add_argument(
+        "--aa-parts", nargs="+", type=cli.dims, metavar="HxW", help="AA and BoTNet part by part per map, then exit"
+    )
+    parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="also print each case's top N ops (torch.profiler, CPU)"
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -365,6 +401,14 @@ def main() -> None:
             f"forward+backward, median of 5 interleaved rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
         )
         print(aa_map_table(args.aa_maps, args))
+        return
+    if args.aa_parts:
+        print(
+            f"# {args.device}, {args.threads} threads, torch {torch.__version__}, timm {timm.__version__}; batch "
+            f"{args.batch}, {args.channels}->{args.channels} ch, {args.heads} heads; ms of forward+backward, median of "
+            f"7 interleaved rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
+        )
+        print(aa_parts_table(args.aa_parts, args))
         return
 
     kinds = list(args.kinds)
@@ -442,11 +486,10 @@ def backend_table(args: argparse.Namespace) -> str:
                 for _ in range(2)
             )
             v = torch.randn(args.batch, args.heads, height * width, args.dv // args.heads, device="cuda", dtype=dtype)
-            rel_w = torch.randn(2 * width - 1, head_dim, device="cuda", dtype=dtype)
-            rel_h = torch.randn(2 * height - 1, head_dim, device="cuda", dtype=dtype)
+            table = torch.randn(2 * width - 1 + 2 * height - 1, head_dim, device="cuda", dtype=dtype)  # [rW; rH]
             try:
                 with sdpa_kernel([backend]):
-                    attention_fused(q, k, v, rel_w, rel_h, height, width).sum().backward()
+                    attention_fused(q, k, v, table, height, width).sum().backward()
                 cells.append("yes")
             except RuntimeError as e:
                 cells.append("no" if "No available kernel" in str(e) else f"error: {str(e)[:40]}")

@@ -4,8 +4,8 @@
     python scripts/visualize.py curves RUN_DIR [RUN_DIR ...] [--out PNG]
 
 attention: the image as the model sees it (the checkpoint's evaluation resize and crop), one forward pass, then for
-the chosen layer (default: the first AA layer, else the first AW layer, else every CBAM module, else every channel
-gate):
+the chosen layer (default: the first layer of the first kind the model has, in the parts' order: AA, AW, then every
+CBAM module, then every channel gate) what its part reads (aaconv.layers.parts.Drawing):
 - AA: per query (rows) and head (columns) the softmax attention over the layer's key positions, overlaid on the
   image; each map sums to 1. Queries are X,Y pixels of the image the model sees (default: its centre).
 - AW: per attention map m, A's mean over input channels at each kernel offset, and its mean over offsets for each
@@ -13,6 +13,8 @@ gate):
 - CBAM: per module, its channel gate's per-channel factors and its spatial map (one factor per position of the
   block's output map, on the channel-gated input) stretched over the image.
 - gates (SE): each gate module's per-channel factors.
+- a kind without a picture of its own here (a new part's): each of its numbers as a heat map, averaged down to two
+  dimensions.
 The numbers come from aaconv.engine.attention_maps. A detection checkpoint shows its backbone on the image resized,
 normalised and padded by the detector's own transform.
 
@@ -125,7 +127,7 @@ def _image_axis(ax: Any, picture: torch.Tensor, title: str) -> None:
     ax.set_axis_off()
 
 
-def plot_aa(plt: Any, maps: am.AAMaps, picture: torch.Tensor) -> Any:
+def plot_queries(plt: Any, maps: am.QueryMaps, picture: torch.Tensor) -> Any:
     """Rows: queries; columns: the image with the query, then each head's map over the image."""
     num_queries, num_heads = maps.maps.shape[:2]
     height, width = picture.shape[1:]
@@ -152,14 +154,16 @@ def plot_aa(plt: Any, maps: am.AAMaps, picture: torch.Tensor) -> Any:
             ax.set_axis_off()
     fig.colorbar(shown, ax=axes, shrink=0.8, pad=0.01, label="attention probability")
     rows, cols = maps.maps.shape[-2:]
-    fig.suptitle(f"AA attention of {maps.layer} over its {rows}x{cols} positions (each map sums to 1)", fontsize=10)
+    fig.suptitle(f"attention of {maps.layer} over its {rows}x{cols} positions (each map sums to 1)", fontsize=10)
     return fig
 
 
-def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
+def plot_aw(plt: Any, layers: dict[str, dict[str, torch.Tensor]], picture: torch.Tensor) -> Any:
     """Top: the image, then per map A's mean over input channels at each kernel offset; bottom: per map A's mean
     over offsets for each input channel."""
-    per_offset, per_channel = maps.per_offset.numpy(), maps.per_channel.numpy()
+    (layer, numbers), *_ = layers.items()
+    attention = numbers["attention"][0]  # (M, C_in, k, k)
+    per_offset, per_channel = attention.mean(1).numpy(), attention.mean((2, 3)).numpy()
     num_maps = len(per_offset)
     fig, axes = plt.subplots(2, num_maps + 1, figsize=(2.3 * (num_maps + 1), 4.6), squeeze=False, layout="constrained")
     _image_axis(axes[0, 0], picture, "input")
@@ -180,13 +184,11 @@ def plot_aw(plt: Any, maps: am.AWMaps, picture: torch.Tensor) -> Any:
         bars.set_xlabel("input channel", fontsize=7)
         bars.tick_params(labelsize=6)
     k = per_offset.shape[-1]
-    fig.suptitle(
-        f"AW kernel attention A of {maps.layer} ({num_maps} maps x C_in x {k}x{k}; W' = K * A + K)", fontsize=10
-    )
+    fig.suptitle(f"AW kernel attention A of {layer} ({num_maps} maps x C_in x {k}x{k}; W' = K * A + K)", fontsize=10)
     return fig
 
 
-def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> Any:
+def plot_cbam(plt: Any, maps: dict[str, dict[str, torch.Tensor]], picture: torch.Tensor) -> Any:
     """Bands of up to four modules: the image (first band), then per module its spatial map over the image (top)
     and its channel gate's factors (bottom); one colour scale, [0, 1], for every spatial map."""
     per_band = min(4, len(maps))
@@ -204,14 +206,14 @@ def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> 
         band, col = divmod(index, per_band)
         top, bottom = axes[2 * band, col + 1], axes[2 * band + 1, col + 1]
         top.imshow(gray, cmap="gray", extent=extent)
-        spatial = gates.spatial.numpy()
+        spatial, channel = gates["spatial"][0].numpy(), gates["channel"][0]
         shown = top.imshow(spatial, cmap="inferno", alpha=0.8, extent=extent, vmin=0, vmax=1)
         rows, cols = spatial.shape
         top.set_title(f"{name}\nspatial {rows}x{cols}, mean {spatial.mean():.2f}", fontsize=8)
         bottom.set_axis_on()
-        bottom.stairs(gates.channel.numpy(), fill=True, color="tab:blue")
+        bottom.stairs(channel.numpy(), fill=True, color="tab:blue")
         bottom.set_ylim(0, 1)
-        bottom.set_title(f"{name}\nchannel gate, mean {gates.channel.mean():.2f}", fontsize=8)
+        bottom.set_title(f"{name}\nchannel gate, mean {channel.mean():.2f}", fontsize=8)
         bottom.set_xlabel("channel", fontsize=7)
         bottom.tick_params(labelsize=6)
     fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, pad=0.01, label="spatial gate")
@@ -222,8 +224,9 @@ def plot_cbam(plt: Any, maps: dict[str, am.CBAMMaps], picture: torch.Tensor) -> 
     return fig
 
 
-def plot_gates(plt: Any, gates: dict[str, torch.Tensor], picture: torch.Tensor) -> Any:
+def plot_gates(plt: Any, layers: dict[str, dict[str, torch.Tensor]], picture: torch.Tensor) -> Any:
     """The image, then one bar chart of per-channel factors per gate module."""
+    gates = {name: numbers["factor"][0] for name, numbers in layers.items()}
     cols = min(4, len(gates) + 1)
     rows = -(-(len(gates) + 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.2 * rows), squeeze=False, layout="constrained")
@@ -240,30 +243,64 @@ def plot_gates(plt: Any, gates: dict[str, torch.Tensor], picture: torch.Tensor) 
     return fig
 
 
+def plot_numbers(plt: Any, layers: dict[str, dict[str, torch.Tensor]], picture: torch.Tensor) -> Any:
+    """Any kind: the image, then per layer and number a heat map of its first image's values, averaged over leading
+    dims down to two (a vector as bars)."""
+    panels = [
+        (f"{layer}: {key} {tuple(value.shape[1:])}", value[0].float())
+        for layer, numbers in layers.items()
+        for key, value in numbers.items()
+    ]
+    cols = min(4, len(panels) + 1)
+    rows = -(-(len(panels) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.4 * rows), squeeze=False, layout="constrained")
+    flat = axes.flatten()
+    _image_axis(flat[0], picture, "input")
+    for ax, (title, values) in zip(flat[1:], panels, strict=False):
+        while values.dim() > 2:
+            values = values.nanmean(0)
+        if values.dim() == 2:
+            ax.imshow(values.numpy(), cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.stairs(values.reshape(-1).numpy(), fill=True, color="tab:blue")
+            ax.tick_params(labelsize=6)
+        ax.set_title(title, fontsize=8)
+    for ax in flat[len(panels) + 1 :]:
+        ax.set_axis_off()
+    return fig
+
+
+def plotter(kind: str) -> Any:
+    """The picture of a layer kind that is not drawn per query (those get ``plot_queries``); ``plot_numbers`` for a
+    kind without one of its own (a new part's)."""
+    return {"aw": plot_aw, "cbam": plot_cbam, "gate": plot_gates}.get(kind, plot_numbers)
+
+
 def attention_command(args: argparse.Namespace) -> Path:
     plt = pyplot()
     model, run_cfg = load_model(args.checkpoint)
     module, x, picture = model_input(model, run_cfg, args.image)
     layers = am.attention_layers(module)
     am.require_attention(layers, f"checkpoint {args.checkpoint}")
+    drawings = am.drawings()
     if args.layer:
         kind = am.check_layer(layers, args.layer)
         names = [args.layer]
     else:
-        kind = next(k for k in am.KINDS if k in layers.values())
-        names = [n for n, k in layers.items() if k == kind][: None if kind in ("cbam", "gate") else 1]
-    if args.query and kind != "aa":
-        aa = [name for name, k in layers.items() if k == "aa"]
+        kind = next(k for k in drawings if k in layers.values())
+        names = [n for n, k in layers.items() if k == kind][: None if drawings[kind].together else 1]
+    if args.query and not drawings[kind].per_query:
         raise ConfigError(
-            f"--query applies to AA layers only; {names[0]} is a {kind!r} layer "
-            f"(AA layers in this model: {', '.join(aa) or 'none'})"
+            f"--query applies to layers drawn per query only; {names[0]} is a {kind!r} layer "
+            f"(such layers in this model: {', '.join(am.query_layers(layers)) or 'none'})"
         )
     try:
         fig = draw(plt, module, x, picture, kind, names, args.query)
     except ValueError as e:  # the layers' own checks (a map larger than AA's relative tables)
         raise ConfigError(f"the model cannot run on {args.image}: {first_line(e)}; pass a smaller image") from None
-    every = {"cbam": "cbam", "gate": "gates"}.get(kind)
-    out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else every}.png")
+    out = args.out or args.checkpoint.with_name(f"attention_{names[0] if len(names) == 1 else kind}.png")
     fig.savefig(out, dpi=args.dpi)
     plt.close(fig)
     print(out)
@@ -280,14 +317,10 @@ def draw(
     query: list[tuple[int, int]] | None,
 ) -> Any:
     """The figure of ``kind`` for layers ``names`` of ``module`` on input ``x`` (shown as ``picture``)."""
-    if kind == "aa":
+    if am.drawings()[kind].per_query:
         queries = query or [(picture.shape[2] // 2, picture.shape[1] // 2)]
-        return plot_aa(plt, am.aa_maps(module, x, names[0], queries), picture)
-    if kind == "aw":
-        return plot_aw(plt, am.aw_maps(module, x, names[0]), picture)
-    if kind == "cbam":
-        return plot_cbam(plt, am.cbam_maps(module, x, names), picture)
-    return plot_gates(plt, am.gate_values(module, x, names), picture)
+        return plot_queries(plt, am.query_maps(module, x, names[0], queries), picture)
+    return plotter(kind)(plt, am.read_layers(module, x, names), picture)
 
 
 # --- curves ------------------------------------------------------------------------------------------------------

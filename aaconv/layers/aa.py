@@ -37,34 +37,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import scripted
-from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, plain_conv, register_part
+from .parts import STAGE_IDS, AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, Drawing, plain_conv, register_part
 from .relative_attention import RelativeAttention2d
 
 STRIDE_MODES = ("avgpool", "qkv")
+
+
+def _sine_encoding(length: int, freqs: torch.Tensor, half: int) -> torch.Tensor:
+    """(half, length): [sin(p w_0), cos(p w_0), sin(p w_1), ...] at positions p, zero rows up to ``half``."""
+    angles = torch.arange(length, device=freqs.device, dtype=torch.float64)[None, :] * freqs[:, None]
+    pairs = torch.stack([angles.sin(), angles.cos()], dim=1).flatten(0, 1)
+    return F.pad(pairs, [0, 0, 0, half - pairs.shape[0]])
 
 
 def sine_embedding_2d(
     channels: int,
     height: int,
     width: int,
-    *,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """(channels, H, W) fixed embedding: the first half of the channels encodes y, the second half x,
     each as [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i / half); odd leftovers are 0."""
     half = channels // 2
-    freqs = 10000 ** (-torch.arange(0, half // 2, device=device, dtype=torch.float64) * 2 / max(half, 1))
-
-    def encode(length: int) -> torch.Tensor:  # (half, length)
-        angles = torch.arange(length, device=device, dtype=torch.float64)[None, :] * freqs[:, None]
-        pairs = torch.stack([angles.sin(), angles.cos()], dim=1).flatten(0, 1)
-        return F.pad(pairs, (0, 0, 0, half - pairs.shape[0]))
-
+    steps = torch.arange(0, half // 2, device=device, dtype=torch.float64)
+    freqs = torch.pow(10000.0, -steps * 2 / max(half, 1))
     out = torch.zeros(channels, height, width, device=device, dtype=torch.float64)
-    out[:half] = encode(height)[:, :, None]
-    out[half : 2 * half] = encode(width)[:, None, :]
+    out[:half] = _sine_encoding(height, freqs, half)[:, :, None]
+    out[half : 2 * half] = _sine_encoding(width, freqs, half)[:, None, :]
     return out.to(dtype)
 
 
@@ -72,37 +72,37 @@ def coordinate_channels(
     batch: int,
     height: int,
     width: int,
-    *,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """(batch, 2, H, W) CoordConv channels: channel 0 is y, channel 1 is x, each ``linspace(-1, 1)`` over its side."""
     y = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
     x = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
-    return torch.stack(torch.meshgrid(y, x, indexing="ij")).expand(batch, -1, -1, -1)
+    return torch.stack(torch.meshgrid([y, x], indexing="ij")).expand(batch, -1, -1, -1)
 
 
 # Shape-dependent steps of AAConv2d.forward as functions of tensors: torch.fx.wrap makes torch.fx.symbolic_trace
-# record each as one call, which then runs eagerly on the real shapes.
+# record each as one call, which then runs eagerly on the real shapes. Like the whole layer, they are written in
+# the subset of Python TorchScript compiles.
 @torch.fx.wrap
 def add_sine_embedding(inputs: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) + ``sine_embedding_2d(C, H, W)``."""
-    _, channels, height, width = inputs.shape
-    return inputs + sine_embedding_2d(channels, height, width, device=inputs.device, dtype=inputs.dtype)
+    channels, height, width = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+    return inputs + sine_embedding_2d(channels, height, width, inputs.device, inputs.dtype)
 
 
 @torch.fx.wrap
 def append_coordinates(inputs: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C + 2, H, W): ``coordinate_channels`` concatenated."""
-    batch, _, height, width = inputs.shape
-    coords = coordinate_channels(batch, height, width, device=inputs.device, dtype=inputs.dtype)
+    batch, height, width = inputs.shape[0], inputs.shape[2], inputs.shape[3]
+    coords = coordinate_channels(batch, height, width, inputs.device, inputs.dtype)
     return torch.cat([inputs, coords], dim=1)
 
 
 @torch.fx.wrap
 def upsample_to_stride(attn: torch.Tensor, x: torch.Tensor, stride: int) -> torch.Tensor:
     """``attn`` upsampled bilinearly to the size a stride-``stride`` conv gives on ``x``: floor((H-1)/s)+1."""
-    size = [(side - 1) // stride + 1 for side in x.shape[2:]]
+    size = [(x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1]
     return F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
 
 
@@ -144,7 +144,7 @@ class AAConv2d(nn.Module):
             ``nn.Conv2d`` (``aw+aa`` passes an ``AWConv2d`` builder).
     """
 
-    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs the reference formulation, whatever the impl
 
     def __init__(
         self,
@@ -206,32 +206,20 @@ class AAConv2d(nn.Module):
     def impl(self, value: str) -> None:
         self.attention.impl = value
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return self._forward_scripted(x)
+    def attention_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch's qkv projection of the layer's input x: (B, 2*dk + dv, H', W') of the pooled input,
+        with the position inputs the layer adds."""
         inputs = self.pool(x)
         if self.sine:
             inputs = add_sine_embedding(inputs)
         if self.coordconv:
             inputs = append_coordinates(inputs)
-        attn = self.proj(self.attention(self.qkv(inputs)))
+        return self.qkv(inputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attn = self.proj(self.attention(self.attention_qkv(x)))
         if self.memory_pool:  # the 1x1 proj commutes with bilinear upsampling (weights sum to 1): upsample last
             attn = upsample_to_stride(attn, x, self.stride)
-        if self.conv is None:
-            return attn
-        return torch.cat([self.conv(x), attn], dim=1)
-
-    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
-        """forward in TorchScript's subset (aaconv.layers.scripted)."""
-        inputs = self.pool(x)
-        if self.sine:
-            inputs = inputs + scripted.sine_embedding(inputs)
-        if self.coordconv:
-            inputs = torch.cat([inputs, scripted.coordinates(inputs)], dim=1)
-        attn = self.proj(self.attention(self.qkv(inputs)))
-        if self.memory_pool:
-            size = [(side - 1) // self.stride + 1 for side in x.shape[2:]]
-            attn = F.interpolate(attn, size=size, mode="bilinear", align_corners=False)
         conv = self.conv
         if conv is None:
             return attn
@@ -355,8 +343,23 @@ def build_aa(options: AAOptions, site: ConvSite, base: ConvBuilder) -> ConvBuild
     return partial(_aa_conv, options=options, branch=base, memory_pool=memory_pool, **layer)
 
 
+def read_aa(layer: AAConv2d, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An AA layer's attention for its input x: {"attention": (B, N_h, H', W', H', W')}, for the query at grid cell
+    (row, col) its heads' softmax over the H' x W' key positions (each map sums to 1), from the layer's own core
+    (``RelativeAttention2d.probabilities``), in float32 or wider."""
+    qkv = layer.attention_qkv(x.to(layer.qkv.weight.dtype))
+    grid = qkv.shape[-2:]
+    return {"attention": layer.attention.probabilities(qkv).unflatten(-1, grid).unflatten(2, grid)}
+
+
 register_part(
     AttentionPart(
-        name="aa", slot="wrap", options=AAOptions, build=build_aa, modules=(AAConv2d,), paper="arXiv:1904.09925"
+        name="aa",
+        slot="wrap",
+        options=AAOptions,
+        build=build_aa,
+        modules=(AAConv2d,),
+        paper="arXiv:1904.09925",
+        drawing=Drawing(kind="aa", read=read_aa, per_query=True),
     )
 )

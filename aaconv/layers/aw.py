@@ -34,10 +34,11 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from . import scripted
-from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, register_part
+from .parts import AttentionPart, ConvBuilder, ConvPartOptions, ConvSite, Drawing, register_part
+
+Pair = tuple[int, int]  # a conv's (height, width) stride or padding
 
 AW_IMPLS = ("auto", "grouped", "per_sample", "unfold")
 # largest output map (positions) on which "auto" runs the per-sample convs rather than the grouped conv: they won
@@ -119,7 +120,7 @@ class AWConv2d(nn.Module):
             module docstring).
     """
 
-    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs the grouped formulation, whatever the impl
 
     def __init__(
         self,
@@ -181,10 +182,9 @@ class AWConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = self.attention(x)
         conv = self.conv
-        if torch.jit.is_scripting():  # TorchScript compiles the grouped formulation only
-            return scripted.aw_conv(
-                x, attn, conv.weight, self.num_maps, conv.stride, conv.padding, conv.groups, self.map_index
-            )
+        if torch.jit.is_scripting():  # TorchScript compiles the grouped formulation, the same code as eager's
+            weight = conv.weight
+            return grouped_conv(x, attn, weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups)
         return modulated_conv(
             x, attn, conv.weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups, self.impl
         )
@@ -213,16 +213,16 @@ def resolve_impl(impl: str, out_channels: int, groups: int, num_maps: int, out_s
 
 @torch.fx.wrap
 def modulated_conv(
-    x: torch.Tensor,
-    attn: torch.Tensor,
-    kernel: torch.Tensor,
-    map_index: torch.Tensor,
+    x: Tensor,
+    attn: Tensor,
+    kernel: Tensor,
+    map_index: Tensor,
     num_maps: int,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
+    stride: Pair,
+    padding: Pair,
     groups: int,
     impl: str,
-) -> torch.Tensor:
+) -> Tensor:
     """O = conv(x, W') with W' = K (1 + A): x (B, C_in, H, W), attn (B, M * C_in, k, k), kernel K
     (C_out, C_in/groups, k, k) -> (B, C_out, H_out, W_out), by ``impl`` resolved for x's size. A module-level
     function of tensors so that torch.fx.symbolic_trace records it as one call (torch.fx.wrap), which then picks
@@ -234,19 +234,30 @@ def modulated_conv(
     if impl == "per_sample":
         scale = (1 + attn).reshape(len(attn), num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
         return _PerSampleConv.apply(x, kernel, scale, stride, padding)
-    batch, _, height, width = x.shape
-    weight = _kernels(kernel, attn, map_index, num_maps, groups).flatten(0, 1)
-    out = F.conv2d(x.reshape(1, -1, height, width), weight, None, stride, padding, 1, batch * groups)
-    return out.view(batch, -1, *out.shape[-2:])
+    return grouped_conv(x, attn, kernel, map_index, num_maps, stride, padding, groups)
 
 
-def _kernels(kernel: torch.Tensor, attn: torch.Tensor, map_index: torch.Tensor, num_maps: int, groups: int):
+def grouped_conv(
+    x: Tensor, attn: Tensor, kernel: Tensor, map_index: Tensor, num_maps: int, stride: Pair, padding: Pair, groups: int
+) -> Tensor:
+    """The grouped formulation: every sample's kernel W' (``modulated_kernels``) in one grouped conv over the batch.
+    Written in the subset of Python TorchScript compiles (the layer's scripted forward)."""
+    batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    weight = modulated_kernels(kernel, attn, map_index, num_maps, groups).flatten(0, 1)
+    out = F.conv2d(x.reshape(1, -1, height, width), weight, None, stride, padding, [1, 1], batch * groups)
+    return out.view(batch, -1, out.shape[2], out.shape[3])
+
+
+def modulated_kernels(
+    kernel: torch.Tensor, attn: torch.Tensor, map_index: torch.Tensor, num_maps: int, groups: int
+) -> torch.Tensor:
     """W' = K (1 + A): attn (B, M * C_in, k, k) -> (B, C_out, C_in/groups, k, k)."""
     if groups > 1:
         return kernel * (1 + attn[:, map_index])
     # broadcast each map over its C_out / M filters: no (B, C_out, C_in, k, k) gather of A
-    scale = (1 + attn).view(len(attn), num_maps, 1, *kernel.shape[1:])  # (B, M, 1, C_in, k, k)
-    return (kernel.view(num_maps, -1, *kernel.shape[1:]) * scale).view(len(attn), *kernel.shape)
+    batch, in_per_group, kh, kw = attn.shape[0], kernel.shape[1], kernel.shape[2], kernel.shape[3]
+    scale = (1 + attn).view(batch, num_maps, 1, in_per_group, kh, kw)
+    return (kernel.view(num_maps, -1, in_per_group, kh, kw) * scale).view(batch, kernel.shape[0], in_per_group, kh, kw)
 
 
 def _conv_unfold(
@@ -310,8 +321,21 @@ def build_aw(options: AWOptions, site: ConvSite, base: ConvBuilder) -> ConvBuild
     return partial(_aw_conv, options=options) if site.role in options.replaces else None
 
 
+def read_aw(layer: AWConv2d, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An AW layer's kernel attention for its input x (B, C_in, H, W): {"attention": A (B, M, C_in, k, k)}, from the
+    layer's own ``attention`` (W' = K * A + K)."""
+    attention = layer.attention(x.to(layer.fc1.weight.dtype))
+    return {"attention": attention.unflatten(1, (layer.num_maps, -1))}
+
+
 register_part(
     AttentionPart(
-        name="aw", slot="conv", options=AWOptions, build=build_aw, modules=(AWConv2d,), paper="arXiv:2108.08205"
+        name="aw",
+        slot="conv",
+        options=AWOptions,
+        build=build_aw,
+        modules=(AWConv2d,),
+        paper="arXiv:2108.08205",
+        drawing=Drawing(kind="aw", read=read_aw),
     )
 )

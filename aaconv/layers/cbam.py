@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .parts import AttentionPart, PostBuilder, register_part
+from .parts import AttentionPart, Drawing, PostBuilder, register_part
 from .se import ChannelMLPOptions, reduced_channels
 
 
@@ -99,8 +99,24 @@ def build_cbam(options: CBAMOptions) -> PostBuilder:
     return post
 
 
+def read_cbam(module: CBAM, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A CBAM module's gates for its input x (B, C, H, W), through its own methods, as its forward applies them:
+    {"channel": M_c (B, C), "spatial": M_s (B, H, W)} with M_c = ``channel_gate(x)`` and M_s =
+    ``spatial_gate(x * M_c)``, both in (0, 1); M_s has the size of the module's input and output."""
+    x = x.to(module.fc1.weight.dtype)
+    channel = module.channel_gate(x)
+    spatial = module.spatial_gate(x * channel)
+    return {"channel": channel.flatten(1), "spatial": spatial[:, 0]}
+
+
 register_part(
     AttentionPart(
-        name="cbam", slot="post", options=CBAMOptions, build=build_cbam, modules=(CBAM,), paper="arXiv:1807.06521"
+        name="cbam",
+        slot="post",
+        options=CBAMOptions,
+        build=build_cbam,
+        modules=(CBAM,),
+        paper="arXiv:1807.06521",
+        drawing=Drawing(kind="cbam", read=read_cbam, together=True),
     )
 )

@@ -13,7 +13,9 @@ A part says
 - its typed options (a ``PartOptions`` dataclass): a config's ``attention.<part>`` mapping is checked against it
   once, with one-line errors, before any model is built;
 - how it builds (``build``), and which convs it can take (a conv part's ``replaces`` option, and its own
-  ``ValueError`` for a conv it cannot be built on, such as AA on a depthwise conv).
+  ``ValueError`` for a conv it cannot be built on, such as AA on a depthwise conv);
+- what its layers can show (``Drawing``): the numbers aaconv.engine.attention_maps reads from a forward pass, which
+  scripts/visualize.py and the training loggers draw, so a new part's pictures need no edit in the engine.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Literal, Protocol
 
-from torch import nn
+from torch import Tensor, nn
 
 Slot = Literal["conv", "wrap", "post"]
 SLOTS: tuple[Slot, ...] = ("conv", "wrap", "post")  # the canonical order of a variant's parts
@@ -136,6 +138,29 @@ class ConvPartOptions(PartOptions):
         return {}
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """What a part's layers can show.
+
+    Attributes:
+        kind: the tools' name for these layers (``visualize.py --layer`` lists it; the layers of one kind are
+            drawn alike).
+        read: (layer, its input x, its output y) -> {name: numbers}, each a tensor whose first dim is the batch;
+            called in eval mode without gradients, on the inputs and outputs of one ordinary forward pass.
+        also_finds: a rule for layers of this kind the part did not build (timm's ``SEModule`` for channel gates),
+            tried after every part's own ``modules``.
+        per_query: ``read`` gives {"attention": (B, heads, H', W', H', W')}, per query cell of an H' x W' grid a map
+            over that grid: pictures take queries, and the training loggers draw it.
+        together: one picture shows every layer of this kind (else one layer).
+    """
+
+    kind: str
+    read: Callable[[nn.Module, Tensor, Tensor], dict[str, Tensor]]
+    also_finds: Callable[[nn.Module], bool] | None = None
+    per_query: bool = False
+    together: bool = False
+
+
 ConvPartBuild = Callable[[Any, ConvSite, ConvBuilder], ConvBuilder | None]
 PostPartBuild = Callable[[Any], PostBuilder]
 
@@ -153,6 +178,7 @@ class AttentionPart:
             post: ``(options) -> PostBuilder``.
         modules: the module classes it adds (how a test or a tool finds the part in a network).
         paper: where it comes from, as timm's ``paper_ids``.
+        drawing: what its layers can show (``Drawing``); None: nothing to draw.
     """
 
     name: str
@@ -161,6 +187,7 @@ class AttentionPart:
     build: Callable[..., Any]
     modules: tuple[type[nn.Module], ...]
     paper: str = ""
+    drawing: Drawing | None = None
 
 
 _PARTS: dict[str, AttentionPart] = {}

@@ -7,10 +7,19 @@ dk_h^-1/2::
     logits[i, j] = q_i . k_j + q_i . rW[x_j - x_i] + q_i . rH[y_j - y_i]
     out_i = sum_j softmax_j(logits[i, :]) v_j
 
-Four exact implementations share the same parameters:
+The math is stated once, in four pieces every implementation below is built from:
 
-- ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits and
-  computes the relative terms with the appendix's ``rel_to_abs`` trick.
+- ``relative_offsets``: q_i . [rW; rH][o] for every table row o, (..., L, 2W-1 + 2H-1);
+- ``skew``: the strided views aW_i[x] = q_i . rW[x - x_i] and aH_i[y] = q_i . rH[y - y_i] of those offsets (the
+  appendix's ``rel_to_abs`` without its copy, for whole image rows or part of one row);
+- ``relative_logits``: aW_i[x_j] + aH_i[y_j] broadcast over the (H, W) grid of keys;
+- ``probabilities``: the softmax over the keys, in float32 for half-precision logits.
+
+Four exact implementations (schedules of those pieces) share the same parameters:
+
+- ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits. Written in the
+  subset of Python TorchScript compiles: under ``torch.jit.script`` the layer runs it (no separate twin), and
+  ``attention_probs`` gives its probabilities to ``aaconv.engine.attention_maps``.
 - ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
   ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` read from ``q_i . [rW; rH]`` through a
   skewed view (the appendix's ``rel_to_abs`` without its copy), computed for a cache-sized block of (heads,
@@ -32,7 +41,7 @@ the padded augmented head dim dk_h + H + W fits the flash kernel (<= 256), ``fle
 
 Relative-table policy: ``rW``/``rH`` are (2 * max_size - 1, dk_h) parameters, shared across heads,
 covering offsets -(max_size-1) .. max_size-1. A map of width W reads ``relative_table(rW, W)`` (and rH likewise;
-aaconv.layers.relative_tables), the one rule of every implementation here and of scripted.py: the 2W-1 central
+aaconv.layers.relative_tables), the one rule of every implementation here (TorchScript included): the 2W-1 central
 rows when W <= max_size (exactly the built table), and beyond it the trained rows with every longer offset
 clipped to the outermost one (Shaw et al. 2018, arXiv 1803.02155), computed in the forward, so any H, W runs and
 the parameters (and state dicts) stay as built.
@@ -45,10 +54,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.attention.flex_attention import flex_attention
 
-from . import scripted
 from .relative_tables import relative_table
 
 ATTENTION_IMPLS = ("auto", "chunked", "fused", "flex", "reference")
@@ -59,49 +67,67 @@ BLOCK_ELEMENTS = 1 << 20  # chunked path: else blocks of about this many logits 
 FLASH_MAX_HEAD_DIM = 256  # the flash SDPA kernel's head-dim limit (Hopper / Ampere)
 
 
-def rel_to_abs(x: torch.Tensor) -> torch.Tensor:
-    """(..., L, 2L-1) logits indexed by relative offset -> (..., L, L) with out[i, j] = x[i, j - i + L - 1].
-
-    The appendix's pad / flatten / reshape trick.
-    """
-    length = x.shape[-2]
-    flat = F.pad(x, (0, 1)).flatten(-2)  # (..., L * 2L)
-    flat = F.pad(flat, (0, length - 1))
-    return flat.unflatten(-1, (length + 1, 2 * length - 1))[..., :length, length - 1 :]
+def relative_offsets(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """q (..., L, d) and the map's table [rW; rH] (2W-1 + 2H-1, d) -> (..., L, 2W-1 + 2H-1): q_i . table[o] for every
+    offset row o, a fresh contiguous tensor (``skew`` reads it)."""
+    return q @ table.t()
 
 
-def relative_logits_reference(
-    q: torch.Tensor, rel_w: torch.Tensor, rel_h: torch.Tensor, height: int, width: int
-) -> torch.Tensor:
-    """q: (B, N, HW, d); rel_w: (2W-1, d); rel_h: (2H-1, d) -> (B, N, HW, HW) relative logits."""
-    q = q.unflatten(2, (height, width))  # (B, N, H, W, d)
-    along_w = rel_to_abs(q @ rel_w.T)  # (B, N, H, W, W): [y_i, x_i, x_j]
-    along_h = rel_to_abs(q.transpose(2, 3) @ rel_h.T).transpose(2, 3)  # (B, N, H, W, H): [y_i, x_i, y_j]
-    shape = (*q.shape[:4], height, width)
-    logits = along_w.unsqueeze(-2).expand(shape) + along_h.unsqueeze(-1).expand(shape)
-    return logits.flatten(4).flatten(2, 3)
+def skew(
+    offsets: torch.Tensor, start: int, count: int, first: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The relative terms of the ``count`` queries from position ``start`` (row-major), as views of ``offsets``
+    (h, r, 2W-1 + 2H-1), the ``relative_offsets`` of r queries from position ``first`` (a fresh tensor: contiguous,
+    at the start of its storage): aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH
+    (h, rows, cols, H) with aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1]. The queries are whole image rows
+    (rows x W) or part of one row (1 x count).
+
+    The offset a query needs moves by one table row per query position: a strided view (the appendix's
+    ``rel_to_abs`` skew without its copy), writable, so a backward can scatter through the same view."""
+    block, n = offsets.shape[1], offsets.shape[2]
+    y0, x0 = start // width, start % width
+    whole_rows = x0 == 0 and count % width == 0
+    rows, cols = (count // width, width) if whole_rows else (1, count)
+    heads = offsets.shape[0]
+    base = (start - first) * n
+    a_w = offsets.as_strided([heads, rows, cols, width], [block * n, cols * n, n - 1, 1], base + width - 1 - x0)
+    a_h = offsets.as_strided(
+        [heads, rows, cols, height], [block * n, cols * n - 1, n, 1], base + 2 * width - 1 + height - 1 - y0
+    )
+    return a_w, a_h
 
 
-def attention_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_w: torch.Tensor | None,
-    rel_h: torch.Tensor | None,
-    height: int,
-    width: int,
-) -> torch.Tensor:
-    """The paper's attention. q, k: (B, N, HW, dk_h), q pre-scaled; v: (B, N, HW, dv_h) -> (B, N, HW, dv_h)."""
+def relative_logits(a_w: torch.Tensor, a_h: torch.Tensor) -> torch.Tensor:
+    """aW (..., W) and aH (..., H) of some queries -> (..., H, W): aW[x_j] + aH[y_j] over the grid of keys."""
+    return a_h.unsqueeze(-1) + a_w.unsqueeze(-2)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the keys, bf16 / fp16 logits computed in float32 (the same in every path, forward and backward's
+    recomputation, with or without autocast)."""
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
+
+
+def relative_terms(q: torch.Tensor, table: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (B, N, HW, d) -> aW (B, N, HW, W) and aH (B, N, HW, H) of every query (``skew`` over the whole map)."""
+    batch, num_heads, positions = q.shape[0], q.shape[1], q.shape[2]
+    offsets = relative_offsets(q.reshape(batch * num_heads, positions, q.shape[3]), table)
+    a_w, a_h = skew(offsets, 0, positions, 0, height, width)
+    return a_w.reshape(batch, num_heads, positions, width), a_h.reshape(batch, num_heads, positions, height)
+
+
+def attention_probs(q: Tensor, k: Tensor, table: Tensor | None, height: int, width: int) -> Tensor:
+    """The paper's attention probabilities: q, k (B, N, HW, dk_h), q pre-scaled, and the map's table [rW; rH]
+    (``tables_for_map``; None: no relative logits) -> (B, N, HW, HW), softmax over the keys (``probabilities``)."""
     logits = q @ k.transpose(-1, -2)
-    if rel_w is not None and rel_h is not None:
-        logits = logits + relative_logits_reference(q, rel_w, rel_h, height, width)
-    return logits.softmax(-1) @ v
+    if table is not None:
+        logits = logits + relative_logits(*relative_terms(q, table, height, width)).flatten(-2)
+    return probabilities(logits)
 
 
-def _offset_table(table: torch.Tensor, length: int) -> torch.Tensor:
-    """(2L-1, d) table -> (L, L, d) with out[a, b] = table[b - a + L - 1]."""
-    pos = torch.arange(length, device=table.device)
-    return table[pos[None, :] - pos[:, None] + length - 1]
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, table: Tensor | None, height: int, width: int) -> Tensor:
+    """The paper's attention. q, k: (B, N, HW, dk_h), q pre-scaled; v: (B, N, HW, dv_h) -> (B, N, HW, dv_h)."""
+    return attention_probs(q, k, table, height, width) @ v
 
 
 def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -116,18 +142,11 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int | 
 
 
 def attention_fused(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_w: torch.Tensor | None,
-    rel_h: torch.Tensor | None,
-    height: int,
-    width: int,
-    query_chunk: int | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, table: Tensor | None, height: int, width: int, query_chunk: int | None = None
+) -> Tensor:
     """Same result as ``attention_reference`` without any (HW, HW) tensor (see the module docstring)."""
-    if rel_w is not None and rel_h is not None:
-        q = torch.cat([q, *_relative_terms(q, rel_w, rel_h, height, width)], dim=-1)
+    if table is not None:
+        q = torch.cat([q, *relative_terms(q, table, height, width)], dim=-1)
         eye_w = torch.eye(width, dtype=k.dtype, device=k.device).repeat(height, 1)  # onehot(x_j)
         eye_h = torch.eye(height, dtype=k.dtype, device=k.device).repeat_interleave(width, 0)  # onehot(y_j)
         onehot = torch.cat([eye_w, eye_h], dim=-1).expand(*k.shape[:2], -1, -1)
@@ -138,23 +157,13 @@ def attention_fused(
     return out[..., :value_dim]
 
 
-def _relative_terms(
-    q: torch.Tensor, rel_w: torch.Tensor, rel_h: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """aW: (B, N, HW, W) with aW[i, x] = q_i . rW[x - x_i]; aH: (B, N, HW, H) with aH[i, y] = q_i . rH[y - y_i]."""
-    grid = q.unflatten(2, (height, width))  # (B, N, H, W, d)
-    a_w = torch.einsum("bnyxd,xud->bnyxu", grid, _offset_table(rel_w, width))
-    a_h = torch.einsum("bnyxd,yud->bnyxu", grid, _offset_table(rel_h, height))
-    return a_w.flatten(2, 3), a_h.flatten(2, 3)
-
-
 class _ChunkedAttention(torch.autograd.Function):
     """softmax(q_i . k_j + aW_i[x_j] + aH_i[y_j]) v over blocks of (heads, queries), nothing L x L held beyond one
     block.
 
     Channels-first, as the qkv projection lays them out: q, k: (B N, d, L); v and the output: (B N, e, L); table:
     [rW; rH], (2W-1 + 2H-1, d), or None; L = H W. Each block builds its own relative terms from q and the table
-    (``_skewed``), so nothing of width H + W is kept. The forward keeps only its inputs and output for the
+    (``skew``), so nothing of width H + W is kept. The forward keeps only its inputs and output for the
     backward, which recomputes each block's probabilities (activation checkpointing of the attention core); when all
     the logits fit ``KEEP_ELEMENTS`` they are one block whose probabilities are kept instead.
     """
@@ -163,7 +172,7 @@ class _ChunkedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, table, height: int, width: int, blocks: list[tuple[slice, slice]]):
         out = torch.empty_like(v)
         for heads, rows in blocks:
-            probs = _softmax(_block_logits(q[heads, :, rows], k[heads], table, rows, height, width))
+            probs = probabilities(_block_logits(q[heads, :, rows], k[heads], table, rows, height, width))
             out[heads, :, rows] = v[heads] @ probs.mT
         ctx.blocks, ctx.height, ctx.width = blocks, height, width
         kept = probs if len(blocks) == 1 else None
@@ -180,7 +189,7 @@ class _ChunkedAttention(torch.autograd.Function):
         for heads, rows in ctx.blocks:
             q_rows = q[heads, :, rows]
             if kept is None:
-                probs = _softmax(_block_logits(q_rows, k[heads], table, rows, height, width))
+                probs = probabilities(_block_logits(q_rows, k[heads], table, rows, height, width))
             else:
                 probs = kept
             grad_o = grad_out[heads, :, rows]  # (h, e, r)
@@ -189,12 +198,6 @@ class _ChunkedAttention(torch.autograd.Function):
             grad_k[heads].baddbmm_(q_rows, grad_logits)
             grad_q[heads, :, rows] = _block_grad_q(grad_logits, q_rows, k[heads], table, grad_table, rows, width)
         return grad_q, grad_k, grad_v, grad_table, None, None, None
-
-
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the keys, bf16 / fp16 logits computed in float32 (the same in the forward and the backward's
-    recomputation, with or without autocast)."""
-    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
 def _blocks(heads: int, length: int, query_chunk: int | None) -> list[tuple[slice, slice]]:
@@ -224,35 +227,13 @@ def _query_runs(rows: slice, width: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if a < b]
 
 
-def _skewed(
-    offsets: torch.Tensor, run: slice, first: int, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views of the relative terms of the queries ``run`` (whole image rows, or part of one row; ``_query_runs``) in
-    ``offsets`` (h, r, 2W-1 + 2H-1), a fresh contiguous tensor of the block's r queries from position ``first``
-    against every table row: aW (h, rows, cols, W) with aW[.., x] = offsets[.., i, x - x_i + W - 1] and aH
-    (h, rows, cols, H) with aH[.., y] = offsets[.., i, 2W-1 + y - y_i + H - 1].
-
-    The offset a query needs moves by one table row per query position: a strided view (the appendix's
-    ``rel_to_abs`` skew without its copy), writable, so the backward scatters through the same view."""
-    block, n = offsets.shape[1:]
-    count = run.stop - run.start
-    y0, x0 = divmod(run.start, width)
-    grid_rows, grid_cols = (count // width, width) if x0 == 0 and count % width == 0 else (1, count)
-    size, base = (offsets.shape[0], grid_rows, grid_cols), (run.start - first) * n
-    a_w = offsets.as_strided((*size, width), (block * n, grid_cols * n, n - 1, 1), base + width - 1 - x0)
-    a_h = offsets.as_strided(
-        (*size, height), (block * n, grid_cols * n - 1, n, 1), base + 2 * width - 1 + height - 1 - y0
-    )
-    return a_w, a_h
-
-
 def _run_views(
     logits: torch.Tensor, offsets: torch.Tensor, rows: slice, height: int, width: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """For each run of ``_query_runs(rows)``: the block logits' (h, rows, cols, H, W) view of its queries and its aW, aH
-    views (``_skewed``)."""
+    views (``skew``)."""
     for run in _query_runs(rows, width):
-        a_w, a_h = _skewed(offsets, run, rows.start, height, width)
+        a_w, a_h = skew(offsets, run.start, run.stop - run.start, rows.start, height, width)
         grid = logits[:, run.start - rows.start : run.stop - rows.start].view(*a_w.shape[:3], height, width)
         yield grid, a_w, a_h
 
@@ -265,8 +246,8 @@ def _block_logits(
     if table is None:
         return q_rows.mT @ k
     logits = q_rows.new_empty(q_rows.shape[0], q_rows.shape[2], k.shape[2])
-    for grid, a_w, a_h in _run_views(logits, q_rows.mT @ table.T, rows, height, width):
-        torch.add(a_h[..., :, None], a_w[..., None, :], out=grid)
+    for grid, a_w, a_h in _run_views(logits, relative_offsets(q_rows.mT, table), rows, height, width):
+        torch.add(a_h.unsqueeze(-1), a_w.unsqueeze(-2), out=grid)  # relative_logits, written in place
     return logits.baddbmm_(q_rows.mT, k)
 
 
@@ -296,21 +277,13 @@ def _block_grad_q(
 
 
 def attention_chunked(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_w: torch.Tensor | None,
-    rel_h: torch.Tensor | None,
-    height: int,
-    width: int,
-    query_chunk: int | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, table: Tensor | None, height: int, width: int, query_chunk: int | None = None
+) -> Tensor:
     """Same result as ``attention_reference``: explicit logits ``q.k + aW + aH`` a block of (heads, queries) at a
     time (``_blocks``: about ``BLOCK_ELEMENTS`` logits, or ``query_chunk`` queries), recomputed in the backward:
     O(L (dk_h + dv_h)) memory per head kept, nothing L x L or L x (H + W). Runs channels-first: q, k, v taken as
     (B N, d, L) (views of the qkv projection's channels, copied once) and the output returned as a view of
     (B, N, e, L), which is the (B, dv, H, W) map."""
-    table = None if rel_w is None or rel_h is None else torch.cat([rel_w, rel_h])
     batch, num_heads, positions, _ = q.shape
     blocks = _blocks(batch * num_heads, positions, query_chunk)
     q, k, v = (t.transpose(-1, -2).reshape(batch * num_heads, -1, positions) for t in (q, k, v))
@@ -324,25 +297,17 @@ def _compiled_flex() -> Callable[..., torch.Tensor]:
     return torch.compile(flex_attention)
 
 
-def attention_flex(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_w: torch.Tensor | None,
-    rel_h: torch.Tensor | None,
-    height: int,
-    width: int,
-) -> torch.Tensor:
+def attention_flex(q: Tensor, k: Tensor, v: Tensor, table: Tensor | None, height: int, width: int) -> Tensor:
     """Same result as ``attention_reference`` through flex_attention, the relative logits added by score_mod."""
     value_dim = v.shape[-1]
     head_dim = max(16, 1 << (max(q.shape[-1], value_dim) - 1).bit_length())  # the kernel's tile sizes
-    q, k, v = (_pad_last(t, head_dim) for t in (q, k, v))
     flex = _compiled_flex() if q.is_cuda else flex_attention
-    if rel_w is None or rel_h is None:
-        return flex(q, k, v, scale=1.0)[..., :value_dim]
-    a_w, a_h = _relative_terms(q[..., : rel_w.shape[-1]], rel_w, rel_h, height, width)
+    if table is None:
+        return flex(*(_pad_last(t, head_dim) for t in (q, k, v)), scale=1.0)[..., :value_dim]
+    a_w, a_h = relative_terms(q, table, height, width)
+    q, k, v = (_pad_last(t, head_dim) for t in (q, k, v))
 
-    def add_relative(score, b, h, q_idx, kv_idx):  # flex's score_mod signature
+    def add_relative(score, b, h, q_idx, kv_idx):  # flex's score_mod signature: relative_logits at one (i, j)
         return score + a_w[b, h, q_idx, kv_idx % width] + a_h[b, h, q_idx, kv_idx // width]
 
     return flex(q, k, v, score_mod=add_relative, scale=1.0)[..., :value_dim]
@@ -380,7 +345,7 @@ class RelativeAttention2d(nn.Module):
             default blocks of about ``BLOCK_ELEMENTS`` logits).
     """
 
-    __jit_unused_properties__ = ["impl"]  # TorchScript runs aaconv.layers.scripted instead of the impl choice
+    __jit_unused_properties__ = ["impl"]  # TorchScript runs the reference formulation, whatever the impl
 
     def __init__(
         self,
@@ -420,20 +385,51 @@ class RelativeAttention2d(nn.Module):
         self._impl = value
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        args = (self.dk, self.dv, self.num_heads, self.scale)
-        if torch.jit.is_scripting():  # TorchScript compiles the reference formulation only
-            return scripted.relative_attention(qkv, self.rel_width, self.rel_height, *args)
-        return relative_attention(qkv, self.rel_width, self.rel_height, *args, self.impl, self.query_chunk)
+        if torch.jit.is_scripting():  # TorchScript compiles the reference formulation, the same code as eager's
+            height, width = qkv.shape[2], qkv.shape[3]
+            q, k, v = split_heads(qkv, self.dk, self.dv, self.num_heads, self.scale)
+            table = tables_for_map(self.rel_width, self.rel_height, height, width, q.dtype)
+            return merge_heads(attention_reference(q, k, v, table, height, width), height, width)
+        args = (self.dk, self.dv, self.num_heads, self.scale, self.impl, self.query_chunk)
+        return relative_attention(qkv, self.rel_width, self.rel_height, *args)
+
+    def probabilities(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities of the layer's forward on ``qkv`` (B, 2*dk + dv, H, W) -> (B, N_h, HW, HW),
+        softmax over the last dim (key positions, row-major y * W + x), in float32 or qkv's wider dtype, through
+        ``attention_probs`` (what ``aaconv.engine.attention_maps`` draws)."""
+        height, width = qkv.shape[2], qkv.shape[3]
+        qkv = qkv.to(torch.promote_types(qkv.dtype, torch.float32))
+        q, k, _ = split_heads(qkv, self.dk, self.dv, self.num_heads, self.scale)
+        table = tables_for_map(self.rel_width, self.rel_height, height, width, q.dtype)
+        return attention_probs(q, k, table, height, width)
 
 
-def _tables(
-    rel_width: torch.Tensor | None, rel_height: torch.Tensor | None, height: int, width: int, dtype: torch.dtype
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The (2W-1, dk_h) and (2H-1, dk_h) tables of an H x W map (``relative_table``), in the activations' dtype
-    (autocast)."""
+def split_heads(
+    qkv: torch.Tensor, dk: int, dv: int, num_heads: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """qkv (B, 2*dk + dv, H, W), heads as contiguous channel groups -> q, k (B, N_h, HW, dk_h), q times ``scale``
+    (dk_h^-1/2), and v (B, N_h, HW, dv_h)."""
+    batch, positions = qkv.shape[0], qkv.shape[2] * qkv.shape[3]
+    q, k, v = qkv.split([dk, dk, dv], dim=1)
+    q = q.reshape(batch, num_heads, -1, positions).transpose(-1, -2) * scale
+    k = k.reshape(batch, num_heads, -1, positions).transpose(-1, -2)
+    v = v.reshape(batch, num_heads, -1, positions).transpose(-1, -2)
+    return q, k, v
+
+
+def merge_heads(out: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, N_h, HW, dv_h) -> (B, dv, H, W), head n on channels n*dv_h .. (n+1)*dv_h - 1."""
+    return out.transpose(-1, -2).reshape(out.shape[0], -1, height, width)
+
+
+def tables_for_map(
+    rel_width: Tensor | None, rel_height: Tensor | None, height: int, width: int, dtype: torch.dtype
+) -> Tensor | None:
+    """The table [rW; rH] (2W-1 + 2H-1, dk_h) of an H x W map, each read at its side by ``relative_table``, in the
+    activations' dtype (autocast): the one table ``relative_offsets`` reads. None without relative logits."""
     if rel_width is None or rel_height is None:
-        return None, None
-    return relative_table(rel_width, width).to(dtype), relative_table(rel_height, height).to(dtype)
+        return None
+    return torch.cat([relative_table(rel_width, width), relative_table(rel_height, height)]).to(dtype)
 
 
 @torch.fx.wrap
@@ -451,19 +447,17 @@ def relative_attention(
     """RelativeAttention2d's forward: qkv (B, 2*dk + dv, H, W) -> (B, dv, H, W) by ``impl`` (``"auto"``:
     ``auto_impl`` for the map and device). A module-level function of tensors so that torch.fx.symbolic_trace
     records it as one call (torch.fx.wrap), which then picks the kernel on the real shapes and device."""
-    batch, _, height, width = qkv.shape
-    q, k, v = qkv.split([dk, dk, dv], dim=1)
-    q, k, v = (t.reshape(batch, num_heads, -1, height * width).transpose(-1, -2) for t in (q, k, v))
-    q = q * scale
-    rel_w, rel_h = _tables(rel_width, rel_height, height, width, q.dtype)
+    height, width = qkv.shape[2:]
+    q, k, v = split_heads(qkv, dk, dv, num_heads, scale)
+    table = tables_for_map(rel_width, rel_height, height, width, q.dtype)
     if impl == "auto":
         impl = auto_impl(q.device, q.shape[-1], height, width)
     if impl == "reference":
-        out = attention_reference(q, k, v, rel_w, rel_h, height, width)
+        out = attention_reference(q, k, v, table, height, width)
     elif impl == "flex":
-        out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+        out = attention_flex(q, k, v, table, height, width)
     elif impl == "chunked":
-        out = attention_chunked(q, k, v, rel_w, rel_h, height, width, query_chunk)
+        out = attention_chunked(q, k, v, table, height, width, query_chunk)
     else:
-        out = attention_fused(q, k, v, rel_w, rel_h, height, width, query_chunk)
-    return out.transpose(-1, -2).reshape(batch, dv, height, width)
+        out = attention_fused(q, k, v, table, height, width, query_chunk)
+    return merge_heads(out, height, width)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .parts import AttentionPart, PartOptions, PostBuilder, register_part
+from .parts import AttentionPart, Drawing, PartOptions, PostBuilder, register_part
 
 
 def reduced_channels(channels: int, reduction: float, divisor: int = 8) -> int:
@@ -87,8 +87,40 @@ def build_se(options: SEOptions) -> PostBuilder:
     return post
 
 
+def is_channel_gate(module: nn.Module) -> bool:
+    """The duck-typed rule for a channel gate SE did not build: 1x1-conv children ``fc1`` (C -> C/r) and ``fc2``
+    (C/r -> C), the squeeze-excite layout of ``SqueezeExcite`` and timm's ``SEModule``."""
+    fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+    return (
+        isinstance(fc1, nn.Conv2d)
+        and isinstance(fc2, nn.Conv2d)
+        and fc1.kernel_size == fc2.kernel_size == (1, 1)
+        and fc2.out_channels == fc1.in_channels
+    )
+
+
+def gate_factor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The per-channel factor g of y = x * g: (B, C, H, W) input and output -> (B, C), the least-squares
+    sum_hw(x y) / sum_hw(x^2), so it does not depend on how the gate computes it; NaN for a channel whose input is
+    all zero (a zero-initialised residual BN before training: its factor has no effect)."""
+    x, y = x.double(), y.double()
+    energy = (x * x).sum((2, 3))
+    return ((x * y).sum((2, 3)) / energy.where(energy > 0, torch.nan)).float()
+
+
+def read_gate(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A channel gate's numbers: {"factor": (B, C)}, read from its forward's input and output (``gate_factor``)."""
+    return {"factor": gate_factor(x, y)}
+
+
 register_part(
     AttentionPart(
-        name="se", slot="post", options=SEOptions, build=build_se, modules=(SqueezeExcite,), paper="arXiv:1709.01507"
+        name="se",
+        slot="post",
+        options=SEOptions,
+        build=build_se,
+        modules=(SqueezeExcite,),
+        paper="arXiv:1709.01507",
+        drawing=Drawing(kind="gate", read=read_gate, also_finds=is_channel_gate, together=True),
     )
 )

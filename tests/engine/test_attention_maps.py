@@ -1,4 +1,5 @@
-"""aaconv.engine.attention_maps against the papers' formulas written out by hand, on tiny layers."""
+"""aaconv.engine.attention_maps against the papers' formulas written out by hand, on tiny layers, and what a part
+registers to be drawn."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from torch import nn
 
 from aaconv.engine import attention_maps as am
 from aaconv.errors import ConfigError
-from aaconv.layers import AAConv2d, AWConv2d, SqueezeExcite, create_attention
+from aaconv.layers import AAConv2d, AWConv2d, SqueezeExcite, create_attention, parts
+from aaconv.layers.parts import _PARTS, AttentionPart, Drawing, PartOptions
+from aaconv.layers.se import gate_factor
 
 f64 = torch.float64
 
@@ -50,9 +53,12 @@ def test_aa_probabilities_equal_the_hand_written_relative_attention(options) -> 
             if table is not None:
                 table.normal_(0, 1)
     x = torch.randn(1, 6, 5, 4)
-    qkv, _ = am.run_captured(model, x, ["0"])["0"]
-    probs = am.aa_attention_probs(model[0], qkv)
-    assert probs.shape == (1, 2, qkv.shape[2] * qkv.shape[3], qkv.shape[2] * qkv.shape[3])
+    attention = am.read_layers(model, x, ["0"])["0"]["attention"]
+    with torch.no_grad():
+        qkv = model[0].attention_qkv(x)
+    rows, cols = qkv.shape[2:]
+    assert attention.shape == (1, 2, rows, cols, rows, cols)
+    probs = attention.flatten(2, 3).flatten(-2)
     torch.testing.assert_close(probs[0].double(), hand_written_probs(model[0], qkv), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:3]))
 
@@ -61,29 +67,32 @@ def test_aa_probabilities_reproduce_the_layers_own_attention_output() -> None:
     """probs @ v, heads concatenated, is what the layer's (fused) attention computes from the same qkv."""
     model = tiny_aa().double()
     x = torch.randn(2, 6, 4, 4, dtype=f64)
-    qkv, _ = am.run_captured(model, x, ["0"])["0"]
+    with torch.no_grad():
+        qkv = model[0].attention_qkv(x)
     attn = model[0].attention
-    probs = am.aa_attention_probs(model[0], qkv).double()
+    probs = am.read_layers(model, x, ["0"])["0"]["attention"].flatten(2, 3).flatten(-2)
     v = qkv[:, 2 * attn.dk :].reshape(2, attn.num_heads, attn.dv // attn.num_heads, 16).transpose(-1, -2)
     out = (probs @ v).transpose(-1, -2).reshape(2, attn.dv, 4, 4)
-    torch.testing.assert_close(out, attn(qkv))
+    with torch.no_grad():
+        torch.testing.assert_close(out, attn(qkv))
 
 
 def test_aa_maps_take_the_grid_cell_under_each_query() -> None:
     model = tiny_aa(stride=2)  # 8x6 image -> 4x3 attention grid
     image = torch.randn(1, 6, 8, 6)
-    maps = am.aa_maps(model, image, "0", [(0, 0), (5, 3), (3, 7)])
+    maps = am.query_maps(model, image, "0", [(0, 0), (5, 3), (3, 7)])
     assert maps.cells == [(0, 0), (2, 1), (1, 3)]
-    qkv, _ = am.run_captured(model, image, ["0"])["0"]
-    probs = am.aa_attention_probs(model[0], qkv)[0]
+    with torch.no_grad():
+        qkv = model[0].attention_qkv(image)
+    probs = hand_written_probs(model[0], qkv).float()
     for (col, row), per_head in zip(maps.cells, maps.maps, strict=True):
-        torch.testing.assert_close(per_head, probs[:, row * 3 + col].unflatten(-1, (4, 3)))
+        torch.testing.assert_close(per_head, probs[:, row * 3 + col].unflatten(-1, (4, 3)), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(maps.maps.sum((2, 3)), torch.ones(3, 2))
 
 
 def test_a_query_outside_the_image_is_one_line_with_the_valid_range() -> None:
     with pytest.raises(ConfigError, match=r"^query 6,2 is outside the 6x8 image .* X in 0..5 and Y in 0..7$"):
-        am.aa_maps(tiny_aa(), torch.randn(1, 6, 8, 6), "0", [(6, 2)])
+        am.query_maps(tiny_aa(), torch.randn(1, 6, 8, 6), "0", [(6, 2)])
 
 
 def test_aw_attention_is_the_papers_generator_and_modulates_the_kernel() -> None:
@@ -91,7 +100,7 @@ def test_aw_attention_is_the_papers_generator_and_modulates_the_kernel() -> None
     torch.manual_seed(0)
     layer = AWConv2d(8, 12, 3, num_maps=4, reduction=2)
     x = torch.randn(2, 8, 6, 6)
-    attention = am.aw_kernel_attention(layer, x)
+    attention = am.read_layers(nn.Sequential(layer), x, ["0"])["0"]["attention"]
     pooled = F.adaptive_avg_pool2d(x, 3)
     by_hand = torch.sigmoid(
         F.conv2d(F.relu(F.conv2d(pooled, layer.fc1.weight, layer.fc1.bias)), layer.fc2.weight, layer.fc2.bias)
@@ -100,9 +109,6 @@ def test_aw_attention_is_the_papers_generator_and_modulates_the_kernel() -> None
     for b in range(2):  # filter o uses map o // (C_out / M)
         kernel = layer.conv.weight * (1 + attention[b].repeat_interleave(3, dim=0))
         torch.testing.assert_close(F.conv2d(x[b : b + 1], kernel, padding=1), layer(x)[b : b + 1])
-    maps = am.aw_maps(nn.Sequential(layer), x[:1], "0")
-    torch.testing.assert_close(maps.per_offset, attention[0].mean(1))
-    torch.testing.assert_close(maps.per_channel, attention[0].mean((2, 3)))
 
 
 class AvgMaxGate(nn.Module):
@@ -124,7 +130,7 @@ def test_gate_factors_are_read_from_the_forward_whatever_the_gate_computes() -> 
     torch.manual_seed(0)
     model = nn.Sequential(SqueezeExcite(16, reduction=4), AvgMaxGate(16))
     x = torch.randn(1, 16, 5, 5)
-    gates = am.gate_values(model, x, ["0", "1"])
+    gates = {name: numbers["factor"][0] for name, numbers in am.read_layers(model, x, ["0", "1"]).items()}
     se = model[0]
     squeeze = torch.sigmoid(se.fc2(F.relu(se.fc1(x.mean((2, 3), keepdim=True))))).flatten()
     torch.testing.assert_close(gates["0"], squeeze)
@@ -132,7 +138,7 @@ def test_gate_factors_are_read_from_the_forward_whatever_the_gate_computes() -> 
     other = model[1]
     expected = torch.sigmoid(other.mlp(y.mean((2, 3), keepdim=True)) + other.mlp(y.amax((2, 3), keepdim=True)))
     torch.testing.assert_close(gates["1"], expected.flatten())
-    zero = am.gate_factor(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3))
+    zero = gate_factor(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3))
     assert zero.isnan().all()  # no input, no factor to read
 
 
@@ -180,7 +186,7 @@ def test_cbam_gates_equal_the_papers_channel_then_spatial_attention() -> None:
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     image = torch.randn(1, 3, 32, 32)
-    maps = am.cbam_maps(model, image, list(cbams))
+    maps = am.read_layers(model, image, list(cbams))
     assert model.training  # the mode is put back, and no BN statistic moved
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     inputs, outputs = {}, {}
@@ -196,13 +202,14 @@ def test_cbam_gates_equal_the_papers_channel_then_spatial_attention() -> None:
     assert list(maps) == list(cbams)
     for name, gates in maps.items():
         channel, spatial = hand_written_cbam(cbams[name], inputs[name])
-        torch.testing.assert_close(gates.channel.double(), channel, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(gates.spatial.double(), spatial, rtol=1e-5, atol=1e-6)
-        assert gates.spatial.shape == outputs[name].shape[-2:]  # the block's output map
-        assert (gates.channel > 0).all() and (gates.channel < 1).all()
-        assert (gates.spatial > 0).all() and (gates.spatial < 1).all()
+        got_channel, got_spatial = gates["channel"][0], gates["spatial"][0]
+        torch.testing.assert_close(got_channel.double(), channel, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got_spatial.double(), spatial, rtol=1e-5, atol=1e-6)
+        assert got_spatial.shape == outputs[name].shape[-2:]  # the block's output map
+        assert (got_channel > 0).all() and (got_channel < 1).all()
+        assert (got_spatial > 0).all() and (got_spatial < 1).all()
         # the module's output is its input times both gates
-        product = inputs[name][0] * gates.channel[:, None, None] * gates.spatial
+        product = inputs[name][0] * got_channel[:, None, None] * got_spatial
         torch.testing.assert_close(product, outputs[name][0])
 
 
@@ -229,6 +236,42 @@ def test_a_missing_layer_is_one_line_listing_the_valid_ones() -> None:
         r"aw_aa, aw_aa_se or aw_aa_cbam$",
     ):
         am.require_attention({}, "checkpoint x.pt")
+
+
+class Probe(nn.Module):
+    """A layer of a part the engine has never heard of: y = x * w, one weight per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.5, 2.0, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[:, None, None]
+
+
+def read_probe(module: Probe, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"weight": module.weight.expand(len(x), -1), "energy": (y * y).mean(1)}
+
+
+def test_a_new_parts_layers_are_found_and_read_with_no_edit_in_the_engine(monkeypatch) -> None:
+    parts()  # the registry loaded, so the probe part comes last
+    probe = AttentionPart(
+        name="probe",
+        slot="post",
+        options=PartOptions,
+        build=lambda options: Probe,
+        modules=(Probe,),
+        drawing=Drawing(kind="probe", read=read_probe, together=True),
+    )
+    monkeypatch.setitem(_PARTS, "probe", probe)
+    model = nn.Sequential(SqueezeExcite(4, reduction=2), Probe(4))
+    assert am.attention_layers(model) == {"0": "gate", "1": "probe"}
+    assert list(am.drawings())[-1] == "probe"
+    x = torch.randn(2, 4, 3, 5)
+    numbers = am.read_layers(model, x, ["1"])["1"]
+    torch.testing.assert_close(numbers["weight"], model[1].weight.detach().expand(2, -1))
+    torch.testing.assert_close(numbers["energy"], (model(x) ** 2).mean(1).detach())
+    assert am.query_layers(am.attention_layers(model)) == []  # not drawn per query: no logged images
 
 
 class Recorder:

@@ -17,7 +17,8 @@ from aaconv.layers.relative_attention import (
     attention_fused,
     attention_reference,
     auto_impl,
-    relative_logits_reference,
+    relative_logits,
+    relative_terms,
 )
 
 f64 = torch.float64
@@ -82,7 +83,8 @@ def test_relative_logits_match_brute_force(height, width):
     rel_w = torch.randn(2 * width - 1, 4, dtype=f64, generator=g)
     rel_h = torch.randn(2 * height - 1, 4, dtype=f64, generator=g)
     expected = brute_relative_logits(q, rel_w, rel_h, height, width)
-    torch.testing.assert_close(relative_logits_reference(q, rel_w, rel_h, height, width), expected)
+    a_w, a_h = relative_terms(q, torch.cat([rel_w, rel_h]), height, width)  # the core's skew of q . [rW; rH]
+    torch.testing.assert_close(relative_logits(a_w, a_h).flatten(-2), expected)
 
 
 @pytest.mark.parametrize("relative", [True, False])
@@ -94,11 +96,12 @@ def test_attention_paths_match_brute_force(relative, height, width):
     rel_w = torch.randn(2 * width - 1, 3, dtype=f64, generator=g) if relative else None
     rel_h = torch.randn(2 * height - 1, 3, dtype=f64, generator=g) if relative else None
     expected = brute_attention(q, k, v, rel_w, rel_h, height, width)
-    torch.testing.assert_close(attention_reference(q, k, v, rel_w, rel_h, height, width), expected)
-    torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width), expected)
-    torch.testing.assert_close(attention_fused(q, k, v, rel_w, rel_h, height, width, query_chunk=4), expected)
+    table = torch.cat([rel_w, rel_h]) if relative else None  # [rW; rH], the table the paths read
+    torch.testing.assert_close(attention_reference(q, k, v, table, height, width), expected)
+    torch.testing.assert_close(attention_fused(q, k, v, table, height, width), expected)
+    torch.testing.assert_close(attention_fused(q, k, v, table, height, width, query_chunk=4), expected)
     for chunk in (None, 1, 4):
-        torch.testing.assert_close(attention_chunked(q, k, v, rel_w, rel_h, height, width, chunk), expected)
+        torch.testing.assert_close(attention_chunked(q, k, v, table, height, width, chunk), expected)
 
 
 @pytest.mark.parametrize("impl", ALL_CPU_IMPLS)
@@ -460,7 +463,7 @@ def test_flex_forward_matches_brute_force(relative, height, width):
     v = torch.randn(2, 3, height * width, 4, dtype=f64, generator=g)
     rel_w = torch.randn(2 * width - 1, 5, dtype=f64, generator=g) if relative else None
     rel_h = torch.randn(2 * height - 1, 5, dtype=f64, generator=g) if relative else None
-    out = attention_flex(q, k, v, rel_w, rel_h, height, width)
+    out = attention_flex(q, k, v, torch.cat([rel_w, rel_h]) if relative else None, height, width)
     torch.testing.assert_close(out, brute_attention(q, k, v, rel_w, rel_h, height, width))
 
 
@@ -527,7 +530,7 @@ def test_fused_path_never_lands_on_the_math_backend(dtype, height, width, dk_h):
     rel_h = torch.randn(2 * height - 1, dk_h, device="cuda", dtype=dtype, generator=g)
     q.requires_grad_(True)
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
-        out = attention_fused(q, k, v, rel_w, rel_h, height, width)
+        out = attention_fused(q, k, v, torch.cat([rel_w, rel_h]), height, width)
         out.float().square().sum().backward()
     assert torch.isfinite(q.grad).all()
 

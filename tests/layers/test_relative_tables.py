@@ -72,7 +72,7 @@ def test_larger_maps_agree_with_the_reference_on_clipped_tables(impl):
     attn.scale = 0.5
     clipped_w = attn.rel_width[[0] * 4 + [0, 1, 2, 3, 4] + [4] * 4]  # offsets -6..6
     clipped_h = attn.rel_height[[0, 0, 1, 2, 3, 4, 4]]  # offsets -3..3
-    expected = attention_reference(q, k, v, clipped_w, clipped_h, height, width)
+    expected = attention_reference(q, k, v, torch.cat([clipped_w, clipped_h]), height, width)
     got = attn(_qkv(q, k, v, height, width))
     torch.testing.assert_close(got, expected.transpose(-1, -2).reshape_as(got), rtol=1e-12, atol=1e-12)
 

@@ -82,7 +82,7 @@ def run_main(*argv: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_aa_maps_sum_to_one_per_head_over_the_layers_positions(checkpoints, image, tmp_path, monkeypatch):
-    figures = figures_of(monkeypatch, "plot_aa")
+    figures = figures_of(monkeypatch, "plot_queries")
     out = tmp_path / "aa.png"
     visualize.main(
         ["attention", str(checkpoints["aa"]), "--image", str(image), "--query", "16,16", "3,28", "--out", str(out)]
@@ -189,6 +189,39 @@ def test_layer_names_one_cbam_module_and_the_default_shows_every_one(checkpoints
     assert sum("\nspatial " in ax.get_title() for ax in every.axes) == 8
 
 
+class Scale(torch.nn.Module):
+    """A layer of a part visualize.py has no picture for: y = x * s, one factor per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.linspace(0.5, 2.0, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale[:, None, None]
+
+
+def test_a_kind_without_its_own_picture_is_drawn_from_its_numbers(monkeypatch):
+    from aaconv.layers import parts
+    from aaconv.layers.parts import _PARTS, AttentionPart, Drawing, PartOptions
+
+    def read(module, x, y):
+        return {"scale": module.scale.expand(len(x), -1), "energy": (y * y).mean(1)}
+
+    parts()
+    drawing = Drawing(kind="scale", read=read)
+    part = AttentionPart("scale", "post", PartOptions, lambda options: Scale, (Scale,), drawing=drawing)
+    monkeypatch.setitem(_PARTS, "scale", part)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), Scale(4))
+    x = torch.randn(1, 3, 6, 5)
+    fig = visualize.draw(visualize.pyplot(), model, x, torch.rand(3, 6, 5), "scale", ["1"], None)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert list(panels) == ["input", "1: scale (4,)", "1: energy (6, 5)"]
+    [steps] = panels["1: scale (4,)"].patches
+    torch.testing.assert_close(torch.as_tensor(steps.get_data().values), model[1].scale.detach())
+    energy = torch.as_tensor(panels["1: energy (6, 5)"].get_images()[0].get_array().data)
+    torch.testing.assert_close(energy, (model(x) ** 2).mean(1)[0].detach())
+
+
 @pytest.mark.parametrize(
     ("option", "extra", "message"),
     [
@@ -211,7 +244,8 @@ def test_layer_names_one_cbam_module_and_the_default_shows_every_one(checkpoints
         (
             "se",
             ["--query", "3,3"],
-            r"--query applies to AA layers only; layer1.0.se is a 'gate' layer \(AA layers in this model: none\)$",
+            r"--query applies to layers drawn per query only; layer1.0.se is a 'gate' layer \(such layers in this model: "
+            r"none\)$",
         ),
         (
             "cbam",

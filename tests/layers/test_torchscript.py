@@ -1,4 +1,5 @@
-"""The attention layers under torch.jit.script (aaconv.layers.scripted) give the eager layers' outputs, in float64."""
+"""The attention layers under torch.jit.script give the eager layers' outputs, in float64: TorchScript compiles the same
+code (AA's reference formulation, AW's grouped one), no twin."""
 
 import pytest
 import torch
