@@ -1,6 +1,7 @@
 """scripts/bench_layers.py at a tiny size: every layer kind builds and runs, timm's peers at our channels and heads,
 the ratio columns (timings themselves are not asserted)."""
 
+import argparse
 import importlib.util
 import sys
 
@@ -56,3 +57,30 @@ def test_rounds_alternate_the_order_and_report_medians():
     assert order == ["aa-auto", "botnet", "halonet", "halonet", "botnet", "aa-auto", "aa-auto", "botnet", "halonet"]
     assert results["aa-auto"] == {"ms": 20.0, "peak_mib": 4.0} and results["botnet"]["ms"] == 6.0
     assert results["halonet"] == {"oom": "OOM (needs ~9 GiB)"}
+
+
+def test_parts_table_times_each_part_and_divides_its_own_columns(monkeypatch):
+    """Each part is timed on its own input (the cores on a qkv-shaped map), and the ratios are the table's columns."""
+    seen = {}
+
+    def fake_medians(layers, inputs, rounds, clock):
+        seen.update({name: tuple(inputs[name].shape) for name in layers})
+        return {"aa": 0.004, "botnet": 0.003, "aa core": 0.002, "botnet core": 0.0025, "W_O": 0.001}
+
+    monkeypatch.setattr(bench_layers, "interleaved_medians", fake_medians)
+    args = argparse.Namespace(channels=16, heads=2, batch=2, device="cpu", clock="process")
+    table = bench_layers.aa_parts_table(["5x3"], args)
+    assert table.splitlines()[-1] == "| 5x3 | 4.00 | 3.00 | 0.75x | 2.00 | 2.50 | 1.25x | 1.00 |"
+    assert seen == {
+        "aa": (2, 16, 5, 3),
+        "botnet": (2, 16, 5, 3),
+        "aa core": (2, 48, 5, 3),
+        "botnet core": (2, 48, 5, 3),
+        "W_O": (2, 16, 5, 3),
+    }
+
+
+def test_parts_table_runs_the_real_layers():
+    args = argparse.Namespace(channels=16, heads=2, batch=1, device="cpu", clock="process")
+    [row] = bench_layers.aa_parts_table(["4x4"], args).splitlines()[2:]
+    assert row.startswith("| 4x4 | ") and row.count("|") == 9
