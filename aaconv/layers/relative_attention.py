@@ -20,13 +20,12 @@ Four exact implementations (schedules of those pieces) share the same parameters
 - ``attention_reference``: the paper's formulation; materialises the (B, N_h, HW, HW) logits. Written in the
   subset of Python TorchScript compiles: under ``torch.jit.script`` the layer runs it (no separate twin), and
   ``attention_probs`` gives its probabilities to ``aaconv.engine.attention_maps``.
-- ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` with
-  ``aW_i[x] = q_i . rW[x - x_i]`` and ``aH_i[y] = q_i . rH[y - y_i]`` read from ``q_i . [rW; rH]`` through a
-  skewed view (the appendix's ``rel_to_abs`` without its copy), computed for a cache-sized block of (heads,
-  queries) at a time in the qkv projection's channels-first layout and recomputed in the backward (activation
-  checkpointing of the attention core), the terms added by broadcasting (as BoTNet adds its relative logits): no
-  HW x HW tensor beyond one block's logits, and every dot product at head dim dk_h. On the CPU the fastest path
-  at every map size measured.
+- ``attention_chunked``: the same explicit logits, ``q_i . k_j + aW_i[x_j] + aH_i[y_j]`` (the relative terms
+  written in place into the block's logits, through the same ``skew`` views its hand-written backward scatters
+  through), computed for a cache-sized block of (heads, queries) at a time in the qkv projection's channels-first
+  layout and recomputed in the backward (activation checkpointing of the attention core): no HW x HW tensor beyond
+  one block's logits, and every dot product at head dim dk_h. On the CPU the fastest path at every map size
+  measured.
 - ``attention_fused``: the logits as a plain dot product of augmented vectors,
   ``[q_i, aW_i, aH_i] . [k_j, onehot(x_j), onehot(y_j)]``, fed to ``F.scaled_dot_product_attention`` so no
   HW x HW tensor exists. v is zero-padded to the q/k head dim because torch's memory-efficient CPU/GPU kernels

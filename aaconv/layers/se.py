@@ -2,7 +2,8 @@
 
 Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507. Layout and rounding follow timm's
 ``SEModule`` (``fc1``/``fc2`` 1x1 convs with bias), so an SE-ResNet-50 built with ``reduction=16``
-has timm's ``seresnet50`` parameter count (28,088,024) and state-dict key names.
+has timm's ``seresnet50`` parameter count (28,088,024) and loads its state dicts (a block's ``post_attention`` takes
+timm's ``se`` keys: ``aaconv.models.backbone.accept_se_keys``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,20 @@ def drop_path_rates(drop_path_rate: float, num_blocks: int, span: int) -> list[f
     return [drop_path_rate * i / span for i in range(num_blocks)]
 
 
+def accept_se_keys(block: nn.Module) -> None:
+    """Lets ``block`` load state dicts that name its post-block attention module ``se``: timm's name for that slot
+    whatever the module holds (SE, CBAM, ...), so timm's weights (seresnet50, mnasnet_a1) and aaconv checkpoints
+    written before the module was named ``post_attention`` load as they are."""
+    block.register_load_state_dict_pre_hook(_rename_se_keys)
+
+
+def _rename_se_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """load_state_dict pre-hook: ``<prefix>se.*`` -> ``<prefix>post_attention.*`` (``accept_se_keys``)."""
+    old = prefix + "se."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "post_attention." + key.removeprefix(old)] = state_dict.pop(key)
+
+
 def drop_path(rate: float) -> nn.Module:
     """timm's `DropPath(rate)` for a residual branch, (B, ...) -> (B, ...) with each sample zeroed with probability
     `rate` in training (the rest scaled by 1 / (1 - rate)); nn.Identity at rate 0, as timm's EfficientNet blocks.

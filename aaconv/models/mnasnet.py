@@ -1,8 +1,9 @@
 """MnasNet-A1 and MnasNet-B1 (Tan et al., CVPR 2019, arXiv 1807.11626) with attention in the later stages.
 
 Module names follow timm's EfficientNet family (conv_stem, bn1, blocks.<stage>.<block>.{conv_pw, bn1,
-conv_dw, bn2, se, conv_pwl, bn3}, conv_head, bn2, classifier), so timm's `semnasnet_*` (MnasNet-A1)
-state dicts load as they are (after renaming SE's conv_reduce/conv_expand to fc1/fc2) and torchvision's
+conv_dw, bn2, post_attention, conv_pwl, bn3}, conv_head, bn2, classifier), so timm's `semnasnet_*` (MnasNet-A1)
+state dicts load as they are (a block takes timm's `se` keys for its `post_attention`, and
+`aaconv.models.pretrained.convert_timm` renames SE's conv_reduce/conv_expand to fc1/fc2) and torchvision's
 `mnasnet*` (MnasNet-B1) through `aaconv.models.pretrained.convert_torchvision_mnasnet`. With
 `attention="none"`, `mnasnet_a1` has timm's `semnasnet_100` parameters (3,887,038 at width 1.0) and
 `mnasnet_b1` torchvision's `mnasnet1_0` (4,383,312), at every width multiplier.
@@ -36,6 +37,7 @@ from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, SqueezeExcite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import (
+    accept_se_keys,
     check_stage_ids,
     checkpoint_blocks,
     drop_path,
@@ -148,11 +150,12 @@ class InvertedResidual(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv_dw = depthwise_conv(mid, mid, kernel, stride, groups=mid)
         self.bn2 = nn.BatchNorm2d(mid, momentum=bn_momentum)
-        self.se: nn.Module | None = None
+        self.post_attention: nn.Module | None = None  # MnasNet-A1's own SE, or the variant's post part
         if native_se:
-            self.se = SqueezeExcite(mid, rd_channels=max(1, round(in_channels * native_se)))
+            self.post_attention = SqueezeExcite(mid, rd_channels=max(1, round(in_channels * native_se)))
         elif post is not None:
-            self.se = post(mid, hidden=max(1, round(in_channels * se_ratio)))
+            self.post_attention = post(mid, hidden=max(1, round(in_channels * se_ratio)))
+        accept_se_keys(self)
         self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.residual = stride == 1 and in_channels == out_channels
@@ -161,8 +164,8 @@ class InvertedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv_pw(x)))
         out = self.relu(self.bn2(self.conv_dw(out)))
-        if self.se is not None:
-            out = self.se(out)
+        if self.post_attention is not None:
+            out = self.post_attention(out)
         out = self.bn3(self.conv_pwl(out))
         return self.drop_path(out) + x if self.residual else out
 

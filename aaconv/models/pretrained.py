@@ -92,10 +92,15 @@ def convert_torchvision_mnasnet(state: StateDict) -> StateDict:
 
 
 def convert_timm(state: StateDict) -> StateDict:
-    """timm keys -> aaconv keys (timm's EfficientNet SE is conv_reduce / conv_expand, ours fc1 / fc2)."""
-    return {
-        k.replace(".se.conv_reduce.", ".se.fc1.").replace(".se.conv_expand.", ".se.fc2."): v for k, v in state.items()
-    }
+    """timm keys -> aaconv keys: timm names a block's post-block attention ``se`` (ours ``post_attention``, as
+    ``backbone.accept_se_keys``), and its EfficientNet SE's convs conv_reduce / conv_expand (ours fc1 / fc2)."""
+    renames = ((".se.conv_reduce.", ".se.fc1."), (".se.conv_expand.", ".se.fc2."), (".se.", ".post_attention."))
+    out = {}
+    for key, value in state.items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
 
 
 def _normalise(state: StateDict) -> StateDict:

@@ -26,6 +26,7 @@ from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
 from aaconv.models.backbone import (
+    accept_se_keys,
     check_stage_ids,
     checkpoint_blocks,
     drop_path,
@@ -76,7 +77,8 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = convs[1](width, out_channels, 3, 1)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.se = post(out_channels) if post is not None else None
+        self.post_attention = post(out_channels) if post is not None else None  # SE, CBAM, ...
+        accept_se_keys(self)
         self.drop_path = drop_path(drop_path_rate)
         self.downsample = _downsample(in_channels, out_channels, stride)
 
@@ -84,8 +86,8 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.se is not None:
-            out = self.se(out)
+        if self.post_attention is not None:
+            out = self.post_attention(out)
         return self.relu(self.drop_path(out) + shortcut)
 
 
@@ -114,7 +116,8 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.se = post(out_channels) if post is not None else None
+        self.post_attention = post(out_channels) if post is not None else None  # SE, CBAM, ...
+        accept_se_keys(self)
         self.drop_path = drop_path(drop_path_rate)
         self.downsample = _downsample(in_channels, out_channels, stride)
 
@@ -123,8 +126,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.se is not None:
-            out = self.se(out)
+        if self.post_attention is not None:
+            out = self.post_attention(out)
         return self.relu(self.drop_path(out) + shortcut)
 
 

@@ -22,7 +22,14 @@ from torch import Tensor, nn
 from aaconv.errors import ConfigError
 from aaconv.layers import Attention, ConvSite, create_attention, plain_conv
 from aaconv.layers.parts import ConvBuilder, PostBuilder
-from aaconv.models.backbone import check_stage_ids, checkpoint_blocks, drop_path, drop_path_rates, feature_size
+from aaconv.models.backbone import (
+    accept_se_keys,
+    check_stage_ids,
+    checkpoint_blocks,
+    drop_path,
+    drop_path_rates,
+    feature_size,
+)
 from aaconv.models.registry import register_model
 
 
@@ -48,7 +55,8 @@ class WideBasicBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = convs[1](out_channels, out_channels, 3, 1)
         self.relu = nn.ReLU(inplace=True)
-        self.se = post(out_channels) if post is not None else None
+        self.post_attention = post(out_channels) if post is not None else None  # SE, CBAM, ...
+        accept_se_keys(self)
         self.drop_path = drop_path(drop_path_rate)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
@@ -58,8 +66,8 @@ class WideBasicBlock(nn.Module):
         out = self.relu(self.bn1(x))
         shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(out)))))
-        if self.se is not None:
-            out = self.se(out)
+        if self.post_attention is not None:
+            out = self.post_attention(out)
         return self.drop_path(out) + shortcut
 
 

@@ -224,10 +224,10 @@ def test_layers_are_found_by_kind_and_aw_and_cbam_are_no_gates() -> None:
 
 
 def test_a_missing_layer_is_one_line_listing_the_valid_ones() -> None:
-    layers = {"layer2.0.conv1": "aa", "layer2.1.conv1": "aa", "layer2.0.se": "gate"}
+    layers = {"layer2.0.conv1": "aa", "layer2.1.conv1": "aa", "layer2.0.post_attention": "gate"}
     with pytest.raises(
         ConfigError,
-        match=r"^no attention layer 'layer9' .*; valid layers: layer2.0.conv1, layer2.1.conv1, layer2.0.se$",
+        match=r"^no attention layer 'layer9' .*; valid layers: layer2.0.conv1, layer2.1.conv1, layer2.0.post_attention$",
     ):
         am.check_layer(layers, "layer9")
     with pytest.raises(

@@ -62,8 +62,10 @@ def test_aw_and_se_placement():
     model = create_model("mnasnet_b1", "aw+se")
     block = model.blocks[3][0]
     assert isinstance(block.conv_dw, AWConv2d) and block.conv_dw.conv.groups == block.conv_dw.conv.in_channels
-    assert isinstance(block.se, SqueezeExcite) and block.se.fc1.out_channels == round(block.conv_pw.in_channels / 4)
-    assert create_model("mnasnet_b1").blocks[3][0].se is None
+    assert isinstance(block.post_attention, SqueezeExcite) and block.post_attention.fc1.out_channels == round(
+        block.conv_pw.in_channels / 4
+    )
+    assert create_model("mnasnet_b1").blocks[3][0].post_attention is None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -43,6 +43,33 @@ def test_se_resnet50_matches_timm_count():
     assert count(create_model("resnet50", "se")) == 28_088_024
 
 
+@pytest.mark.parametrize("variant", ["se", "cbam"])
+def test_state_dicts_naming_the_post_block_module_se_load_strictly(variant):
+    """timm names a block's post-block attention `se` (seresnet18's weights, and checkpoints written before the module
+    was called `post_attention`): such a state dict loads strictly and computes the same outputs."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", variant).eval()
+    old = {k.replace(".post_attention.", ".se."): v for k, v in model.state_dict().items()}
+    assert any(".se." in k for k in old)
+    torch.manual_seed(1)
+    loaded = create_model("resnet18", variant).eval()
+    loaded.load_state_dict(old)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_timm_seresnet18_weights_load_and_give_timms_outputs():
+    import timm
+
+    reference = timm.create_model("seresnet18", pretrained=False).eval()
+    model = create_model("resnet18", "se").eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["resnet50", "resnet152"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_builds_with_paper_placement(name, variant):
@@ -53,7 +80,7 @@ def test_every_variant_builds_with_paper_placement(name, variant):
     outer = [part for part in found if part.slot == "wrap"] or [part for part in found if part.slot == "conv"]
     assert type(layer3) in (outer[0].modules if outer else (torch.nn.Conv2d,))
     post = [part for part in found if part.slot == "post"]
-    se = model.layer1[0].se  # every block has the post-block module, layer1 included (as SE-ResNet)
+    se = model.layer1[0].post_attention  # every block has the post-block module, layer1 included (as SE-ResNet)
     assert isinstance(se, post[0].modules) if post else se is None
 
 

@@ -180,12 +180,17 @@ def test_cbam_view_plots_each_modules_channel_gate_and_spatial_map(checkpoints, 
 def test_layer_names_one_cbam_module_and_the_default_shows_every_one(checkpoints, image, monkeypatch, capsys):
     figures = figures_of(monkeypatch, "plot_cbam")
     folder = checkpoints["cbam"].parent
-    for extra, picture in ((["--layer", "layer3.1.se"], "attention_layer3.1.se.png"), ([], "attention_cbam.png")):
+    for extra, picture in (
+        (["--layer", "layer3.1.post_attention"], "attention_layer3.1.post_attention.png"),
+        ([], "attention_cbam.png"),
+    ):
         status, _ = run_main("attention", str(checkpoints["cbam"]), "--image", str(image), *extra, capsys=capsys)
         assert status == 0 and (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one, every = figures
     spatial = [ax.get_title() for ax in one.axes if "\nspatial " in ax.get_title()]
-    assert len(spatial) == 1 and spatial[0].startswith("layer3.1.se\nspatial 2x2,")  # 32 px input, stride 16
+    assert len(spatial) == 1 and spatial[0].startswith(
+        "layer3.1.post_attention\nspatial 2x2,"
+    )  # 32 px input, stride 16
     assert sum("\nspatial " in ax.get_title() for ax in every.axes) == 8
 
 
@@ -244,13 +249,13 @@ def test_a_kind_without_its_own_picture_is_drawn_from_its_numbers(monkeypatch):
         (
             "se",
             ["--query", "3,3"],
-            r"--query applies to layers drawn per query only; layer1.0.se is a 'gate' layer \(such layers in this model: "
+            r"--query applies to layers drawn per query only; layer1.0.post_attention is a 'gate' layer \(such layers in this model: "
             r"none\)$",
         ),
         (
             "cbam",
             ["--layer", "layer1.0.conv1"],
-            r"no attention layer 'layer1.0.conv1' in this model; valid layers: layer1.0.se, layer1.1.se, layer2.0.se",
+            r"no attention layer 'layer1.0.conv1' in this model; valid layers: layer1.0.post_attention, layer1.1.post_attention, layer2.0.post_attention",
         ),
     ],
 )
