@@ -262,6 +262,15 @@ def aa_parts_table(maps: list[str], args: argparse.Namespace, rounds: int = 7) -
     return "\n".join(lines)
 
 
+def interleaved_header(args: argparse.Namespace, shape: str, rounds: int) -> str:
+    """The first line of an interleaved table: device, threads, versions, shape (``shape`` appended), protocol."""
+    return (
+        f"# {args.device}, {args.threads} threads, torch {torch.__version__}, timm {timm.__version__}; batch "
+        f"{args.batch}{shape}; forward+backward, median of {rounds} interleaved "
+        f"rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
+    )
+
+
 def _with_impl(layer: AAConv2d, impl: str) -> AAConv2d:
     """A copy of ``layer`` (same parameters) set to ``impl``."""
     copy = deepcopy(layer)
@@ -387,27 +396,17 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     if args.aw_stages:
-        print(
-            f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}; "
-            f"forward+backward, median of 7 interleaved rounds, {args.clock} clock; speed relative to nn.Conv2d; "
-            f"{args.cpu_allocator} CPU allocator"
-        )
+        print(interleaved_header(args, "", 7) + "; speed relative to nn.Conv2d")
         print(aw_stage_table(args.aw_stages, args.batch, args.device, args.clock))
         return
     if args.aa_maps:
-        print(
-            f"# {args.device}, {args.threads} threads, torch {torch.__version__}; batch {args.batch}, "
-            f"{args.channels}->{args.channels} ch, {args.heads} heads, dk={args.dk}, dv={args.dv}; "
-            f"forward+backward, median of 5 interleaved rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
-        )
+        channels = f", {args.channels}->{args.channels} ch, {args.heads} heads"
+        print(interleaved_header(args, f"{channels}, dk={args.dk}, dv={args.dv}", 5))
         print(aa_map_table(args.aa_maps, args))
         return
     if args.aa_parts:
-        print(
-            f"# {args.device}, {args.threads} threads, torch {torch.__version__}, timm {timm.__version__}; batch "
-            f"{args.batch}, {args.channels}->{args.channels} ch, {args.heads} heads; ms of forward+backward, median of "
-            f"7 interleaved rounds, {args.clock} clock; {args.cpu_allocator} CPU allocator"
-        )
+        channels = f", {args.channels}->{args.channels} ch, {args.heads} heads"
+        print(interleaved_header(args, f"{channels}, fully attentional", 7) + "; ms")
         print(aa_parts_table(args.aa_parts, args))
         return
 
