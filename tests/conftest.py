@@ -3,13 +3,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from helpers.config import TINY_OVERRIDES, compose_config
 from helpers.processes import TOY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The tests' own torch ops on one thread, as helpers.processes gives the runs it starts (OMP_NUM_THREADS=1):
+    their tensors are tiny, and while the other core is busy (a run the suite started, another job on the machine)
+    a second OpenMP thread stalls every op at its barriers. Tests that vary the thread count set it themselves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
