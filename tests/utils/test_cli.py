@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import runpy
 import subprocess
 import sys
 
@@ -44,17 +45,36 @@ def test_cuda_without_a_gpu_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "message"),
+    ("script", "args", "message"),
     [
-        ([sys.executable, "scripts/bench_layers.py", "--aw-stages", "64x"], "--aw-stages: expected AxB"),
-        ([sys.executable, "scripts/bench_layers.py", "--sizes", "8"], "--sizes: expected AxB"),
-        ([sys.executable, "scripts/count_params.py", "--grid", "--models", "resnet51"], "invalid choice: 'resnet51'"),
-        ([sys.executable, "scripts/count_params.py", "--grid", "--variants", "xx"], "invalid choice: 'xx'"),
-        (["bash", "scripts/mini_table.sh", "--help"], "usage: scripts/mini_table.sh [SWEEP_DIR]"),
-        (["bash", "scripts/mini_table.sh", "trainer.epochs=3"], "usage: scripts/mini_table.sh [SWEEP_DIR]"),
+        ("bench_layers.py", ["--aw-stages", "64x"], "--aw-stages: expected AxB"),
+        ("bench_layers.py", ["--sizes", "8"], "--sizes: expected AxB"),
+        ("count_params.py", ["--grid", "--models", "resnet51"], "invalid choice: 'resnet51'"),
+        ("count_params.py", ["--grid", "--variants", "xx"], "invalid choice: 'xx'"),
     ],
 )
-def test_scripts_refuse_bad_arguments_before_any_work(command: list[str], message: str) -> None:
+def test_python_scripts_refuse_bad_arguments_before_any_work(
+    script: str, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Run as ``python scripts/<script>`` would (``__main__``, its folder first on sys.path), in this process: the
+    argument check comes first. The scripts' sibling modules it newly imports are dropped afterwards."""
+    scripts = REPO / "scripts"
+    monkeypatch.setattr(sys, "argv", [str(scripts / script), *args])
+    monkeypatch.syspath_prepend(str(scripts))
+    siblings = {path.stem for path in scripts.glob("*.py")} - set(sys.modules)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(scripts / script), run_name="__main__")
+    finally:
+        for name in siblings & set(sys.modules):
+            del sys.modules[name]
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and message in err and out == "", err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["trainer.epochs=3"]])
+def test_mini_table_refuses_bad_arguments_before_any_work(args: list[str]) -> None:
+    command = ["bash", "scripts/mini_table.sh", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
-    assert result.stdout == ""
+    assert result.returncode == 2 and "usage: scripts/mini_table.sh [SWEEP_DIR]" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
