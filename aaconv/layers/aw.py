@@ -183,8 +183,9 @@ class AWConv2d(nn.Module):
         attn = self.attention(x)
         conv = self.conv
         if torch.jit.is_scripting():  # TorchScript compiles the grouped formulation, the same code as eager's
-            weight = conv.weight
-            return grouped_conv(x, attn, weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups)
+            return grouped_conv(
+                x, attn, conv.weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups
+            )
         return modulated_conv(
             x, attn, conv.weight, self.map_index, self.num_maps, conv.stride, conv.padding, conv.groups, self.impl
         )
