@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from aaconv.data import data_format
 from aaconv.engine import attention_maps as am
 from aaconv.errors import ConfigError, DataError, exit_on_user_error, first_line
 from aaconv.utils.cli import positive_int
@@ -90,15 +91,8 @@ def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch
         x = model.transform([to_tensor(image)])[0].tensors
         mean, std = (torch.as_tensor(v)[:, None, None] for v in (model.transform.image_mean, model.transform.image_std))
         return model.backbone, x, (x[0] * std + mean).clamp(0, 1)
-    data = run_cfg.data
-    if data.get("format") == "cifar":
-        from aaconv.data.cifar import cifar_transform
-
-        transform = cifar_transform(False)
-    else:
-        from aaconv.data.transforms import eval_transform
-
-        transform = eval_transform(OmegaConf.to_container(data))
+    data = OmegaConf.to_container(run_cfg.data)
+    transform = data_format(data, "classification").eval_transform(data)
     x = transform(image)
     norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
     mean, std = torch.as_tensor(norm.mean)[:, None, None], torch.as_tensor(norm.std)[:, None, None]

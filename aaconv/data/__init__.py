@@ -1,35 +1,16 @@
-"""Datasets: ImageFolder (ImageNet), COCO, CIFAR-100, and the built-in synthetic sets (shapes, relations)."""
+"""Datasets: ImageFolder (ImageNet), COCO, CIFAR-100, and the built-in synthetic sets (shapes, relations), each a
+registered data format (aaconv.data.registry) that the tasks ask for by `data.format`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from torch.utils.data import default_collate
 
-from aaconv.data.relations import RelationsSpec
-from aaconv.data.shapes import ShapesSpec, materialize
+from aaconv.data.builtin import BUILTIN, dataset_root
+from aaconv.data.registry import DataFormat, DataSplits, build_data, data_format, formats, register_format
 from aaconv.errors import DataError
-
-BUILTIN = {"shapes": ShapesSpec, "relations": RelationsSpec}
-
-
-def dataset_root(data: Mapping[str, Any], layout: str) -> Path:
-    """The folder the loaders read.
-
-    With `data.generate` set (a built-in set: `generate.kind` picks shapes, the default, or relations), the
-    dataset is materialised into the cache folder `data.root` on first use and `layout` ("imagefolder" or
-    "coco") picks its sub-folder; otherwise `data.root` is the user's dataset folder itself.
-    """
-    generate = data.get("generate")
-    if generate:
-        options = dict(generate)
-        kind = options.pop("kind", "shapes")
-        if kind not in BUILTIN:
-            raise DataError(f"unknown data.generate.kind {kind!r}; the built-in sets are {', '.join(BUILTIN)}")
-        return materialize(data["root"], BUILTIN[kind](**options)) / layout
-    return Path(str(data["root"])).expanduser()
 
 
 class SkipUnreadable:
@@ -47,3 +28,16 @@ class SkipUnreadable:
                 "python scripts/check_data.py <data root>"
             )
         return self.collate_fn(kept)
+
+
+__all__ = [
+    "BUILTIN",
+    "DataFormat",
+    "DataSplits",
+    "SkipUnreadable",
+    "build_data",
+    "data_format",
+    "dataset_root",
+    "formats",
+    "register_format",
+]

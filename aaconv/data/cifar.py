@@ -11,7 +11,7 @@ containers and refuses every other global.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from aaconv.errors import DataError
+from aaconv.data.registry import DataFormat, DataSplits, register_format
+from aaconv.errors import ConfigError, DataError
 
 FOLDER = "cifar-100-python"
 FILES = ("train", "test", "meta")
@@ -100,3 +101,26 @@ def cifar_transform(train: bool, padding: int = 4, hflip: float = 0.5) -> Callab
     if train:
         steps = [transforms.RandomCrop(32, padding=padding), transforms.RandomHorizontalFlip(hflip)]
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def build_cifar_data(data: Mapping[str, Any]) -> DataSplits:
+    """`data.format: cifar`: CIFAR-100's train and test pickles with the standard CIFAR augmentation
+    (`data.transform`: cifar_transform's keywords), evaluated on the 32 px images as they are."""
+    if data.get("eval_image_size") is not None or data.get("crop_pct") is not None:
+        raise ConfigError(
+            "data.eval_image_size / data.crop_pct resize and crop ImageFolder images; CIFAR-100 is evaluated "
+            "on its 32 px images as they are: leave them null"
+        )
+    if data.get("decode", "cpu") != "cpu":
+        raise ConfigError("CIFAR-100 is decoded in memory: data.decode=gpu is for JPEG files; leave it at cpu")
+    train = CIFAR100(data["root"], data["train_split"], cifar_transform(True, **data["transform"]))
+    val = CIFAR100(data["root"], data["val_split"], cifar_transform(False))
+    return DataSplits(train, val, train.classes)
+
+
+def cifar_eval_transform(data: Mapping[str, Any]) -> Callable:
+    """The val split's transform (normalisation only: CIFAR is evaluated at 32 px as it is)."""
+    return cifar_transform(False)
+
+
+register_format(DataFormat("cifar", "classification", build_cifar_data, cifar_eval_transform))

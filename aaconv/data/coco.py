@@ -23,6 +23,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from aaconv.data.builtin import dataset_root
+from aaconv.data.registry import DataFormat, DataSplits, register_format
 from aaconv.errors import DataError
 
 log = logging.getLogger("aaconv")
@@ -253,3 +256,26 @@ def detection_collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor],
     """Keeps images of different sizes apart: ([image, ...], [target, ...])."""
     images, targets = zip(*batch, strict=True)
     return list(images), list(targets)
+
+
+def category_names(*cocos: Any) -> list[str]:
+    """The name of every label of pycocotools indexes `cocos`: index = category id, "" where no category has that
+    id, "__background__" at 0 (torchvision's COCO convention)."""
+    categories = {cid: c["name"] for coco in cocos for cid, c in coco.cats.items()}
+    names = [""] * (max(categories, default=0) + 1)
+    for cid, name in categories.items():
+        names[cid] = str(name)
+    names[0] = "__background__"
+    return names
+
+
+def build_coco_data(data: Mapping[str, Any], hflip: float = 0.5) -> DataSplits:
+    """`data.format: coco`: <root>/<split>/ images with <root>/annotations/instances_<split>.json (a built-in set is
+    generated into the cache first); training images flipped with probability `hflip`."""
+    root, skip = dataset_root(data, "coco"), bool(data.get("skip_unreadable", False))
+    train = CocoDetection(root, data["train_split"], train=True, hflip=hflip, skip_unreadable=skip)
+    val = CocoDetection(root, data["val_split"], train=False, skip_unreadable=skip)
+    return DataSplits(train, val, category_names(train.coco, val.coco), detection_collate)
+
+
+register_format(DataFormat("coco", "detection", build_coco_data))

@@ -12,7 +12,7 @@ stops the run with an error naming it, or with `skip_unreadable` is left out of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
+from aaconv.data.builtin import dataset_root
+from aaconv.data.registry import DataFormat, DataSplits, register_format
+from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.errors import DataError
 
 log = logging.getLogger("aaconv")
@@ -136,3 +139,26 @@ def build_splits(
         raise DataError(problem)
     check_class_count(train, num_classes)
     return train, val
+
+
+def build_imagefolder_data(data: Mapping[str, Any]) -> DataSplits:
+    """`data.format: imagefolder`: the splits of <root>/<split>/<class>/<image> (a built-in set is generated into
+    the cache first) with timm's train / eval transforms; with `data.decode: gpu` the training images stay encoded
+    for aaconv.data.gpu_decode."""
+    train, val = build_splits(
+        dataset_root(data, "imagefolder"),
+        train_split=data["train_split"],
+        val_split=data["val_split"],
+        train_transform=classification_transform(data["image_size"], True, data["transform"]["train"]),
+        val_transform=eval_transform(data),
+        num_classes=data["num_classes"],
+        skip_unreadable=bool(data.get("skip_unreadable", False)),
+    )
+    if data.get("decode", "cpu") != "gpu":
+        return DataSplits(train, val, train.classes)
+    from aaconv.data.gpu_decode import collate_encoded, encoded  # imported here: gpu_decode reads ImageFolders
+
+    return DataSplits(encoded(train), val, train.classes, collate_encoded)
+
+
+register_format(DataFormat("imagefolder", "classification", build_imagefolder_data, eval_transform))

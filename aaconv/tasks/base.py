@@ -24,7 +24,8 @@ class Task(Protocol):
         primary_metric: the key of `evaluate`'s result that picks `best.pt` and that train.py returns to
             Hydra sweepers ("top1", "AP").
         primary_metric_mode: "max" when larger is better, "min" otherwise.
-        collate_fn: the DataLoader collate function for both splits (None: torch's default).
+        collate_fn: the DataLoader collate function for both splits (None: torch's default), the data format's
+            (aaconv.data.registry) once `build_datasets` has run.
     """
 
     primary_metric: str

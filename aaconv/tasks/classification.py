@@ -12,11 +12,8 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from aaconv.data import dataset_root
-from aaconv.data.cifar import CIFAR100, cifar_transform
-from aaconv.data.gpu_decode import GpuDecode, collate_encoded, encoded
-from aaconv.data.imagefolder import build_splits
-from aaconv.data.transforms import classification_transform, eval_transform
+from aaconv.data import build_data
+from aaconv.data.gpu_decode import GpuDecode
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
 from aaconv.models.pretrained import init_backbone
@@ -33,7 +30,7 @@ def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -
 
 
 class ClassificationTask:
-    """Backbone + linear classifier on an ImageFolder dataset.
+    """Backbone + linear classifier on classification data of any registered format (aaconv.data.registry).
 
     Args:
         backbone: the `backbone` config group (name plus backbone keywords).
@@ -71,7 +68,6 @@ class ClassificationTask:
                     "find them with python scripts/check_data.py <data root>, or use data.decode=cpu"
                 )
             self.gpu_decode = GpuDecode.from_config(data["image_size"], data["transform"]["train"])
-            self.collate_fn = collate_encoded
         self.mixup = None
         if mixup and (mixup.get("mixup_alpha", 0) > 0 or mixup.get("cutmix_alpha", 0) > 0):
             self.mixup = Mixup(**mixup, label_smoothing=label_smoothing, num_classes=data["num_classes"])
@@ -93,30 +89,10 @@ class ClassificationTask:
         return model
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        if self.data.get("format") == "cifar":
-            if self.data.get("eval_image_size") is not None or self.data.get("crop_pct") is not None:
-                raise ConfigError(
-                    "data.eval_image_size / data.crop_pct resize and crop ImageFolder images; CIFAR-100 is evaluated "
-                    "on its 32 px images as they are: leave them null"
-                )
-            options = self.data["transform"]
-            return (
-                CIFAR100(self.data["root"], self.data["train_split"], cifar_transform(True, **options)),
-                CIFAR100(self.data["root"], self.data["val_split"], cifar_transform(False)),
-            )
-        root = dataset_root(self.data, "imagefolder")
-        train, val = build_splits(
-            root,
-            train_split=self.data["train_split"],
-            val_split=self.data["val_split"],
-            train_transform=classification_transform(self.data["image_size"], True, self.data["transform"]["train"]),
-            val_transform=eval_transform(self.data),
-            num_classes=self.data["num_classes"],
-            skip_unreadable=bool(self.data.get("skip_unreadable", False)),
-        )
-        if self.gpu_decode is not None:
-            encoded(train)
-        return train, val
+        """The (train, val) splits of `data`'s registered format (aaconv.data.registry); sets `collate_fn`."""
+        splits = build_data(self.data, "classification")
+        self.collate_fn = splits.collate_fn
+        return splits.train, splits.val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:
         """No grouping: every batch samples the whole training set."""

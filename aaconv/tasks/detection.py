@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from aaconv.data import dataset_root
-from aaconv.data.coco import CocoDetection, detection_collate
-from aaconv.errors import ConfigError, DataError
+from aaconv.data import build_data
+from aaconv.data.coco import detection_collate
+from aaconv.errors import ConfigError
 from aaconv.models import create_detector
 from aaconv.utils.atomic import write_json_atomic
 from aaconv.utils.distributed import all_gather_objects, is_main_process
@@ -131,24 +131,16 @@ class DetectionTask:
         )
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        root = dataset_root(self.data, "coco")
-        skip = bool(self.data.get("skip_unreadable", False))
-        train = CocoDetection(root, self.data["train_split"], train=True, hflip=self.hflip, skip_unreadable=skip)
-        val = CocoDetection(root, self.data["val_split"], train=False, skip_unreadable=skip)
-        largest = max(val.coco.getCatIds() + train.coco.getCatIds())
-        if largest >= self.data["num_classes"]:
-            raise DataError(
-                f"category id {largest} needs data.num_classes >= {largest + 1} (largest category id + 1; "
-                f"COCO: 91), got {self.data['num_classes']}: train with data.num_classes={largest + 1}, or evaluate "
-                "a checkpoint on annotations of the categories it was trained on"
-            )
-        return train, val
+        """The (train, val) splits of `data`'s registered format (aaconv.data.registry); sets `collate_fn`."""
+        splits = build_data(self.data, "detection", hflip=self.hflip)
+        self.collate_fn = splits.collate_fn
+        return splits.train, splits.val
 
     def group_ids(self, dataset: Dataset) -> list[int] | None:
-        """Aspect-ratio group of each image (0: portrait, 1: landscape) for batching like with like."""
-        if not isinstance(dataset, CocoDetection):
-            return None
-        return [int(ratio >= 1.0) for ratio in dataset.aspect_ratios()]
+        """Aspect-ratio group of each image (0: portrait, 1: landscape) for batching like with like, for datasets
+        that know their images' shapes (`aspect_ratios()`, read from the annotations); None for others."""
+        aspect_ratios = getattr(dataset, "aspect_ratios", None)
+        return None if aspect_ratios is None else [int(ratio >= 1.0) for ratio in aspect_ratios()]
 
     def training_loss(
         self, model: nn.Module, batch: tuple[list[Tensor], list[dict[str, Tensor]]], device: torch.device
