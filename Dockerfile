@@ -14,7 +14,7 @@ WORKDIR /workspace/aaconv
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = p['optional-dependencies']; \
-print('\n'.join(p['dependencies'] + extras['wandb'] + extras['tensorboard'] + extras['slurm'] + extras['fast-eval']))" \
+print('\n'.join(p['dependencies'] + extras['wandb'] + extras['tensorboard'] + extras['slurm'] + extras['fast-eval'] + extras['shards']))" \
     > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
 

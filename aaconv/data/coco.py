@@ -241,15 +241,23 @@ class CocoDetection(Dataset):
                 f"COCO image {path} is {image.width}x{image.height} but its annotation says "
                 f"{info['width']}x{info['height']}; fix the image entry's width / height or replace the file"
             )
-        target, _ = annotations_to_target(self.coco.imgToAnns[image_id], image.width, image.height)
-        pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
-        if self.train and torch.rand(()) < self.hflip:
-            pixels = pixels.flip(-1)
-            target["boxes"] = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) + torch.tensor(
-                [image.width, 0.0, image.width, 0]
-            )
-        target["image_id"] = torch.tensor(image_id)
-        return pixels, target
+        return detection_sample(image, self.coco.imgToAnns[image_id], image_id, self.hflip if self.train else 0.0)
+
+
+def detection_sample(
+    image: Image.Image, annotations: list[dict[str, Any]], image_id: int, hflip: float
+) -> tuple[Tensor, Target]:
+    """One image with its COCO annotations as a detection sample: (image (3, H, W) float in [0, 1],
+    {boxes (N, 4) xyxy, labels (N,), image_id}), flipped horizontally with probability `hflip` (0: never)."""
+    target, _ = annotations_to_target(annotations, image.width, image.height)
+    pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
+    if hflip > 0 and torch.rand(()) < hflip:
+        pixels = pixels.flip(-1)
+        target["boxes"] = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) + torch.tensor(
+            [image.width, 0.0, image.width, 0]
+        )
+    target["image_id"] = torch.tensor(image_id)
+    return pixels, target
 
 
 def detection_collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
