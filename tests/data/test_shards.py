@@ -20,20 +20,9 @@ from aaconv.data.shards import MANIFEST, ShardDetection, ShardImages, ShardSplit
 from aaconv.engine.loaders import SeededSamples
 from aaconv.errors import DataError
 from helpers.config import TINY_OVERRIDES, compose_config
+from helpers.images import write_tree
 
 SHARD_PAIRS = [("shapes", "shapes_shards", "classification"), ("shapes_det", "shapes_det_shards", "detection")]
-
-
-def write_tree(root: Path, per_class: int = 5) -> Path:
-    """train/ and val/ with 3 classes of distinct JPEGs of two sizes."""
-    for split in ("train", "val"):
-        for label, name in enumerate(("n01", "n02", "n03")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                size = (40, 30) if i % 2 else (24, 36)
-                Image.new("RGB", size, (40 * i, 80 * label, 7 * len(split))).save(folder / f"{i}.JPEG", quality=90)
-    return root
 
 
 @pytest.fixture

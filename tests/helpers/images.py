@@ -26,3 +26,18 @@ def write_messy_imagefolder(root: Path) -> list[Path]:
         (folder / "truncated.JPEG").write_bytes(data[: len(data) // 2])
         bad += [folder / "empty.JPEG", folder / "truncated.JPEG"]
     return bad
+
+
+def write_tree(root: Path, per_class: int = 5) -> Path:
+    """An ImageFolder tree: train/ and val/ with 3 classes (n01, n02, n03) of `per_class` distinct JPEGs each, of
+    two sizes."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label, name in enumerate(("n01", "n02", "n03")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                size = (40, 30) if i % 2 else (24, 36)
+                Image.new("RGB", size, (40 * i, 80 * label, 7 * len(split))).save(folder / f"{i}.JPEG", quality=90)
+    return root
