@@ -195,3 +195,13 @@ def test_coco_shards_are_scored_against_the_annotation_file_they_came_from(data_
     shutil.copy(coco / "annotations" / "instances_val2017.json", tmp_path / "val.json")
     val = build_data({**data, "annotations": str(tmp_path / "val.json")}, "detection").val
     assert val.annotation_file == tmp_path / "val.json" and len(val) == 16
+
+
+def test_gpu_decoding_gets_the_encoded_files_from_shards(data_cache: Path) -> None:
+    cfg = compose_config("data=shapes_shards", f"data.root={data_cache}", "data.decode=gpu", *TINY_OVERRIDES)
+    splits = build_data(OmegaConf.to_container(cfg.data, resolve=True), "classification")
+    cfg = compose_config("data=shapes", f"data.root={data_cache}", "data.decode=gpu", *TINY_OVERRIDES)
+    folder = build_data(OmegaConf.to_container(cfg.data, resolve=True), "classification")
+    (data, label), (expected, expected_label) = splits.train[7], folder.train[7]
+    assert data.dtype == torch.uint8 and torch.equal(data, expected) and label == expected_label
+    assert splits.collate_fn is folder.collate_fn is not None
