@@ -15,7 +15,7 @@ from aaconv.data.shard_sources import imagefolder_source
 from aaconv.data.shard_writer import write_shards
 from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
-from helpers.config import REPO
+from helpers.config import REPO, compose_config
 from helpers.images import write_tree
 from helpers.processes import entry_env
 
@@ -66,3 +66,24 @@ def test_a_run_from_shards_resumed_mid_epoch_ends_as_an_uninterrupted_run_from_t
     assert resumed.global_step == folder.global_step == 17 and (resumed.epoch, resumed.batch_in_epoch) == (1, 2)
     for key, value in folder.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@pytest.mark.slow
+def test_the_paper_imagenet_row_trains_from_shards(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree", per_class=2)
+    classes, splits = imagefolder_source(tree, ["train", "val"])
+    write_shards(tmp_path / "shards", kind="classification", classes=classes, splits=splits, source="t", progress=False)
+    cfg = compose_config(
+        "experiment=paper/imagenet_resnet50_aa",
+        "data=imagenet_shards",
+        f"data.root={tmp_path / 'shards'}",
+        "data.num_classes=3",  # the tree's classes; the recipe is ImageNet's otherwise
+        "data.batch_size=2",
+        "data.workers=0",
+        "trainer.max_steps=1",
+        "trainer.max_eval_batches=1",
+        "logger.progress_bar=false",
+    )
+    trainer = fit(cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert trainer.global_step == 1 and results["data"] == "imagenet_shards" and results["attention"] == "aa"
