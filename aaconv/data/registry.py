@@ -13,8 +13,6 @@ single image (scripts/visualize.py).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +20,7 @@ from typing import Any, Literal
 from torch.utils.data import Dataset
 
 from aaconv.errors import ConfigError, DataError
+from aaconv.utils.plugins import PackageRegistry
 
 TaskKind = Literal["classification", "detection"]
 # Configs saved before `data.format` existed read the one format their task had then.
@@ -64,35 +63,19 @@ class DataFormat:
     eval_transform: Callable[[Mapping[str, Any]], Callable] | None = None
 
 
-_FORMATS: dict[str, DataFormat] = {}
-_LOADED = False
+_FORMATS: PackageRegistry[DataFormat] = PackageRegistry(__package__)
 
 
 def register_format(data_format: DataFormat) -> DataFormat:
     """Adds ``data_format`` to the registry (called once per format, by the module that reads it)."""
-    if data_format.name in _FORMATS:
-        raise ValueError(f"data format {data_format.name!r} is already registered")
     if data_format.task not in FORMAT_BEFORE_REGISTRY:
         raise ValueError(f"data format {data_format.name!r}: task must be one of {tuple(FORMAT_BEFORE_REGISTRY)}")
-    _FORMATS[data_format.name] = data_format
-    return data_format
-
-
-def _load_formats() -> None:
-    """Imports every module of aaconv.data once, so each format file has registered its format."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    return _FORMATS.add(data_format.name, data_format)
 
 
 def formats() -> dict[str, DataFormat]:
     """Every registered format, by name, in registration order."""
-    _load_formats()
-    return dict(_FORMATS)
+    return _FORMATS.read()
 
 
 def data_format(data: Mapping[str, Any], task: TaskKind) -> DataFormat:

@@ -36,8 +36,8 @@ from aaconv.data.coco import detection_sample, load_coco
 from aaconv.errors import ConfigError, DataError
 
 log = logging.getLogger("aaconv")
-# litdata notes its default cache size at INFO once per dataset it opens, i.e. once per part of every split
-logging.getLogger("litdata.utilities.format").setLevel(logging.WARNING)
+# litdata logs two INFO notes (how it reads, its cache size) for every dataset it opens, i.e. every part of a split
+logging.getLogger("litdata").setLevel(logging.WARNING)
 MANIFEST = "aaconv_shards.json"
 URL_SCHEMES = ("s3://", "gs://", "azure://", "hf://", "r2://", "local:")
 REWRITE = "rewrite them with python scripts/make_shards.py"

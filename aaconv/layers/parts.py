@@ -21,10 +21,8 @@ A part says
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 import numbers
-import pkgutil
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from types import UnionType
 from typing import Any, Literal, Protocol
 
 from torch import Tensor, nn
+
+from aaconv.utils.plugins import PackageRegistry
 
 Slot = Literal["conv", "wrap", "post"]
 SLOTS: tuple[Slot, ...] = ("conv", "wrap", "post")  # the canonical order of a variant's parts
@@ -190,35 +190,21 @@ class AttentionPart:
     drawing: Drawing | None = None
 
 
-_PARTS: dict[str, AttentionPart] = {}
-_LOADED = False
+_PARTS: PackageRegistry[AttentionPart] = PackageRegistry(__package__)
 
 
 def register_part(part: AttentionPart) -> AttentionPart:
     """Adds ``part`` to the registry (called once per part, by the module that defines it)."""
-    if part.name in _PARTS or part.name == "none" or "+" in part.name:
+    if part.name in _PARTS.entries or part.name == "none" or "+" in part.name:
         raise ValueError(f"attention part name {part.name!r} is taken or not a valid name")
     if part.slot not in SLOTS:
         raise ValueError(f"attention part {part.name!r}: slot must be one of {SLOTS}, got {part.slot!r}")
-    _PARTS[part.name] = part
-    return part
-
-
-def _load_parts() -> None:
-    """Imports every module of aaconv.layers once, so each part file has registered its part."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{module.name}")
+    return _PARTS.add(part.name, part)
 
 
 def parts() -> dict[str, AttentionPart]:
     """Every registered part, by name, in registration order."""
-    _load_parts()
-    return dict(_PARTS)
+    return _PARTS.read()
 
 
 def get_part(name: str) -> AttentionPart:

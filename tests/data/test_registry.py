@@ -29,7 +29,7 @@ BUILTIN_CONFIGS = [name for name, data in DATA_CONFIGS.items() if data.get("gene
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The registry as it is, restored after the test (which may register formats of its own)."""
-    monkeypatch.setattr(registry, "_FORMATS", dict(formats()))
+    monkeypatch.setattr(registry._FORMATS, "entries", dict(formats()))
     yield
 
 

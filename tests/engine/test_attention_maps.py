@@ -263,7 +263,7 @@ def test_a_new_parts_layers_are_found_and_read_with_no_edit_in_the_engine(monkey
         modules=(Probe,),
         drawing=Drawing(kind="probe", read=read_probe, together=True),
     )
-    monkeypatch.setitem(_PARTS, "probe", probe)
+    monkeypatch.setitem(_PARTS.entries, "probe", probe)
     model = nn.Sequential(SqueezeExcite(4, reduction=2), Probe(4))
     assert am.attention_layers(model) == {"0": "gate", "1": "probe"}
     assert list(am.drawings())[-1] == "probe"

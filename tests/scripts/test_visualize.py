@@ -215,7 +215,7 @@ def test_a_kind_without_its_own_picture_is_drawn_from_its_numbers(monkeypatch):
     parts()
     drawing = Drawing(kind="scale", read=read)
     part = AttentionPart("scale", "post", PartOptions, lambda options: Scale, (Scale,), drawing=drawing)
-    monkeypatch.setitem(_PARTS, "scale", part)
+    monkeypatch.setitem(_PARTS.entries, "scale", part)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), Scale(4))
     x = torch.randn(1, 3, 6, 5)
     fig = visualize.draw(visualize.pyplot(), model, x, torch.rand(3, 6, 5), "scale", ["1"], None)
