@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import TensorDataset
 
 from aaconv.data import registry
@@ -17,12 +16,9 @@ from aaconv.data.registry import DataFormat, DataSplits, build_data, data_format
 from aaconv.errors import ConfigError, DataError
 from aaconv.tasks.classification import ClassificationTask
 from aaconv.tasks.detection import DetectionTask
-from helpers.config import CONFIGS, REPO, TINY_SHAPES, compose_config
+from helpers.config import REPO, TINY_SHAPES, data_configs
 
-DATA_CONFIGS = {
-    path.stem: OmegaConf.to_container(compose_config(f"data={path.stem}").data)
-    for path in sorted((CONFIGS / "data").glob("*.yaml"))
-}
+DATA_CONFIGS = data_configs()
 BUILTIN_CONFIGS = [name for name, data in DATA_CONFIGS.items() if data.get("generate")]
 
 

@@ -34,3 +34,13 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """The config `python train.py <overrides>` would run with (no Hydra runtime section)."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
+
+
+def data_configs() -> dict[str, dict]:
+    """The composed `data` group of every configs/data/*.yaml, by option name (plain dicts, unresolved)."""
+    from omegaconf import OmegaConf
+
+    return {
+        path.stem: OmegaConf.to_container(compose_config(f"data={path.stem}").data)
+        for path in sorted((CONFIGS / "data").glob("*.yaml"))
+    }
