@@ -8,15 +8,18 @@ from typing import Any
 
 from timm.data import create_transform
 
+from aaconv.data.draft import with_draft
+
 
 def classification_transform(image_size: int, train: bool, options: Mapping[str, Any]) -> Callable:
-    """timm's `create_transform` for one split.
+    """timm's `create_transform` for one split, its first stage decoding JPEGs at reduced scale when it can
+    (`aaconv.data.draft`: same crops, images opened by `aaconv.data.draft.open_rgb`).
 
     Train: RandomResizedCrop(scale, ratio) + flip + optional ColorJitter / RandAugment (`auto_augment`,
     e.g. "rand-m9-mstd0.5") / random erasing (`re_prob`). Eval: resize to image_size / crop_pct, then
     center crop. `options` are create_transform's keywords (see configs/data/*.yaml).
     """
-    return create_transform(image_size, is_training=train, **options)
+    return with_draft(create_transform(image_size, is_training=train, **options))
 
 
 def eval_transform(data: Mapping[str, Any]) -> Callable:
