@@ -475,7 +475,8 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list
     cfg = compose_config(["~experiment", f"data={args.data}", *args.set])
     data = OmegaConf.to_container(cfg.data, resolve=True)  # a missing root stays "???"
     if args.synthetic_jpeg:
-        data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train", val_split="val")
+        root = synthetic_jpegs(args.synthetic_jpeg)
+        data.update(root=str(root), generate=None, train_split="train", val_split="val", num_classes=10)
     elif args.data_root:
         data["root"] = args.data_root
     if data.get("root") in (None, "???"):
@@ -499,7 +500,7 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list
     print(
         "\n| input | pipeline | aaconv img/s | timm img/s | aaconv / timm | spread aaconv, timm |\n|---|---|---|---|---|---|"
     )
-    per_worker = per_worker_rows(data, args.input, args.batch, args.repeats)
+    per_worker = per_worker_rows(data, args.input, args.batch, args.repeats, args.clock)
     return {"workers": rows, "per_worker": per_worker}
 
 
@@ -541,27 +542,29 @@ def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], An
 LOADER_INPUTS = {"folder": folder_loaders}
 
 
-def epoch_rate(loader: Any, batches: int | None = None) -> float:
-    """Images/s of one pass over ``loader`` (its first ``batches`` batches when given)."""
-    count, begin = 0, time.perf_counter()
+def epoch_rate(loader: Any, batches: int | None = None, clock: str = "wall") -> float:
+    """Images/s of one pass over ``loader`` (its first ``batches`` batches when given) on ``clock``."""
+    now = CLOCKS[clock]
+    count, begin = 0, now()
     for index, (images, _) in enumerate(loader):
         count += images.shape[0]
         if batches is not None and index + 1 == batches:
             break
-    return count / (time.perf_counter() - begin)
+    return count / (now() - begin)
 
 
-def per_worker_rows(data: dict[str, Any], kind: str, batch: int, repeats: int) -> list[dict[str, Any]]:
+def per_worker_rows(data: dict[str, Any], kind: str, batch: int, repeats: int, clock: str) -> list[dict[str, Any]]:
     """aaconv's training and evaluation loaders beside timm's on input ``kind``, one worker's work each (in-process
-    loading): after a one-batch warm-up, ``repeats`` rounds each time one epoch of every loader in turn;
-    images/s is the median round, the ratio aaconv's median over timm's."""
+    loading): after a one-batch warm-up, ``repeats`` rounds each time one epoch of every loader in turn on
+    ``clock`` (process: the CPU time of this process, one core's work with --threads 1); images/s is the median
+    round, the ratio aaconv's median over timm's."""
     loaders = LOADER_INPUTS[kind](data, batch)
     rounds: dict[tuple[str, str], list[float]] = {key: [] for key in loaders}
     for loader in loaders.values():
         epoch_rate(loader, batches=1)
     for _ in range(repeats):
         for key, loader in loaders.items():
-            rounds[key].append(epoch_rate(loader))
+            rounds[key].append(epoch_rate(loader, clock=clock))
     rows = []
     for pipeline in ("train", "val"):
         ours, timm = rounds[(pipeline, "aaconv")], rounds[(pipeline, "timm")]
