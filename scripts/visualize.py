@@ -90,19 +90,21 @@ def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch
         x = model.transform([to_tensor(image)])[0].tensors
         mean, std = (torch.as_tensor(v)[:, None, None] for v in (model.transform.image_mean, model.transform.image_std))
         return model.backbone, x, (x[0] * std + mean).clamp(0, 1)
-    data = run_cfg.data
+    data = OmegaConf.to_container(run_cfg.data)
     if data.get("format") == "cifar":
         from aaconv.data.cifar import cifar_transform
 
         transform = cifar_transform(False)
-    else:
-        from aaconv.data.transforms import eval_transform
+        x = transform(image)
+        norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
+        mean, std = torch.as_tensor(norm.mean)[:, None, None], torch.as_tensor(norm.std)[:, None, None]
+        return model, x[None], (x * std + mean).clamp(0, 1)
+    from aaconv.data.device_normalize import DeviceNormalize
+    from aaconv.data.transforms import eval_transform
 
-        transform = eval_transform(OmegaConf.to_container(data))
-    x = transform(image)
-    norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
-    mean, std = torch.as_tensor(norm.mean)[:, None, None], torch.as_tensor(norm.std)[:, None, None]
-    return model, x[None], (x * std + mean).clamp(0, 1)
+    pixels = eval_transform(data)(image)  # (3, S, S) uint8
+    x = DeviceNormalize.from_options(data["transform"]["train"])(pixels[None], torch.device("cpu"))
+    return model, x, pixels.float() / 255
 
 
 def parse_query(text: str) -> tuple[int, int]:
