@@ -6,6 +6,8 @@
     python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
     python scripts/benchmark.py --models resnet50:aa --no-peers --grad-checkpointing --modes train --batch 32
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
+    python scripts/benchmark.py --models --loader --synthetic-jpeg 320 --batch 32 --image-size 224 --threads 1 \
+        --device cpu --repeats 7 --clock process    # one worker beside timm (docs/performance.md)
     python scripts/benchmark.py --models resnet50:none resnet50:aa --image-size 256 \
         --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
 
@@ -38,7 +40,9 @@ overrides a key in the models whose config has it.
   ``set_grad_checkpointing()`` on (every backbone block recomputed in backward), against the model without it:
   the ratio columns give its speed and its peak training memory over the plain model's.
 - ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
-  (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
+  (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given; then (unless ``--no-peers``)
+  one worker's images/s of aaconv's training and evaluation pipelines beside timm's ``create_loader`` on the same
+  files (``--input``: folder), loaded in-process, ``--repeats`` interleaved epochs on ``--clock``, with ratios.
 """
 
 from __future__ import annotations
@@ -468,8 +472,8 @@ def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
 
 
 def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list[dict[str, Any]]]:
-    """Images/s of the training loader alone for every (decode, workers) pair, then the per-worker comparison
-    with timm (``per_worker_rows``)."""
+    """Images/s of the training loader alone for every (decode, workers) pair, then, unless ``--no-peers``, the
+    per-worker comparison with timm (``per_worker_rows``)."""
     from aaconv.data.gpu_decode import loader_throughput
 
     cfg = compose_config(["~experiment", f"data={args.data}", *args.set])
@@ -497,11 +501,11 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list
             )
             rows.append({"decode": decode, "workers": workers, "images_per_s": rate})
             print(f"| {decode} | {workers} | {rate:.1f} |", flush=True)
-    print(
-        "\n| input | pipeline | aaconv img/s | timm img/s | aaconv / timm | spread aaconv, timm |\n|---|---|---|---|---|---|"
-    )
-    per_worker = per_worker_rows(data, args.input, args.batch, args.repeats, args.clock)
-    return {"workers": rows, "per_worker": per_worker}
+    if not args.peers:
+        return {"workers": rows}
+    print("\n| input | pipeline | aaconv img/s | timm img/s | aaconv / timm | spread aaconv, timm |")
+    print("|---|---|---|---|---|---|")
+    return {"workers": rows, "per_worker": per_worker_rows(data, args.input, args.batch, args.repeats, args.clock)}
 
 
 def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
