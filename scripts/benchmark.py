@@ -7,7 +7,7 @@
     python scripts/benchmark.py --models resnet50:aa --no-peers --grad-checkpointing --modes train --batch 32
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
     python scripts/benchmark.py --models --loader --synthetic-jpeg 320 --batch 32 --image-size 224 --threads 1 \
-        --device cpu --repeats 7 --clock process    # one worker beside timm (docs/performance.md)
+        --device cpu --repeats 7 --clock process --loader-batches 4  # one worker beside timm (docs/performance.md)
     python scripts/benchmark.py --models resnet50:none resnet50:aa --image-size 256 \
         --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
 
