@@ -6,6 +6,8 @@
     python scripts/benchmark.py --task retinanet --models resnet50:none resnet50:aa --image-size 512 --batch 2
     python scripts/benchmark.py --models resnet50:aa --no-peers --grad-checkpointing --modes train --batch 32
     python scripts/benchmark.py --loader --data imagenet --data-root /data/imagenet --workers 4 8 --decode pil gpu
+    python scripts/benchmark.py --models --loader --synthetic-jpeg 320 --batch 32 --image-size 224 --threads 1 \
+        --device cpu --repeats 7 --clock process --loader-batches 4  # one worker beside timm (docs/performance.md)
     python scripts/benchmark.py --models resnet50:none resnet50:aa --image-size 256 \
         --peers botnet26t_256 halonet26t lambda_resnet26t     # what a timm user would pick instead of AA
 
@@ -38,7 +40,9 @@ overrides a key in the models whose config has it.
   ``set_grad_checkpointing()`` on (every backbone block recomputed in backward), against the model without it:
   the ratio columns give its speed and its peak training memory over the plain model's.
 - ``--loader``: images/s of the ImageNet training loader alone (``--workers``), PIL decode or ``--decode gpu``
-  (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given.
+  (aaconv.data.gpu_decode), beside the training throughput of ``--models`` if given; then (unless ``--no-peers``)
+  one worker's images/s of aaconv's training and evaluation pipelines beside timm's ``create_loader`` on the same
+  files (``--input``: folder), loaded in-process, ``--repeats`` interleaved epochs on ``--clock``, with ratios.
 """
 
 from __future__ import annotations
@@ -467,19 +471,23 @@ def markdown(rows: list[dict[str, Any]], modes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """Images/s of the training loader alone for every (decode, workers) pair."""
+def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list[dict[str, Any]]]:
+    """Images/s of the training loader alone for every (decode, workers) pair, then, unless ``--no-peers``, the
+    per-worker comparison with timm (``per_worker_rows``)."""
     from aaconv.data.gpu_decode import loader_throughput
 
     cfg = compose_config(["~experiment", f"data={args.data}", *args.set])
     data = OmegaConf.to_container(cfg.data, resolve=True)  # a missing root stays "???"
     if args.synthetic_jpeg:
-        data.update(root=str(synthetic_jpegs(args.synthetic_jpeg)), generate=None, train_split="train")
+        root = synthetic_jpegs(args.synthetic_jpeg)
+        data.update(root=str(root), generate=None, train_split="train", val_split="val", num_classes=10)
     elif args.data_root:
         data["root"] = args.data_root
     if data.get("root") in (None, "???"):
         raise ConfigError(f"--loader with --data {args.data} needs --data-root DIR (or --synthetic-jpeg N)")
+    data["image_size"] = args.image_size[0]
     rows = []
+    print("| decode | workers | images/s |\n|---|---|---|")
     for decode in args.decode:
         for workers in args.workers:
             rate = loader_throughput(
@@ -493,23 +501,120 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str,
             )
             rows.append({"decode": decode, "workers": workers, "images_per_s": rate})
             print(f"| {decode} | {workers} | {rate:.1f} |", flush=True)
+    if not args.peers:
+        return {"workers": rows}
+    print("\n| input | pipeline | aaconv img/s | timm img/s | aaconv / timm | spread aaconv, timm |")
+    print("|---|---|---|---|---|---|")
+    return {"workers": rows, "per_worker": per_worker_rows(data, args.input, args.batch, args.repeats, args.clock)}
+
+
+def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
+    """{(pipeline, side): loader} over the ImageFolder splits of ``data``, each loading in-process (what one worker
+    does per batch). aaconv: ``ClassificationTask``'s datasets in the training / evaluation loaders of
+    aaconv.engine.loaders. timm: ``create_dataset`` + ``create_loader`` with the same recipe and timm train.py's
+    prefetcher (workers return uint8 batches; the normalisation it does on the device is not timed)."""
+    from timm.data import create_dataset, create_loader
+
+    from aaconv.data import dataset_root
+    from aaconv.engine.loaders import build_eval_loader, build_train_loader
+    from aaconv.tasks.classification import ClassificationTask
+
+    one = {**data, "workers": 0, "decode": "cpu"}
+    task = ClassificationTask(backbone={}, attention={}, data=one)
+    train, val = task.build_datasets()
+    shard = {"batch_size": batch, "data": one, "collate_fn": task.collate_fn, "rank": 0, "world_size": 1}
+    root, size = dataset_root(data, "imagefolder"), data["image_size"]
+    common = {
+        "input_size": (3, size, size),
+        "batch_size": batch,
+        "num_workers": 0,
+        "persistent_workers": False,
+        "use_prefetcher": True,
+        "device": torch.device("cpu"),
+    }
+    timm_train = create_dataset("", root=str(root / data["train_split"]), is_training=True)
+    timm_val = create_dataset("", root=str(root / data["val_split"]))
+    eval_options = {"crop_pct": data["crop_pct"], **data["transform"]["eval"]}
+    return {
+        ("train", "aaconv"): build_train_loader(train, **shard, seed=0)[0],
+        ("train", "timm"): create_loader(timm_train, is_training=True, **common, **data["transform"]["train"]).loader,
+        ("val", "aaconv"): build_eval_loader(val, **shard),
+        ("val", "timm"): create_loader(timm_val, is_training=False, **common, **eval_options).loader,
+    }
+
+
+LOADER_INPUTS = {"folder": folder_loaders}
+
+
+def epoch_rate(loader: Any, batches: int | None = None, clock: str = "wall") -> float:
+    """Images/s of one pass over ``loader`` (its first ``batches`` batches when given) on ``clock``."""
+    now = CLOCKS[clock]
+    count, begin = 0, now()
+    for index, (images, _) in enumerate(loader):
+        count += images.shape[0]
+        if batches is not None and index + 1 == batches:
+            break
+    return count / (now() - begin)
+
+
+def per_worker_rows(data: dict[str, Any], kind: str, batch: int, repeats: int, clock: str) -> list[dict[str, Any]]:
+    """aaconv's training and evaluation loaders beside timm's on input ``kind``, one worker's work each (in-process
+    loading): after a one-batch warm-up, ``repeats`` rounds each time one epoch of every loader in turn on
+    ``clock`` (process: the CPU time of this process, one core's work with --threads 1); images/s is the median
+    round, the ratio aaconv's median over timm's."""
+    loaders = LOADER_INPUTS[kind](data, batch)
+    rounds: dict[tuple[str, str], list[float]] = {key: [] for key in loaders}
+    for loader in loaders.values():
+        epoch_rate(loader, batches=1)
+    for _ in range(repeats):
+        for key, loader in loaders.items():
+            rounds[key].append(epoch_rate(loader, clock=clock))
+    rows = []
+    for pipeline in ("train", "val"):
+        ours, timm = rounds[(pipeline, "aaconv")], rounds[(pipeline, "timm")]
+        row = {
+            "input": kind,
+            "pipeline": pipeline,
+            "aaconv_images_per_s": statistics.median(ours),
+            "timm_images_per_s": statistics.median(timm),
+            "aaconv_rounds": ours,
+            "timm_rounds": timm,
+        }
+        row["ratio"] = row["aaconv_images_per_s"] / row["timm_images_per_s"]
+        spreads = [(max(r) - min(r)) / statistics.median(r) for r in (ours, timm)]
+        print(
+            f"| {kind} | {pipeline} | {row['aaconv_images_per_s']:.1f} | {row['timm_images_per_s']:.1f} | "
+            f"{row['ratio']:.2f}x | {100 * spreads[0]:.0f}%, {100 * spreads[1]:.0f}% |",
+            flush=True,
+        )
+        rows.append(row)
     return rows
 
 
 def synthetic_jpegs(count: int, folder: Path = Path("/tmp/aaconv-synthetic-jpeg")) -> Path:
-    """``count`` ImageNet-like JPEGs (500x375, quality 90, smooth random content) in ``folder/train/<class>/``."""
+    """``count`` ImageNet-like JPEGs in ``folder/train/<class>/`` and ``count // 2`` in ``folder/val/<class>/``
+    (10 classes, quality 90): 500x375, every tenth 2000x1500; natural-image-like content, noise at three scales
+    upsampled and blended (a spectrum falling with frequency)."""
     import numpy as np
     from PIL import Image
 
-    done = folder / f"train/.{count}"
+    folder = folder / f"{count}-large10"
+    done = folder / ".done"
     if not done.exists():
         rng = np.random.default_rng(0)
-        for index in range(count):
-            small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # upsampled: natural-image-like spectra
-            image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
-            path = folder / "train" / f"c{index % 10}" / f"{index}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path, quality=90)
+        for split, number in (("train", count), ("val", count // 2)):
+            for index in range(number):
+                width, height = (2000, 1500) if index % 10 == 9 else (500, 375)
+                layers = [
+                    Image.fromarray(rng.integers(0, 256, (height // cell, width // cell, 3), dtype=np.uint8)).resize(
+                        (width, height), Image.BICUBIC
+                    )
+                    for cell in (60, 12, 3)
+                ]
+                image = Image.blend(Image.blend(layers[0], layers[1], 0.35), layers[2], 0.15)
+                path = folder / split / f"c{index % 10}" / f"{index}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path, quality=90)
         done.touch()
     return folder
 
@@ -592,7 +697,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="--loader on N generated 500x375 JPEGs instead of --data-root",
+        help="--loader on N generated JPEGs (500x375, every tenth 2000x1500; N / 2 more for val) instead of --data-root",
+    )
+    parser.add_argument(
+        "--input", default="folder", choices=tuple(LOADER_INPUTS), help="--loader's input for the timm comparison"
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
     parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")
@@ -631,7 +739,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.loader:
         print(f"# loader: data={args.data}, batch {args.batch}, {size} px\n")
-        print("| decode | workers | images/s |\n|---|---|---|")
         result["loader"] = run_loader(args, device)
     if args.models:
         rows = [summarize(e, args.batch, meta_flops(e, args)) for e in run_models(args, device)]

@@ -2,8 +2,9 @@
 
     python scripts/check_data.py ROOT [--layout imagefolder|coco] [--workers N]
 
-imagefolder: decodes every image file under ROOT (all splits, e.g. ROOT/train/<class>/*.JPEG) the way the
-training loader does (aaconv.data.imagefolder.load_rgb), and names the class folders that are in one split only
+imagefolder: decodes every image file under ROOT (all splits, e.g. ROOT/train/<class>/*.JPEG) in full as RGB
+(aaconv.data.imagefolder.load_rgb; the training loader may decode a JPEG at a reduced scale, from the same
+bytes), and names the class folders that are in one split only
 (each split compared with ROOT/train, or the first split: aaconv.data.imagefolder.class_mismatch).
 coco: for each ROOT/annotations/instances_<split>.json, decodes every image it lists from ROOT/<split>/ and
 checks its size against the file, and lists every entry training would refuse

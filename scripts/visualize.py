@@ -39,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 
 from aaconv.data import data_format
+from aaconv.data.device_normalize import DeviceNormalize
 from aaconv.engine import attention_maps as am
 from aaconv.errors import ConfigError, DataError, exit_on_user_error, first_line
 from aaconv.utils.cli import positive_int
@@ -94,7 +95,10 @@ def model_input(model: torch.nn.Module, run_cfg: Any, path: Path) -> tuple[torch
     data = OmegaConf.to_container(run_cfg.data)
     transform = data_format(data, "classification").eval_transform(data)
     x = transform(image)
-    norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))
+    if x.dtype == torch.uint8:  # the ImageNet pipelines end in uint8 and are normalised on the device
+        normalized = DeviceNormalize.from_options(data["transform"]["train"])(x[None], torch.device("cpu"))
+        return model, normalized, x.float() / 255
+    norm = next(t for t in transform.transforms if hasattr(t, "mean") and hasattr(t, "std"))  # CIFAR's
     mean, std = torch.as_tensor(norm.mean)[:, None, None], torch.as_tensor(norm.std)[:, None, None]
     return model, x[None], (x * std + mean).clamp(0, 1)
 

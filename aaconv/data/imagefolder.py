@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
 from aaconv.data.builtin import dataset_root
+from aaconv.data.draft import open_rgb
 from aaconv.data.registry import DataFormat, DataSplits, register_format
 from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.errors import DataError
@@ -55,7 +56,19 @@ def check_split_dir(root: str | Path, split: str) -> Path:
     return split_dir
 
 
-class SkippingImageFolder(ImageFolder):
+class RGBImageFolder(ImageFolder):
+    """An ImageFolder of images opened by `open_rgb` (JPEGs decoded by the transform, at the scale it picks)
+    whose undecodable images raise an error that names the file."""
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return super().__getitem__(index)
+        except OSError as e:
+            path = self.samples[index][0]
+            raise DataError(f"cannot decode image {path} ({e}); delete or re-download that file") from e
+
+
+class SkippingImageFolder(RGBImageFolder):
     """An ImageFolder whose unreadable images come out as None (logged with their path) instead of an error."""
 
     def __getitem__(self, index: int) -> Any:
@@ -76,9 +89,9 @@ def build_imagefolder(
     """An ImageFolder over root/split whose class count is checked against `num_classes`; with
     `skip_unreadable` an image that cannot be decoded is None instead of a DataError."""
     split_dir = check_split_dir(root, split)
-    folder = SkippingImageFolder if skip_unreadable else ImageFolder
+    folder = SkippingImageFolder if skip_unreadable else RGBImageFolder
     try:
-        dataset = folder(str(split_dir), transform=transform, loader=load_rgb)
+        dataset = folder(str(split_dir), transform=transform, loader=open_rgb)
     except FileNotFoundError as e:
         raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
     if num_classes is not None:

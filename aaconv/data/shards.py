@@ -11,7 +11,8 @@ Layout (scripts/make_shards.py writes it; aaconv/data/shard_writer.py):
 ``local:<folder>``, which reads a folder through litdata's download cache as a bucket would be read). Chunks of a
 URL are downloaded into `data.cache_dir` (null: litdata's default, ~/.lightning/chunks) as samples need them.
 
-Samples keep the source's encoded image bytes (no re-encode) and are decoded as the folder path decodes a file;
+Samples keep the source's encoded image bytes (no re-encode) and are opened as the folder path opens a file
+(aaconv.data.draft: a JPEG decoded by the transform, at the scale its crop allows);
 the transforms are the folder path's, so a split read from shards gives what its folder gives, sample for sample
 (the writer keeps the folder's order).
 """
@@ -33,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from aaconv.data.coco import detection_sample, load_coco
+from aaconv.data.draft import open_rgb
 from aaconv.errors import ConfigError, DataError
 
 log = logging.getLogger("aaconv")
@@ -181,7 +183,7 @@ class ShardImages(Dataset):
 
     Args:
         samples: the split.
-        transform: applied to the decoded PIL image (the folder path's transforms).
+        transform: applied to the image `open_rgb` opens (the folder path's transforms, which decode it).
         skip_unreadable: an image that cannot be decoded is None (logged) instead of a DataError.
         encoded: samples are (uint8 tensor of the encoded bytes, label) for aaconv.data.gpu_decode instead.
     """
@@ -200,14 +202,15 @@ class ShardImages(Dataset):
         data, label = bytes(sample["image"]), int(sample["label"])
         if self.encoded:
             return torch.frombuffer(bytearray(data), dtype=torch.uint8), label
-        try:
-            image = decode_rgb(data, sample["name"])
-        except DataError as e:
+        try:  # a JPEG is decoded inside the transform, at the scale its crop allows (aaconv.data.draft)
+            image = open_rgb(io.BytesIO(data))
+            return (self.transform(image) if self.transform else image), label
+        except OSError as e:
+            error = DataError(f"cannot decode image {sample['name']} in the shards ({e}); fix the source and {REWRITE}")
             if not self.skip_unreadable:
-                raise
-            log.warning("skipped: %s", e)
+                raise error from e
+            log.warning("skipped: %s", error)
             return None
-        return (self.transform(image) if self.transform else image), label
 
 
 class ShardDetection(Dataset):

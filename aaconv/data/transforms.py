@@ -8,15 +8,22 @@ from typing import Any
 
 from timm.data import create_transform
 
+from aaconv.data.device_normalize import uint8_output
+from aaconv.data.draft import with_draft
+
 
 def classification_transform(image_size: int, train: bool, options: Mapping[str, Any]) -> Callable:
-    """timm's `create_transform` for one split.
+    """timm's `create_transform` for one split, its first stage decoding JPEGs at reduced scale when it can
+    (`aaconv.data.draft`: same crops, images opened by `aaconv.data.draft.open_rgb`).
 
     Train: RandomResizedCrop(scale, ratio) + flip + optional ColorJitter / RandAugment (`auto_augment`,
     e.g. "rand-m9-mstd0.5") / random erasing (`re_prob`). Eval: resize to image_size / crop_pct, then
-    center crop. `options` are create_transform's keywords (see configs/data/*.yaml).
+    center crop. `options` are create_transform's keywords (see configs/data/*.yaml). The output is a (3, S, S)
+    uint8 tensor, normalised on the device (`aaconv.data.device_normalize`), or with random erasing a normalised
+    float32 one (erasing fills normalised values).
     """
-    return create_transform(image_size, is_training=train, **options)
+    prefetch = uint8_output(options)
+    return with_draft(create_transform(image_size, is_training=train, use_prefetcher=prefetch, **options))
 
 
 def eval_transform(data: Mapping[str, Any]) -> Callable:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aaconv.data.device_normalize import DeviceNormalize
 from aaconv.engine.callbacks import Callback
 from aaconv.errors import ConfigError
 from aaconv.layers import VARIANTS, parts
@@ -222,7 +223,8 @@ def log_attention_images(logger: Any, model: nn.Module, dataset: Any, step: int,
         )
         return
     device = next(model.parameters()).device
-    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))]).to(device)
+    images = torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
+    images = DeviceNormalize()(images, device)  # uint8 samples (ImageFolder's) normalised, float ones only moved
     logger.log_images({f"attention/{layers[0]}": attention_image_grid(model, images, layers[0])}, step)
 
 

@@ -25,12 +25,14 @@ from aaconv.errors import ConfigError
 
 @contextmanager
 def seeded_rng(seed: int) -> Iterator[None]:
-    """Seeds Python's, NumPy's and torch's CPU generators for the block, then puts their states back."""
+    """Seeds Python's, NumPy's and torch's CPU generators for the block, then puts their states back (the CPU
+    generator alone: `torch.manual_seed` would also queue a seed for every CUDA device, with a stack trace each
+    time CUDA is not initialised yet, as in a loader worker: 0.1 ms per sample or more)."""
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from aaconv.data import build_data
+from aaconv.data.device_normalize import DeviceNormalize
 from aaconv.data.gpu_decode import GpuDecode
 from aaconv.errors import ConfigError
 from aaconv.models import backbone_options, create_model
@@ -60,6 +61,7 @@ class ClassificationTask:
         self.attention = dict(attention)
         self.data = data
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.normalize = DeviceNormalize.from_options((data.get("transform") or {}).get("train") or {})
         self.gpu_decode = None
         if data.get("decode", "cpu") == "gpu":  # training images decoded and augmented on the device
             if data.get("skip_unreadable", False):
@@ -101,7 +103,7 @@ class ClassificationTask:
     def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, int]:
         if self.gpu_decode is not None:
             batch = (self.gpu_decode(batch[0], device), batch[1])
-        images, targets = (t.to(device, non_blocking=True) for t in batch)
+        images, targets = self.normalize(batch[0], device), batch[1].to(device, non_blocking=True)
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
         return self.criterion(model(images), targets), images.shape[0]
@@ -116,7 +118,7 @@ class ClassificationTask:
         model.eval()
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1 hits, top5 hits, loss sum, count
         for images, targets in loader:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            images, targets = self.normalize(images, device), targets.to(device, non_blocking=True)
             logits = model(images).float()
             sums[:2] += topk_correct(logits, targets)
             sums[2] += nn.functional.cross_entropy(logits, targets, reduction="sum")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from aaconv.data import SkipUnreadable
 from aaconv.data.imagefolder import build_imagefolder
+from aaconv.data.transforms import classification_transform
 from aaconv.engine.trainer import Trainer
 from aaconv.errors import DataError, exit_on_user_error
 from aaconv.tasks import build_task
@@ -133,6 +134,19 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     dataset = build_imagefolder(tmp_path, "train", transform=None)
     index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("broken.png")][0]
     with pytest.raises(DataError, match=r"cannot decode image .*broken.png.*delete or re-download"):
+        dataset[index]
+
+
+def test_truncated_jpeg_decoded_by_the_transform_names_the_file(tmp_path: Path) -> None:
+    """A JPEG is decoded by the transform (at the scale its crop allows), not by the loader: its decode error
+    still names the file."""
+    make_tree(tmp_path, {"a": 1})
+    bad = tmp_path / "train" / "a" / "truncated.jpg"
+    Image.radial_gradient("L").convert("RGB").resize((400, 300)).save(bad, quality=90)
+    bad.write_bytes(bad.read_bytes()[:2000])
+    dataset = build_imagefolder(tmp_path, "train", transform=classification_transform(32, True, {}))
+    index = [i for i, (path, _) in enumerate(dataset.samples) if path.endswith("truncated.jpg")][0]
+    with pytest.raises(DataError, match=r"cannot decode image .*truncated.jpg.*delete or re-download"):
         dataset[index]
 
 
