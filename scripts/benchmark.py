@@ -505,17 +505,15 @@ def run_loader(args: argparse.Namespace, device: torch.device) -> dict[str, list
         return {"workers": rows}
     print("\n| input | pipeline | aaconv img/s | timm img/s | aaconv / timm | spread aaconv, timm |")
     print("|---|---|---|---|---|---|")
-    return {"workers": rows, "per_worker": per_worker_rows(data, args.input, args.batch, args.repeats, args.clock)}
+    per_worker = [
+        row for kind in args.input for row in per_worker_rows(data, kind, args.batch, args.repeats, args.clock)
+    ]
+    return {"workers": rows, "per_worker": per_worker}
 
 
-def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
-    """{(pipeline, side): loader} over the ImageFolder splits of ``data``, each loading in-process (what one worker
-    does per batch). aaconv: ``ClassificationTask``'s datasets in the training / evaluation loaders of
-    aaconv.engine.loaders. timm: ``create_dataset`` + ``create_loader`` with the same recipe and timm train.py's
-    prefetcher (workers return uint8 batches; the normalisation it does on the device is not timed)."""
-    from timm.data import create_dataset, create_loader
-
-    from aaconv.data import dataset_root
+def aaconv_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
+    """{(pipeline, "aaconv"): loader}: ``ClassificationTask``'s datasets of ``data`` (any registered format) in the
+    training / evaluation loaders of aaconv.engine.loaders, loading in-process (what one worker does per batch)."""
     from aaconv.engine.loaders import build_eval_loader, build_train_loader
     from aaconv.tasks.classification import ClassificationTask
 
@@ -523,6 +521,20 @@ def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], An
     task = ClassificationTask(backbone={}, attention={}, data=one)
     train, val = task.build_datasets()
     shard = {"batch_size": batch, "data": one, "collate_fn": task.collate_fn, "rank": 0, "world_size": 1}
+    return {
+        ("train", "aaconv"): build_train_loader(train, **shard, seed=0)[0],
+        ("val", "aaconv"): build_eval_loader(val, **shard),
+    }
+
+
+def timm_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
+    """{(pipeline, "timm"): loader}: timm's ``create_dataset`` + ``create_loader`` over the ImageFolder splits of
+    ``data`` with the same recipe and timm train.py's prefetcher (workers return uint8 batches; the normalisation it
+    does on the device is not timed), loading in-process."""
+    from timm.data import create_dataset, create_loader
+
+    from aaconv.data import dataset_root
+
     root, size = dataset_root(data, "imagefolder"), data["image_size"]
     common = {
         "input_size": (3, size, size),
@@ -536,14 +548,34 @@ def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], An
     timm_val = create_dataset("", root=str(root / data["val_split"]))
     eval_options = {"crop_pct": data["crop_pct"], **data["transform"]["eval"]}
     return {
-        ("train", "aaconv"): build_train_loader(train, **shard, seed=0)[0],
         ("train", "timm"): create_loader(timm_train, is_training=True, **common, **data["transform"]["train"]).loader,
-        ("val", "aaconv"): build_eval_loader(val, **shard),
         ("val", "timm"): create_loader(timm_val, is_training=False, **common, **eval_options).loader,
     }
 
 
-LOADER_INPUTS = {"folder": folder_loaders}
+def folder_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
+    """aaconv's and timm's loaders over the same ImageFolder tree."""
+    return {**aaconv_loaders(data, batch), **timm_loaders(data, batch)}
+
+
+def shard_loaders(data: dict[str, Any], batch: int) -> dict[tuple[str, str], Any]:
+    """aaconv reading the tree's images from shards (written once beside it by aaconv.data.shard_writer, one
+    part per split), timm reading the tree itself: its shard readers take other formats (wds, hfds, tfds)."""
+    from aaconv.data import dataset_root
+    from aaconv.data.shard_sources import imagefolder_source
+    from aaconv.data.shard_writer import write_shards
+    from aaconv.data.shards import MANIFEST
+
+    root = dataset_root(data, "imagefolder")
+    shards = root.parent / f"{root.name}-shards"
+    if not (shards / MANIFEST).is_file():
+        classes, splits = imagefolder_source(root, [data["train_split"], data["val_split"]])
+        write_shards(shards, kind="classification", classes=classes, splits=splits, source=str(root), progress=False)
+    from_shards = {**data, "format": "shards", "root": str(shards), "generate": None}
+    return {**aaconv_loaders(from_shards, batch), **timm_loaders(data, batch)}
+
+
+LOADER_INPUTS = {"folder": folder_loaders, "shards": shard_loaders}
 
 
 def epoch_rate(loader: Any, batches: int | None = None, clock: str = "wall") -> float:
@@ -700,7 +732,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--loader on N generated JPEGs (500x375, every tenth 2000x1500; N / 2 more for val) instead of --data-root",
     )
     parser.add_argument(
-        "--input", default="folder", choices=tuple(LOADER_INPUTS), help="--loader's input for the timm comparison"
+        "--input",
+        nargs="+",
+        default=["folder"],
+        choices=tuple(LOADER_INPUTS),
+        help="--loader's inputs for the timm comparison (shards: the folder converted once, read through litdata)",
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="--loader worker counts")
     parser.add_argument("--decode", nargs="+", default=["pil"], choices=("pil", "gpu"), help="--loader decoders")

@@ -12,9 +12,9 @@ Layout (scripts/make_shards.py writes it; aaconv/data/shard_writer.py):
 URL are downloaded into `data.cache_dir` (null: litdata's default, ~/.lightning/chunks) as samples need them.
 
 Samples keep the source's encoded image bytes (no re-encode) and are opened as the folder path opens a file
-(aaconv.data.draft: a JPEG decoded by the transform, at the scale its crop allows);
-the transforms are the folder path's, so a split read from shards gives what its folder gives, sample for sample
-(the writer keeps the folder's order).
+(aaconv.data.draft: a JPEG is decoded by the transform, at the scale its crop allows); the transforms are the
+folder path's, so a split read from shards gives what its folder gives, sample for sample (the writer keeps the
+folder's order).
 """
 
 from __future__ import annotations
@@ -78,14 +78,22 @@ def is_url(location: str) -> bool:
 def read_manifest(location: str) -> dict[str, Any]:
     """The manifest of the shards at `location` (downloaded first for a URL); DataError naming the fix."""
     if is_url(location):
-        return json.loads(_download(f"{location}/{MANIFEST}"))
-    path = Path(location) / MANIFEST
-    if not path.is_file():
-        found = sorted(p.name for p in Path(location).iterdir())[:5] if Path(location).is_dir() else "no folder"
-        raise DataError(
-            f"{path} not found ({found}): data.root must be a folder written by python scripts/make_shards.py"
-        )
-    return json.loads(path.read_text())
+        text, where = _download(f"{location}/{MANIFEST}"), f"{location}/{MANIFEST}"
+    else:
+        path = Path(location) / MANIFEST
+        if not path.is_file():
+            found = sorted(p.name for p in Path(location).iterdir())[:5] if Path(location).is_dir() else "no folder"
+            raise DataError(
+                f"{path} not found ({found}): data.root must be a folder written by python scripts/make_shards.py"
+            )
+        text, where = path.read_bytes(), str(path)
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{where} is not JSON ({e}); {REWRITE}") from e
+    if not isinstance(manifest, dict) or not {"kind", "classes", "splits"} <= manifest.keys():
+        raise DataError(f"{where} is not a shards manifest (kind, classes, splits); {REWRITE}")
+    return manifest
 
 
 def _download(url: str) -> bytes:

@@ -117,6 +117,12 @@ def test_a_missing_chunk_and_a_missing_manifest_are_named(tree_shards) -> None:
         ShardSplit(shard_location(shards), "val", read_manifest(shard_location(shards)))
     with pytest.raises(DataError, match=r"aaconv_shards.json not found .*written by python scripts/make_shards.py"):
         read_manifest(shard_location(shards / "train"))
+    (shards / MANIFEST).write_text('{"kind": "classification"')
+    with pytest.raises(DataError, match=r"aaconv_shards.json is not JSON \(.*\); rewrite them"):
+        read_manifest(shard_location(shards))
+    (shards / MANIFEST).write_text('{"kind": "classification"}')
+    with pytest.raises(DataError, match=r"aaconv_shards.json is not a shards manifest \(kind, classes, splits\)"):
+        read_manifest(shard_location(shards))
 
 
 @pytest.mark.parametrize(

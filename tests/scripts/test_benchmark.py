@@ -141,13 +141,16 @@ def test_loader_mode_on_the_shapes_set(data_cache):
             "2",
             "--repeats",
             "1",
+            "--input",
+            *benchmark.LOADER_INPUTS,
         ]
     )
     rows = result["loader"]["workers"]
     assert [(row["decode"], row["workers"]) for row in rows] == [("pil", 0), ("gpu", 0)]
     assert all(row["images_per_s"] > 0 for row in rows) and "models" not in result
     per_worker = result["loader"]["per_worker"]
-    assert [(row["input"], row["pipeline"]) for row in per_worker] == [("folder", "train"), ("folder", "val")]
+    pipelines = [(kind, pipeline) for kind in benchmark.LOADER_INPUTS for pipeline in ("train", "val")]
+    assert [(row["input"], row["pipeline"]) for row in per_worker] == pipelines
     for row in per_worker:
         assert len(row["aaconv_rounds"]) == len(row["timm_rounds"]) == 1
         assert row["ratio"] == pytest.approx(row["aaconv_images_per_s"] / row["timm_images_per_s"])
