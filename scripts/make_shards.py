@@ -13,8 +13,9 @@
 
 Images are stored as their source bytes (no re-encode), in parts of ``--part-size`` samples, each a litdata dataset
 of ``--chunk-bytes`` chunks. A progress bar counts images; an interrupted run resumes at its first unfinished part
-when rerun with the same arguments. The manifest (aaconv_shards.json) is written last, after a read-back check:
-every part's count, and ``--check-samples`` images per split decoded from the shards and from the source, equal.
+when rerun with the same arguments. The manifest (aaconv_shards.index.json) is written last,
+after a read-back check: every part's count, and ``--check-samples`` samples per split whose image bytes and fields
+equal the source's. A second conversion into a folder another one is writing is refused.
 Copy the finished folder to a bucket as it is (``aws s3 sync OUT s3://bucket/imagenet-shards``) and train with
 ``data.root=s3://bucket/imagenet-shards``.
 """

@@ -40,9 +40,9 @@ def builtin_shards(data: Mapping[str, Any], kind: str) -> Path:
         write_shards(staging, kind=kind, classes=classes, splits=splits, source=str(folder), progress=False)
         try:
             os.rename(staging, shards)
-        except OSError:
+        except OSError as e:
             if not (shards / MANIFEST).is_file():
-                raise
+                raise DataError(f"cannot write the built-in shards to {shards} ({e}); delete that folder") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return shards

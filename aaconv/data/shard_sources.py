@@ -11,6 +11,7 @@ samples are the source's encoded image bytes (never re-encoded) with their field
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from aaconv.data.coco import annotations_to_target, category_names, load_coco
-from aaconv.data.imagefolder import check_split_dir, class_mismatch
+from aaconv.data.imagefolder import LAYOUT_HINT, check_split_dir, class_mismatch
 from aaconv.data.shard_writer import SourceSplit
 from aaconv.errors import DataError
 
@@ -36,7 +37,10 @@ def imagefolder_source(root: Path, splits: list[str]) -> tuple[list[str], list[S
     classes, class_to_idx = find_classes(str(folders[0]))
     sources = []
     for split, folder in zip(splits, folders, strict=True):
-        files = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
+        try:
+            files = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as e:  # a class folder without images
+            raise DataError(f"{e}; {LAYOUT_HINT.format(split=split)}") from e
 
         def sample(index: int, files: list[tuple[str, int]] = files, folder: Path = folder) -> dict[str, Any]:
             path, label = files[index]
@@ -59,7 +63,7 @@ class ParquetRows:
         self.files = [pq.ParquetFile(f) for f in files]
         self.groups = [(f, g) for f in range(len(files)) for g in range(self.files[f].num_row_groups)]
         sizes = [self.files[f].metadata.row_group(g).num_rows for f, g in self.groups]
-        self.starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        self.starts = [0, *itertools.accumulate(sizes)]
         self.names = [str(f) for f in files]
         self.cached: tuple[int, list[dict[str, Any]]] | None = None
 
@@ -87,14 +91,18 @@ def parquet_label_names(path: Path) -> list[str] | None:
 
 def hf_parquet_source(root: Path) -> tuple[list[str], list[SourceSplit]]:
     """(label names, splits) of Hugging Face parquet files <root>/data/{train,validation}-*.parquet (or <root>/*)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     folder = root / "data" if (root / "data").is_dir() else root
-    sources, names = [], None
+    sources, names, labels = [], None, []
     for hf_split, split in HF_SPLITS.items():
         files = sorted(folder.glob(f"{hf_split}-*.parquet"))
         if not files:
             continue
         rows = ParquetRows(files)
         names = names or parquet_label_names(files[0])
+        labels += [pq.read_table(f, columns=["label"]).column("label") for f in files] if names is None else []
 
         def sample(index: int, rows: ParquetRows = rows) -> dict[str, Any]:
             file, row = rows.row(index)
@@ -109,9 +117,8 @@ def hf_parquet_source(root: Path) -> tuple[list[str], list[SourceSplit]]:
             f"no {' or '.join(f'{s}-*.parquet' for s in HF_SPLITS)} files in {folder}; point --hf-parquet at the "
             "folder of Hugging Face's imagenet-1k download (it holds data/train-00000-of-00257.parquet, ...)"
         )
-    if names is None:
-        largest = max(int(sources[0].sample(i)["label"]) for i in range(sources[0].count))
-        names = [str(i) for i in range(largest + 1)]
+    if names is None:  # no ClassLabel metadata: the labels' numbers, up to the largest of either split
+        names = [str(i) for i in range(max(pc.max(column).as_py() for column in labels) + 1)]
     return list(names), sources
 
 

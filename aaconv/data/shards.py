@@ -3,7 +3,7 @@ promises: every sample once per epoch across ranks and workers, exact mid-epoch 
 
 Layout (scripts/make_shards.py writes it; aaconv/data/shard_writer.py):
 
-    <root>/aaconv_shards.json                      the manifest: kind, label names, each split's parts and counts
+    <root>/aaconv_shards.index.json                the manifest: kind, label names, each split's fields, parts, counts
     <root>/<split>/part-00000/index.json           one litdata dataset per part (litdata's own index and chunks)
     <root>/<split>/part-00000/chunk-0-0.bin ...
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from aaconv.data.coco import detection_sample, load_coco
@@ -38,9 +38,9 @@ from aaconv.data.draft import open_rgb
 from aaconv.errors import ConfigError, DataError
 
 log = logging.getLogger("aaconv")
-# litdata logs two INFO notes (how it reads, its cache size) for every dataset it opens, i.e. every part of a split
-logging.getLogger("litdata").setLevel(logging.WARNING)
-MANIFEST = "aaconv_shards.json"
+# Named to end in index.json: litdata fetches such keys of a bucket without starting obstore's runtime, which in
+# the process that forks the loader workers would leave every worker without it.
+MANIFEST = "aaconv_shards.index.json"
 URL_SCHEMES = ("s3://", "gs://", "azure://", "hf://", "r2://", "local:")
 REWRITE = "rewrite them with python scripts/make_shards.py"
 
@@ -60,7 +60,9 @@ def shard_location(root: str | Path) -> str:
     scheme litdata opens unchanged; DataError for any other URL."""
     text = str(root)
     if text.startswith("file://"):
-        return str(Path(text.removeprefix("file://")).expanduser().resolve())
+        if not text.startswith("file:///"):
+            raise DataError(f"{text} names a host; a file:// URL of this machine is file:///<absolute path>")
+        return str(Path(text.removeprefix("file://")).resolve())
     if text.startswith(URL_SCHEMES):
         return text.rstrip("/")
     if "://" in text:
@@ -106,9 +108,11 @@ def _download(url: str) -> bytes:
         try:
             source = url.removeprefix("local:")
             get_downloader(url.rsplit("/", 1)[0], folder, chunks=[]).download_file(source, str(target))
-            return target.read_bytes()
         except Exception as e:  # every downloader has its own errors; the user needs the URL and the cause
             raise DataError(f"cannot read {url} ({type(e).__name__}: {e}); check the URL and its credentials") from e
+        if not target.is_file():  # some downloaders pass over a missing file in silence
+            raise DataError(f"cannot read {url} (not found); check the URL and its credentials")
+        return target.read_bytes()
 
 
 def check_local_part(folder: Path) -> None:
@@ -139,10 +143,12 @@ class ShardSplit(Dataset):
 
     def __init__(self, location: str, split: str, manifest: dict[str, Any], cache_dir: str | None = None):
         streaming_dataset = import_litdata().StreamingDataset
+        # litdata logs two INFO notes (how it reads, its cache size) for every dataset it opens: every part here
+        logging.getLogger("litdata").setLevel(logging.WARNING)
         splits = manifest["splits"]
         if split not in splits:
             raise DataError(f"the shards at {location} have the splits {', '.join(splits)}, not {split!r}")
-        self.where = f"{location}/{split}"
+        self.where, self.fields = f"{location}/{split}", splits[split]["fields"]
         self.folders = [f"{self.where}/{name}" for name in splits[split]["parts"]]
         self.parts, self.offsets = [], [0]
         for folder, expected in zip(self.folders, splits[split]["part_samples"], strict=True):
@@ -171,23 +177,30 @@ class ShardSplit(Dataset):
         try:
             # A one-sample slice: litdata then reads whole chunks into its cache, where an int index of a URL reads
             # byte ranges on demand (which litdata 0.2.76 answers with empty bytes for local: URLs).
-            return self.parts[part][offset : offset + 1][0]
+            row = self.parts[part][offset : offset + 1][0]
+            return dict(zip(self.fields, row, strict=True))
         except Exception as e:  # litdata's errors for a damaged chunk vary (IndexError, RuntimeError, timeouts)
             raise DataError(
                 f"cannot read sample {offset} of {self.folders[part]} ({type(e).__name__}: {e}); {REWRITE}"
             ) from e
 
 
+def undecodable(name: str, error: Exception) -> DataError:
+    """The error for a sample whose image does not decode, named by its source file."""
+    return DataError(f"cannot decode image {name} in the shards ({error}); fix the source and {REWRITE}")
+
+
 def decode_rgb(data: bytes, name: str) -> Image.Image:
-    """Encoded image bytes as an RGB image, a decode failure named by the sample's source file."""
+    """Encoded image bytes as an RGB image, decoded in full."""
     try:
         return Image.open(io.BytesIO(data)).convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot decode image {name} in the shards ({e}); fix the source and {REWRITE}") from e
+    except OSError as e:
+        raise undecodable(name, e) from e
 
 
 class ShardImages(Dataset):
-    """(image, label) samples of a classification shard split: (transform(RGB image), label).
+    """(image, label) samples of a classification shard split: (transform(RGB image), label), the image as the
+    folder path gives it (ImageNet's pipelines: (3, S, S) uint8, normalised on the device; CIFAR-style: float).
 
     Args:
         samples: the split.
@@ -214,7 +227,7 @@ class ShardImages(Dataset):
             image = open_rgb(io.BytesIO(data))
             return (self.transform(image) if self.transform else image), label
         except OSError as e:
-            error = DataError(f"cannot decode image {sample['name']} in the shards ({e}); fix the source and {REWRITE}")
+            error = undecodable(sample["name"], e)
             if not self.skip_unreadable:
                 raise error from e
             log.warning("skipped: %s", error)
@@ -222,8 +235,9 @@ class ShardImages(Dataset):
 
 
 class ShardDetection(Dataset):
-    """(image, target) samples of a COCO shard split, as aaconv.data.coco.CocoDetection gives them: training keeps
-    the images with a box (the manifest counts them), validation every image.
+    """(image, target) samples of a COCO shard split, as aaconv.data.coco.CocoDetection gives them: image (3, H, W)
+    float in [0, 1], target {boxes (N, 4) xyxy, labels (N,), image_id}. Training keeps the images with a box (the
+    manifest counts them), validation every image.
 
     Args:
         samples: the split.
@@ -247,6 +261,11 @@ class ShardDetection(Dataset):
         self.samples, self.train, self.hflip, self.skip_unreadable = samples, train, hflip, skip_unreadable
         self.sizes = summary["image_sizes"]
         self.indices = [i for i, n in enumerate(summary["boxes"]) if n or not train]
+        if not self.indices:
+            raise DataError(
+                f"{samples.where} has no image with a box ({len(self.sizes)} images): training needs images with a "
+                "non-crowd box of positive area"
+            )
         if annotation_file is not None:
             self.annotation_file, self.coco = annotation_file, load_coco(annotation_file)
             if set(self.coco.imgs) != set(summary["image_ids"]):

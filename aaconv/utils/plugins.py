@@ -29,8 +29,12 @@ class PackageRegistry(Generic[T]):
     def read(self) -> dict[str, T]:
         """Every entry, by name, in registration order (every module of the package imported first, once)."""
         if not self.loaded:
-            self.loaded = True
-            package = importlib.import_module(self.package)
-            for module in pkgutil.iter_modules(package.__path__):
-                importlib.import_module(f"{self.package}.{module.name}")
+            self.loaded = True  # set first: a module that reads the registry while it is imported sees it as is
+            try:
+                package = importlib.import_module(self.package)
+                for module in pkgutil.iter_modules(package.__path__):
+                    importlib.import_module(f"{self.package}.{module.name}")
+            except BaseException:
+                self.loaded = False  # the next read imports again and raises the same error, not a partial registry
+                raise
         return dict(self.entries)

@@ -1,5 +1,6 @@
-"""The shard formats in training: two processes see every sample once per epoch, and a run from shards stopped
-mid-epoch and resumed ends with the weights of an uninterrupted run from the folder."""
+"""The shard formats in training: two processes, each with two loader workers reading through litdata's download
+cache, see every sample once per epoch; a run from shards stopped mid-epoch and resumed ends with the weights of an
+uninterrupted run from the folder; the paper's ImageNet row trains from shards."""
 
 from __future__ import annotations
 
@@ -34,7 +35,17 @@ def test_two_processes_see_every_sample_once_per_epoch(tmp_path: Path) -> None:
     env = {**entry_env(), "PYTHONPATH": f"{REPO / 'tests'}:{REPO}"}
     ranks = [
         subprocess.Popen(
-            [sys.executable, "-m", "helpers.shard_epoch", str(tmp_path / "shards"), str(rank), "2", "2"],
+            # local: reads the folder through litdata's download cache, as a bucket, one cache for the node
+            [
+                sys.executable,
+                "-m",
+                "helpers.shard_epoch",
+                f"local:{tmp_path / 'shards'}",
+                str(rank),
+                "2",
+                "2",
+                str(tmp_path / "cache"),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -52,6 +63,7 @@ def test_two_processes_see_every_sample_once_per_epoch(tmp_path: Path) -> None:
         assert [len(ranks_epochs[epoch]) for ranks_epochs in seen] == [6, 6]
         assert sorted(seen[0][epoch] + seen[1][epoch]) == everything
     assert seen[0][0] != seen[0][1]  # a new order each epoch
+    assert list((tmp_path / "cache").rglob("chunk-*.bin"))  # the chunks came through the cache
 
 
 @pytest.mark.slow

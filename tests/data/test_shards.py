@@ -4,6 +4,7 @@ every bad input is one line naming the file and the fix."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from aaconv.data import build_data
 from aaconv.data.shard_sources import coco_source, imagefolder_source
-from aaconv.data.shard_writer import PENDING, SourceSplit, write_shards
+from aaconv.data.shard_writer import PENDING, SourceSplit, exclusive, write_shards
 from aaconv.data.shards import MANIFEST, ShardDetection, ShardImages, ShardSplit, read_manifest, shard_location
 from aaconv.engine.loaders import SeededSamples
 from aaconv.errors import DataError
@@ -115,13 +116,15 @@ def test_a_missing_chunk_and_a_missing_manifest_are_named(tree_shards) -> None:
     chunk.unlink()
     with pytest.raises(DataError, match=rf"shard {chunk} listed in .*index.json is missing"):
         ShardSplit(shard_location(shards), "val", read_manifest(shard_location(shards)))
-    with pytest.raises(DataError, match=r"aaconv_shards.json not found .*written by python scripts/make_shards.py"):
+    with pytest.raises(
+        DataError, match=r"aaconv_shards.index.json not found .*written by python scripts/make_shards.py"
+    ):
         read_manifest(shard_location(shards / "train"))
     (shards / MANIFEST).write_text('{"kind": "classification"')
-    with pytest.raises(DataError, match=r"aaconv_shards.json is not JSON \(.*\); rewrite them"):
+    with pytest.raises(DataError, match=r"aaconv_shards.index.json is not JSON \(.*\); rewrite them"):
         read_manifest(shard_location(shards))
     (shards / MANIFEST).write_text('{"kind": "classification"}')
-    with pytest.raises(DataError, match=r"aaconv_shards.json is not a shards manifest \(kind, classes, splits\)"):
+    with pytest.raises(DataError, match=r"aaconv_shards.index.json is not a shards manifest \(kind, classes, splits\)"):
         read_manifest(shard_location(shards))
 
 
@@ -129,7 +132,8 @@ def test_a_missing_chunk_and_a_missing_manifest_are_named(tree_shards) -> None:
     ("root", "message"),
     [
         ("ftp://host/shards", r"cannot open shards at ftp://host/shards: litdata reads s3://, gs://.*file://"),
-        ("local:/nowhere/shards", r"cannot read local:/nowhere/shards/aaconv_shards.json \(.*\); check the URL"),
+        ("local:/nowhere/shards", r"cannot read local:/nowhere/shards/aaconv_shards.index.json \(.*\); check the URL"),
+        ("file://host/shards", r"file://host/shards names a host; a file:// URL of this machine is file:///"),
     ],
 )
 def test_a_url_the_engine_cannot_open_is_one_line(root: str, message: str) -> None:
@@ -172,6 +176,47 @@ def test_conversion_resumes_at_its_first_unfinished_part(tmp_path: Path) -> None
     assert not list((tmp_path / "out" / "train").glob(".*.tmp"))  # the interrupted part's staging folder is gone
     with pytest.raises(DataError, match="already holds finished shards"):
         write_shards(tmp_path / "out", splits=[train], **options)
+
+
+def detection_shards(tmp_path: Path, sizes: list[tuple[int, int]], boxes: list[int]) -> ShardSplit:
+    """A val2017 split of one image per size, image i with id i + 1 and `boxes[i]` boxes."""
+
+    def sample(index: int) -> dict:
+        buffer = io.BytesIO()
+        Image.new("RGB", sizes[index], (index * 50, 0, 0)).save(buffer, "PNG")
+        box = {"bbox": [1, 1, 4, 4], "category_id": 1, "iscrowd": 0}
+        return {"name": f"{index}.png", "image": buffer.getvalue(), "image_id": index + 1,
+                "annotations": json.dumps([box] * boxes[index])}  # fmt: skip
+
+    split = SourceSplit("val2017", len(sizes), sample)
+    write_shards(tmp_path / "shards", kind="detection", classes=["__background__", "a"], splits=[split], source="t",
+                 progress=False)  # fmt: skip
+    location = shard_location(tmp_path / "shards")
+    return ShardSplit(location, "val2017", read_manifest(location))
+
+
+def test_detection_training_keeps_the_images_with_boxes_and_their_shapes(tmp_path: Path) -> None:
+    sizes, boxes = [(20, 10), (10, 20), (30, 10)], [1, 0, 2]
+    samples = detection_shards(tmp_path, sizes, boxes)
+    summary = {"image_ids": [1, 2, 3], "image_sizes": [list(s) for s in sizes], "boxes": boxes}
+    train = ShardDetection(samples, summary, train=True, hflip=0.0)
+    assert len(train) == 2 and train.aspect_ratios() == [2.0, 3.0]
+    image, target = train[1]  # the third image: the box-less second is left out
+    assert image.shape == (3, 10, 30) and int(target["image_id"]) == 3 and len(target["boxes"]) == 2
+    val = ShardDetection(samples, summary, train=False)
+    assert len(val) == 3 and val.aspect_ratios() == [2.0, 0.5, 3.0] and len(val[1][1]["boxes"]) == 0
+    with pytest.raises(DataError, match=r"val2017 has no image with a box \(3 images\): training needs"):
+        ShardDetection(samples, {**summary, "boxes": [0, 0, 0]}, train=True)
+
+
+def test_a_second_conversion_into_the_same_folder_is_refused(tree_shards, tmp_path: Path) -> None:
+    tree, _ = tree_shards
+    classes, splits = imagefolder_source(tree, ["val"])
+    (tmp_path / "out").mkdir()
+    with exclusive(tmp_path / "out"):  # another conversion holds the folder
+        with pytest.raises(DataError, match=r"another conversion is writing .*out; wait for it"):
+            write_shards(tmp_path / "out", kind="classification", classes=classes, splits=splits, source="t",
+                         progress=False)  # fmt: skip
 
 
 def test_a_coco_shard_without_annotations_is_named(tmp_path: Path) -> None:

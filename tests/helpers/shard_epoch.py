@@ -1,7 +1,7 @@
 """One rank's training epochs over shards, loaded as train.py loads them (aaconv's sampler, 2 loader workers):
 prints the names of the samples it saw in each epoch, as JSON (a list per epoch).
 
-    python -m helpers.shard_epoch SHARDS RANK WORLD_SIZE EPOCHS
+    python -m helpers.shard_epoch SHARDS RANK WORLD_SIZE EPOCHS CACHE_DIR
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ class SampleNames(Dataset):
         return self.split[index]["name"]
 
 
-def main(root: str, rank: int, world_size: int, epochs: int) -> list[list[str]]:
+def main(root: str, rank: int, world_size: int, epochs: int, cache_dir: str) -> list[list[str]]:
     location = shard_location(root)
-    names = SampleNames(ShardSplit(location, "train", read_manifest(location)))
+    names = SampleNames(ShardSplit(location, "train", read_manifest(location), cache_dir))
     loader, sampler, _ = build_train_loader(
         names, batch_size=2, data={"workers": 2}, collate_fn=None, rank=rank, world_size=world_size, seed=0
     )
@@ -42,4 +42,5 @@ def main(root: str, rank: int, world_size: int, epochs: int) -> list[list[str]]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], *map(int, sys.argv[2:]))))
+    root, rank, world_size, epochs, cache_dir = sys.argv[1:]
+    print(json.dumps(main(root, int(rank), int(world_size), int(epochs), cache_dir)))

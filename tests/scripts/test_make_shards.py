@@ -42,17 +42,18 @@ def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (30, 20)) -> bytes
     return buffer.getvalue()
 
 
-def write_hf_parquet(folder: Path, names: list[str]) -> dict[str, list[tuple[bytes, int]]]:
+def write_hf_parquet(folder: Path, names: list[str] | None) -> dict[str, list[tuple[bytes, int]]]:
     """Hugging Face's imagenet-1k layout in miniature: data/{train,validation}-00000-of-00001.parquet with an
-    `image` {bytes, path} struct, a `label` and the ClassLabel names in the schema's metadata."""
+    `image` {bytes, path} struct, a `label` and the ClassLabel `names` in the schema's metadata (None: no metadata,
+    3 labels)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
-    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()} if names else {}
     rows = {}
     for split, count in (("train", 7), ("validation", 4)):
-        rows[split] = [(jpeg((30 * i, 10, 200 - 20 * i)), i % len(names)) for i in range(count)]
+        rows[split] = [(jpeg((30 * i, 10, 200 - 20 * i)), i % 3) for i in range(count)]
         table = pa.table(
             {
                 "image": [{"bytes": data, "path": f"{split}_{i}.JPEG"} for i, (data, _) in enumerate(rows[split])],
@@ -64,14 +65,15 @@ def write_hf_parquet(folder: Path, names: list[str]) -> dict[str, list[tuple[byt
     return rows
 
 
-def test_hf_parquet_files_become_shards_with_their_label_names(tmp_path: Path, capsys) -> None:
-    rows = write_hf_parquet(tmp_path / "hf", ["tench", "goldfish", "shark"])
+@pytest.mark.parametrize("names", [["tench", "goldfish", "shark"], None])
+def test_hf_parquet_files_become_shards_with_their_label_names(tmp_path: Path, capsys, names) -> None:
+    rows = write_hf_parquet(tmp_path / "hf", names)
     status, out, _ = make_shards("--hf-parquet", str(tmp_path / "hf"), "--out", str(tmp_path / "shards"),
                                  "--part-size", "3", "--no-progress", capsys=capsys)  # fmt: skip
     assert status == 0 and "classification: train 7, val 4 samples, 3 labels" in out
     location = shard_location(tmp_path / "shards")
     manifest = read_manifest(location)
-    assert manifest["classes"] == ["tench", "goldfish", "shark"] and set(manifest["splits"]) == {"train", "val"}
+    assert manifest["classes"] == (names or ["0", "1", "2"]) and set(manifest["splits"]) == {"train", "val"}
     for split, hf_split in (("train", "train"), ("val", "validation")):
         written = ShardSplit(location, split, manifest)
         assert [(bytes(written[i]["image"]), written[i]["label"]) for i in range(len(written))] == rows[hf_split]
