@@ -154,7 +154,9 @@ class ShardSplit(Dataset):
         for folder, expected in zip(self.folders, splits[split]["part_samples"], strict=True):
             if not is_url(location):
                 check_local_part(Path(folder))
-            part = streaming_dataset(folder, cache_dir=cache_dir)
+            # batch_decode=False: one row per read; litdata's default decodes a window of rows, wasted on a random
+            # order (0.15 -> 0.016 ms a sample)
+            part = streaming_dataset(folder, cache_dir=cache_dir, batch_decode=False)
             if len(part) != expected:
                 raise DataError(
                     f"shard index {folder}/index.json lists {len(part)} samples, the manifest {expected}; {REWRITE}"
