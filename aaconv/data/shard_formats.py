@@ -22,6 +22,7 @@ from aaconv.data.shard_writer import write_shards
 from aaconv.data.shards import MANIFEST, ShardDetection, ShardImages, ShardSplit, read_manifest, shard_location
 from aaconv.data.transforms import classification_transform, eval_transform
 from aaconv.errors import DataError
+from aaconv.utils.atomic import current_umask
 
 SOURCES = {"classification": ("imagefolder", imagefolder_source), "detection": ("coco", coco_source)}
 
@@ -35,6 +36,7 @@ def builtin_shards(data: Mapping[str, Any], kind: str) -> Path:
     if (shards / MANIFEST).is_file():
         return shards
     staging = Path(tempfile.mkdtemp(prefix=".shards-", dir=folder.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide a shared AACONV_CACHE from a team
     try:
         classes, splits = source(folder, [data["train_split"], data["val_split"]])
         write_shards(staging, kind=kind, classes=classes, splits=splits, source=str(folder), progress=False)
