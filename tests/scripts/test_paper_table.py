@@ -26,17 +26,27 @@ TINY = [
 ]
 
 
-def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """A script in a subprocess; its caches (datasets, model sizes) in `cwd` unless `env` says otherwise."""
+def start(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """A script started in a subprocess; its caches (datasets, model sizes) in `cwd` unless `env` says otherwise."""
     env = {"AACONV_CACHE": str(cwd / "cache"), **(env or {})}
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
     )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script run in a subprocess (see `start`)."""
+    return finish(start(*args, cwd=cwd, env=env))
 
 
 @pytest.fixture
@@ -72,10 +82,11 @@ def show(
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """outputs/: a two-seed multirun of the mini row 'none' and a single run of the row 'se'."""
+    """outputs/: a two-seed multirun of the mini row 'none' and a single run of the row 'se', side by side (one
+    thread each; the shared dataset cache is safe to fill from two processes)."""
     root = tmp_path_factory.mktemp("runs")
     env = {"AACONV_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
-    sweep = run(
+    sweep = start(
         str(REPO / "train.py"),
         "-m",
         "experiment=mini_relations",
@@ -86,8 +97,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=root,
         env=env,
     )
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
-    single = run(
+    single = start(
         str(REPO / "train.py"),
         "experiment=mini_relations",
         "attention=se",
@@ -96,7 +106,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=root,
         env=env,
     )
-    assert single.returncode == 0, single.stderr[-3000:]
+    for process in (finish(sweep), finish(single)):
+        assert process.returncode == 0, process.stderr[-3000:]
     return root / "outputs"
 
 
