@@ -18,11 +18,25 @@ from helpers.config import REPO
 LEARNABLE = ["data.workers=0", "trainer.epochs=4", "logger.progress_bar=false"]
 
 
-def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+def start(script: str, *overrides: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=900)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def run(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return finish(start(script, *overrides, cwd=cwd))
 
 
 @pytest.mark.slow
@@ -49,92 +63,8 @@ def test_short_training_learns_and_eval_reproduces_it_exactly(tmp_path: Path, da
     assert again["val_images"] == results["val_images"] and again["params"] == results["params"]
 
 
-def test_typo_in_an_override_gets_hydras_message(tmp_path: Path) -> None:
-    result = run("train.py", "trainer.epoch=3", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Key 'epoch' is not in struct" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_unknown_group_option_lists_the_choices(tmp_path: Path) -> None:
-    result = run("train.py", "attention=nonee", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'attention/nonee'" in result.stderr
-    assert "Available options" in result.stderr and "none" in result.stderr
-
-
-def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
-    result = run("train.py", "data=imagenet", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: required config value(s) not set: data.root; add data.root=... to the command"
-    )
-
-
-def test_wrong_data_root_says_what_layout_is_expected(tmp_path: Path) -> None:
-    result = run("train.py", "~experiment", "data=imagenet", f"data.root={tmp_path / 'imagenet'}", cwd=tmp_path)
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: data root {tmp_path / 'imagenet'} does not exist")
-    assert "<root>/train/<class>/<image>" in last
-    assert "Traceback" not in result.stderr
-
-
-def test_offline_pretrained_name_is_one_line(tmp_path: Path, data_cache: Path) -> None:
-    # an empty torch.hub cache and a proxy that refuses every connection: the download fails at once
-    env = {
-        **os.environ,
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "HYDRA_FULL_ERROR": "0",
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "train.py"),
-            "backbone.weights=torchvision:resnet18",
-            f"data.root={data_cache}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot download torchvision:resnet18"), result.stderr
-    assert str(tmp_path / "torch/hub/checkpoints/resnet18-f37072fd.pth") in lines[0]
-
-
-def test_wrn_under_the_quick_start_is_one_line_naming_the_setting(tmp_path: Path) -> None:
-    """The quick start pins backbone.zero_init_residual=true for every backbone; WRN has no last BN to zero."""
-    result = run(
-        "train.py",
-        "backbone=wrn28_10",
-        "trainer.max_steps=1",
-        "trainer.max_eval_batches=1",
-        f"data.root={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: backbone.zero_init_residual=true zeroes"), result.stderr
-    assert lines[0].endswith("add backbone.zero_init_residual=false (experiment=quickstart, the default, sets it true)")
-
-
-def test_bad_config_value_is_one_line_quoting_it(tmp_path: Path) -> None:
-    result = run("train.py", "data.batch_size=3.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: data.batch_size=3.5 is not valid: it must be a positive integer"
-    ]
-
-
-def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
-    root = tmp_path / "images"
+def write_tree_with_a_broken_file(root: Path) -> Path:
+    """A 2-class ImageFolder whose train/b holds a file that is not an image; returns that file."""
     for split in ("train", "val"):
         for label, color in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
             (root / split / label).mkdir(parents=True)
@@ -142,20 +72,114 @@ def test_bad_image_read_by_a_loader_worker_is_one_line(tmp_path: Path) -> None:
                 Image.new("RGB", (16, 16), color).save(root / split / label / f"{i}.png")
     bad = root / "train" / "b" / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
-    result = run(
-        "train.py",
-        "~experiment",
-        "data=imagenet",
-        f"data.root={root}",
-        "data.num_classes=2",
-        "data.workers=2",
-        "data.batch_size=2",
-        "data.image_size=16",
-        "trainer.epochs=1",
-        "logger.progress_bar=false",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
+    return bad
+
+
+@pytest.fixture(scope="module")
+def refused_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("refused")
+
+
+@pytest.fixture(scope="module")
+def refused(refused_dir: Path, data_cache: Path) -> dict[str, subprocess.CompletedProcess]:
+    """train.py commands that must stop with one line, each in refused_dir/<case>, started side by side: each is
+    mostly the interpreter's imports, which two cores do two at a time."""
+    tmp = refused_dir
+    write_tree_with_a_broken_file(tmp / "images")
+    # an empty torch.hub cache and a proxy that refuses every connection: the download fails at once
+    offline = {"TORCH_HOME": str(tmp / "torch"), "HTTPS_PROXY": "http://127.0.0.1:9"}
+    cases: dict[str, tuple[list[str], dict[str, str]]] = {
+        "typo": (["trainer.epoch=3"], {}),
+        "unknown_option": (["attention=nonee"], {}),
+        "missing_root": (["data=imagenet"], {}),
+        "wrong_root": (["~experiment", "data=imagenet", f"data.root={tmp / 'imagenet'}"], {}),
+        "offline_pretrained": (["backbone.weights=torchvision:resnet18", f"data.root={data_cache}"], offline),
+        "wrn": (
+            ["backbone=wrn28_10", "trainer.max_steps=1", "trainer.max_eval_batches=1", f"data.root={tmp / 'data'}"],
+            {},
+        ),  # fmt: skip
+        "bad_value": (["data.batch_size=3.5"], {}),
+        "bad_image": (
+            [
+                "~experiment",
+                "data=imagenet",
+                f"data.root={tmp / 'images'}",
+                "data.num_classes=2",
+                "data.workers=2",
+                "data.batch_size=2",
+                "data.image_size=16",
+                "trainer.epochs=1",
+                "logger.progress_bar=false",
+            ],
+            {},
+        ),  # fmt: skip
+    }
+    processes = {}
+    for name, (overrides, env) in cases.items():
+        (tmp / name).mkdir()
+        processes[name] = start("train.py", *overrides, f"hydra.run.dir={tmp / name / 'run'}", cwd=tmp / name, env=env)
+    return {name: finish(process) for name, process in processes.items()}
+
+
+def test_typo_in_an_override_gets_hydras_message(refused) -> None:
+    result = refused["typo"]
+    assert result.returncode != 0
+    assert "Key 'epoch' is not in struct" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_group_option_lists_the_choices(refused) -> None:
+    result = refused["unknown_option"]
+    assert result.returncode != 0
+    assert "Could not find 'attention/nonee'" in result.stderr
+    assert "Available options" in result.stderr and "none" in result.stderr
+
+
+def test_missing_data_root_is_one_line(refused) -> None:
+    result = refused["missing_root"]
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: required config value(s) not set: data.root; add data.root=... to the command"
     )
+
+
+def test_wrong_data_root_says_what_layout_is_expected(refused, refused_dir: Path) -> None:
+    result = refused["wrong_root"]
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data root {refused_dir / 'imagenet'} does not exist")
+    assert "<root>/train/<class>/<image>" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_offline_pretrained_name_is_one_line(refused, refused_dir: Path) -> None:
+    result = refused["offline_pretrained"]
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download torchvision:resnet18"), result.stderr
+    assert str(refused_dir / "torch/hub/checkpoints/resnet18-f37072fd.pth") in lines[0]
+
+
+def test_wrn_under_the_quick_start_is_one_line_naming_the_setting(refused) -> None:
+    """The quick start pins backbone.zero_init_residual=true for every backbone; WRN has no last BN to zero."""
+    result = refused["wrn"]
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: backbone.zero_init_residual=true zeroes"), result.stderr
+    assert lines[0].endswith("add backbone.zero_init_residual=false (experiment=quickstart, the default, sets it true)")
+
+
+def test_bad_config_value_is_one_line_quoting_it(refused) -> None:
+    result = refused["bad_value"]
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: data.batch_size=3.5 is not valid: it must be a positive integer"
+    ]
+
+
+def test_bad_image_read_by_a_loader_worker_is_one_line(refused, refused_dir: Path) -> None:
+    result = refused["bad_image"]
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.strip()]
+    bad = refused_dir / "images" / "train" / "b" / "broken.jpg"
     assert errors[-1].startswith(f"error: cannot decode image {bad} (") and "Traceback" not in result.stderr
