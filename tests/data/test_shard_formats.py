@@ -1,10 +1,12 @@
 """The shard formats in training: two processes, each with two loader workers reading through litdata's download
-cache, see every sample once per epoch; a run from shards stopped mid-epoch and resumed ends with the weights of an
-uninterrupted run from the folder; the paper's ImageNet row trains from shards."""
+cache, see every sample once per epoch; a run from shards killed mid-epoch (SIGTERM) and run again ends with the
+weights of an uninterrupted run from the folder; the paper's ImageNet row trains from shards."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,9 @@ from aaconv.data.shard_sources import imagefolder_source
 from aaconv.data.shard_writer import write_shards
 from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
-from helpers.config import REPO, compose_config
+from helpers.config import REPO, TINY_OVERRIDES, compose_config
 from helpers.images import write_tree
-from helpers.processes import entry_env
+from helpers.processes import entry_env, load_weights, run_entry
 
 
 def fit(cfg, run_dir: Path) -> Trainer:
@@ -67,17 +69,24 @@ def test_two_processes_see_every_sample_once_per_epoch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_run_from_shards_resumed_mid_epoch_ends_as_an_uninterrupted_run_from_the_folder(
-    tiny_config, tmp_path: Path
+def test_a_run_from_shards_killed_mid_epoch_resumes_to_the_uninterrupted_folder_run(
+    tiny_config, data_cache: Path, tmp_path: Path
 ) -> None:
-    shards = ("data=shapes_shards", "trainer.epochs=2", "trainer.deterministic=true")
-    stopped = fit(tiny_config(*shards, "trainer.max_steps=3"), tmp_path / "shards")  # 15 steps an epoch
-    assert (stopped.epoch, stopped.batch_in_epoch) == (0, 3)
-    resumed = fit(tiny_config(*shards, "trainer.max_steps=16"), tmp_path / "shards")
-    folder = fit(tiny_config("trainer.epochs=2", "trainer.deterministic=true", "trainer.max_steps=16"), tmp_path / "f")
-    assert resumed.global_step == folder.global_step == 16 and (resumed.epoch, resumed.batch_in_epoch) == (1, 1)
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.workers=")]  # 15 steps, one epoch
+    command = ["train.py", "data=shapes_shards", f"data.root={data_cache}", *tiny, "data.workers=2",
+               "trainer.deterministic=true", f"hydra.run.dir={tmp_path / 'run'}",
+               "+callbacks.stop._target_=helpers.faults.SigtermAtStep", "+callbacks.stop.step=5"]  # fmt: skip
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    killed = run_entry(command, cwd=REPO, env=env)
+    assert killed.returncode == 128 + signal.SIGTERM, killed.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 5, 5)
+    resumed = run_entry(command, cwd=REPO, env=env)  # the same command, as a requeued job runs it
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr + resumed.stdout, resumed.stderr[-3000:]
+    folder = fit(tiny_config("trainer.deterministic=true"), tmp_path / "folder")  # in-process, no loader workers
+    weights = load_weights(tmp_path / "run" / "last.pt")
     for key, value in folder.model.state_dict().items():
-        assert torch.equal(resumed.model.state_dict()[key], value), key
+        assert torch.equal(weights[key], value), key
 
 
 @pytest.mark.slow
