@@ -20,17 +20,23 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from aaconv.engine.checkpoint import load_checkpoint, select_weights
-from aaconv.engine.config_checks import build_model
+from aaconv.engine.config_checks import EVAL_CHECKS, build_model, check_config
+from aaconv.engine.distributed import destroy_distributed, init_distributed
 from aaconv.engine.evaluate import EVAL_SIZE_KEYS, evaluate_checkpoint, run_config
+from aaconv.engine.run_record import hydra_record
+from aaconv.engine.runtime import select_device
 from aaconv.engine.stored_config import known_targets
-from aaconv.errors import ConfigError
+from aaconv.engine.trainer import Trainer
+from aaconv.errors import ConfigError, exit_on_user_error, require_values
 from aaconv.tasks import Task, build_task, task_from_saved_config
+from aaconv.utils.distributed import broadcast_object
 from aaconv.utils.state_dict import load_model_state
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -107,3 +113,38 @@ def evaluate(
     run = rebuild_run(cfg.checkpoint, cfg.weights, data, state=state)
     facts = {"weights": run.weights, "epochs": state["epoch"], "checkpoint": str(cfg.checkpoint)}
     return evaluate_checkpoint(run.task, run.model, run.config, device, output_dir, facts)
+
+
+@exit_on_user_error
+def train_command(cfg: DictConfig) -> float:
+    """train.py's run of the composed config `cfg` (inside Hydra's main); returns the task's primary metric, for
+    Hydra sweepers that optimise it. A user error is one line and exit status 2."""
+    require_values(cfg)
+    check_config(cfg)
+    choices = HydraConfig.get().runtime.choices
+    if choices.get("experiment") == "quickstart" and not cfg.data.get("generate"):  # real data, the toy recipe
+        raise ConfigError(
+            f"experiment=quickstart is the 10-epoch recipe for the built-in data, not for data={choices['data']}; "
+            "choose one: experiment=paper/... (python scripts/paper_table.py lists them), or '~experiment' "
+            "for the groups' own values"
+        )
+    task = build_task(cfg)
+    # Hydra's .hydra/ record, written by the trainer once it holds the run directory (hydra.output_subdir: null)
+    trainer = Trainer(cfg, task, HydraConfig.get().runtime.output_dir, record=hydra_record(cfg))
+    return trainer.fit()[task.primary_metric]
+
+
+@exit_on_user_error
+def eval_command(cfg: DictConfig) -> None:
+    """eval.py's evaluation of configs/eval.yaml's `cfg` (inside Hydra's main), on every process of a torchrun."""
+    require_values(cfg)
+    check_config(cfg, EVAL_CHECKS)
+    state = load_checkpoint(cfg.checkpoint)
+    env = init_distributed()
+    output_dir = broadcast_object(HydraConfig.get().runtime.output_dir)  # rank 0's: timestamps may differ per process
+    try:
+        evaluate(cfg, state, select_device(cfg.device, env.local_rank, key="device"), output_dir)
+    except BaseException:
+        destroy_distributed(barrier=False)
+        raise
+    destroy_distributed()
