@@ -20,7 +20,7 @@ from aaconv.engine.trainer import Trainer
 from aaconv.tasks import build_task
 from helpers.config import REPO, TINY_OVERRIDES, compose_config
 from helpers.images import write_tree
-from helpers.processes import entry_env, load_weights, run_entry
+from helpers.processes import entry_env, finish_entry, load_weights, run_entry, start_entry
 
 
 def fit(cfg, run_dir: Path) -> Trainer:
@@ -77,13 +77,14 @@ def test_a_run_from_shards_killed_mid_epoch_resumes_to_the_uninterrupted_folder_
                "trainer.deterministic=true", f"hydra.run.dir={tmp_path / 'run'}",
                "+callbacks.stop._target_=helpers.faults.SigtermAtStep", "+callbacks.stop.step=5"]  # fmt: skip
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
-    killed = run_entry(command, cwd=REPO, env=env)
+    killing = start_entry(command, cwd=REPO, env=env)
+    folder = fit(tiny_config("trainer.deterministic=true"), tmp_path / "folder")  # meanwhile, in-process, no workers
+    killed = finish_entry(killing)
     assert killed.returncode == 128 + signal.SIGTERM, killed.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 5, 5)
     resumed = run_entry(command, cwd=REPO, env=env)  # the same command, as a requeued job runs it
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr + resumed.stdout, resumed.stderr[-3000:]
-    folder = fit(tiny_config("trainer.deterministic=true"), tmp_path / "folder")  # in-process, no loader workers
     weights = load_weights(tmp_path / "run" / "last.pt")
     for key, value in folder.model.state_dict().items():
         assert torch.equal(weights[key], value), key

@@ -48,5 +48,18 @@ def run_entry(
     )
 
 
+def start_entry(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts `python <args>` as run_entry runs it, without waiting: several run side by side."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=entry_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish_entry(process: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Waits for a process start_entry started: its CompletedProcess, as run_entry returns it."""
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
