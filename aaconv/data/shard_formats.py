@@ -102,19 +102,18 @@ def build_coco_shard_data(data: Mapping[str, Any], hflip: float = 0.5) -> DataSp
     `data.annotations`; training images flipped with probability `hflip`."""
     location, manifest = open_shards(data, "detection")
     cache, skip = data.get("cache_dir"), bool(data.get("skip_unreadable", False))
-    splits = {}
-    for split, train in ((data["train_split"], True), (data["val_split"], False)):
-        samples = ShardSplit(location, split, manifest, cache)
-        annotations = None if train else annotation_file(data)
-        splits[split] = ShardDetection(
-            samples,
-            manifest["splits"][split],
+
+    def split(name: str, train: bool) -> ShardDetection:
+        return ShardDetection(
+            ShardSplit(location, name, manifest, cache),
+            manifest["splits"][name],
             train=train,
             hflip=hflip,
-            annotation_file=annotations,
+            annotation_file=None if train else annotation_file(data),
             skip_unreadable=skip,
         )
-    train, val = splits[data["train_split"]], splits[data["val_split"]]
+
+    train, val = split(data["train_split"], True), split(data["val_split"], False)
     return DataSplits(train, val, manifest["classes"], detection_collate)
 
 

@@ -260,6 +260,11 @@ class ShardDetection(Dataset):
         annotation_file: Path | None = None,
         skip_unreadable: bool = False,
     ):
+        if "annotations" not in samples.fields:
+            raise DataError(
+                f"the shards at {samples.where} have no annotations field (fields: {', '.join(samples.fields)}); "
+                f"these are not COCO shards: {REWRITE} --coco"
+            )
         self.samples, self.train, self.hflip, self.skip_unreadable = samples, train, hflip, skip_unreadable
         self.sizes = summary["image_sizes"]
         self.indices = [i for i, n in enumerate(summary["boxes"]) if n or not train]
@@ -287,11 +292,6 @@ class ShardDetection(Dataset):
     def __getitem__(self, index: int) -> Any:
         position = self.indices[index]
         sample = self.samples[position]
-        if not isinstance(sample.get("annotations"), str):
-            raise DataError(
-                f"sample {position} ({sample.get('name')}) of {self.samples.where} has no annotations field; "
-                f"these are not COCO shards: {REWRITE} --coco"
-            )
         try:
             image = decode_rgb(bytes(sample["image"]), sample["name"])
         except DataError as e:

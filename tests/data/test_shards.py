@@ -227,9 +227,12 @@ def test_a_coco_shard_without_annotations_is_named(tmp_path: Path) -> None:
                  progress=False)  # fmt: skip
     location = shard_location(tmp_path / "shards")
     summary = {"image_ids": [1], "image_sizes": [[20, 10]], "boxes": [0]}
-    dataset = ShardDetection(ShardSplit(location, "val2017", read_manifest(location)), summary, train=False)
-    with pytest.raises(DataError, match=r"sample 0 \(val2017/a.jpg\) of .* has no annotations field.* --coco"):
-        dataset[0]
+    samples = ShardSplit(location, "val2017", read_manifest(location))
+    with pytest.raises(
+        DataError,
+        match=r"the shards at .*val2017 have no annotations field \(fields: name, image, image_id\); these are not COCO shards: .* --coco",
+    ):
+        ShardDetection(samples, summary, train=False)
 
 
 def test_coco_shards_are_scored_against_the_annotation_file_they_came_from(data_cache: Path, tmp_path: Path) -> None:
